@@ -1,0 +1,51 @@
+# SMIR notebooks: the two commands are `make demo` and `make test`.
+# Both create .venv on first use and install the pinned dependencies (constraints.txt).
+
+SHELL := /bin/bash
+# The first Python >= 3.11 on PATH (override with `make PYTHON=/path/to/python3.12 ...`).
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
+	&& { echo $$p; break; }; done)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+RUN ?= runs/$(shell date +%Y%m%d-%H%M%S)
+PROFILE ?= fast
+PYTEST_ARGS ?=
+
+.PHONY: demo test unit bench venv clean-venv help
+
+help:
+	@echo "make demo   run the notebook series (fast profile, synthetic data) into runs/<timestamp>/"
+	@echo "make test   run the whole test suite (unit, notebooks, nbval, ui, realdata, slow)"
+	@echo "make unit   only the fast unit tests"
+	@echo "make bench  run the benchmarks (benchmarks/)"
+
+$(STAMP): pyproject.toml constraints.txt
+	@if [ -z "$(PYTHON)" ]; then \
+	  echo "error: no Python 3.11 or newer found on PATH."; \
+	  echo "  install it (Debian/Ubuntu: sudo apt-get install python3.11 python3.11-venv;"; \
+	  echo "  macOS: brew install python@3.11; or https://www.python.org/downloads/)"; \
+	  echo "  or point make at one: make PYTHON=/path/to/python3.11 $(MAKECMDGOALS)"; exit 1; fi
+	@test -x $(PY) || { echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV) || { \
+	  echo "error: '$(PYTHON) -m venv' failed: install the venv module (Debian/Ubuntu: sudo apt-get install python3-venv)"; exit 1; }; }
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m smir_lib.runner --profile $(PROFILE) --out $(RUN)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+unit: $(STAMP)
+	$(PY) -m pytest -m unit $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) -m benchmarks $(BENCH_ARGS)
+
+clean-venv:
+	rm -rf $(VENV)
