@@ -1,0 +1,28 @@
+"""Shared fixtures: the repository root, the real CWFID data (skipped when absent), run folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CWFID_ROOT = REPO_ROOT.parent / "shared" / "data" / "cwfid"
+
+# Notebooks and subprocesses started by the tests never open windows or look for a display.
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def cwfid_root() -> Path:
+    """The real CWFID dataset beside the project (../shared/data/cwfid), or a skip saying why."""
+    if not (CWFID_ROOT / "train_test_split.yaml").is_file():
+        pytest.skip(f"real CWFID data not found at {CWFID_ROOT}: get it with "
+                    "`python data_download.py cwfid` and set SMIR_DATA_DIR")
+    return CWFID_ROOT
