@@ -129,6 +129,7 @@ def setup_notebook(stem: str, *, profile: str = "fast", run_dir: str | Path | No
     """
     profile = resolve_profile(profile)
     root = resolve_run_dir(run_dir)
+    enable_figure_display()
     out_dir = root / stem
     out_dir.mkdir(parents=True, exist_ok=True)
     return NotebookContext(stem=stem, profile=profile, run_dir=root, out_dir=out_dir,
@@ -182,6 +183,31 @@ def check_data(dataset: str, split: str = "train", root: str | Path | None = Non
     classes = f", classes {names}" if names else ""
     print(f"{dataset!r} {split}: {len(ds)} items{classes}")
     return ds
+
+
+def enable_figure_display() -> None:
+    """Make a cell that ends with a ``Figure`` show it as PNG, whatever the matplotlib backend.
+
+    ``smir_lib.plots`` builds figures without pyplot; under papermill the backend may be Agg
+    (``MPLBACKEND=Agg``), where IPython would otherwise print ``<Figure ...>`` instead of the image.
+    """
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    ip = get_ipython()
+    if ip is None:
+        return
+    from matplotlib.figure import Figure
+
+    def png(fig: Figure) -> bytes:
+        import io
+
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+        return buf.getvalue()
+
+    ip.display_formatter.formatters["image/png"].for_type(Figure, png)
 
 
 def in_notebook() -> bool:
