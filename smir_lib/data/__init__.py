@@ -1,0 +1,10 @@
+"""Datasets, transforms and the synthetic field generator.
+
+``get_dataset(name, split, root=None, **options)`` is the entry point (see ``registry``);
+``transforms`` holds the kornia-based augmentation and evaluation preprocessing. Dataset
+modules are imported lazily, on first use.
+"""
+
+from .registry import DATASET_NAMES, get_dataset
+
+__all__ = ["DATASET_NAMES", "get_dataset"]

@@ -1,0 +1,268 @@
+"""Loading images and labels from disk, with errors that say what went wrong and how to fix it.
+
+Every real dataset in this kit is a list of ``(image path, label path)`` pairs plus a rule that
+turns the label file into class indices. This module holds the parts they share:
+
+- :func:`resolve_root` finds a dataset folder (argument, ``$SMIR_DATA_DIR``, ``./data``) or
+  raises :class:`DatasetNotFoundError` carrying the exact download command;
+- :func:`load_image` reads any image file as float ``(3, H, W)`` in ``[0, 1]``; grayscale,
+  palette and RGBA files are converted, a corrupt file raises :class:`ImageLoadError` naming it;
+- :func:`colors_to_index` and :func:`values_to_index` turn colour-coded or value-coded label
+  images into class indices with a lookup, and name the file and the value they do not know;
+- :class:`SegmentationFiles` is the torch ``Dataset`` every real dataset returns: labelled items
+  are ``(image, label)``, pool items (unlabelled pretraining images) are the image alone.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+IGNORE_INDEX = 255
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SPLITS = ("train", "val", "test", "pool")
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset folder is missing or incomplete; the message holds the command that fetches it."""
+
+
+class ImageLoadError(OSError):
+    """An image or label file could not be decoded (truncated, corrupt, not an image)."""
+
+
+class LabelError(ValueError):
+    """A label file holds a colour or value outside the dataset's label table, or has the wrong size."""
+
+
+def download_command(name: str, data_dir: Path | str | None = None) -> str:
+    """The exact shell command that downloads dataset ``name`` (into ``data_dir`` when given)."""
+    command = f"python data_download.py {name}"
+    if data_dir is not None:
+        command += f" --root {data_dir}"
+    return command
+
+
+def data_dir_candidates(root: str | os.PathLike | None = None) -> list[Path]:
+    """Folders searched for datasets, in order: ``root``, else ``$SMIR_DATA_DIR``, else ``./data``
+    (the current directory) and ``<repository>/data`` (so notebooks, which run inside
+    ``notebooks/``, find the same folder as the command line)."""
+    if root is not None:
+        return [Path(root).expanduser()]
+    env = os.environ.get("SMIR_DATA_DIR")
+    if env:
+        return [Path(env).expanduser()]
+    candidates = [Path("data").resolve(), REPO_ROOT / "data"]
+    return list(dict.fromkeys(candidates))
+
+
+def resolve_root(name: str, root: str | os.PathLike | None, is_complete: Callable[[Path], bool],
+                 extra_candidates: Sequence[Path] = ()) -> Path:
+    """Find the folder of dataset ``name``.
+
+    ``root`` (or ``$SMIR_DATA_DIR``, or ``./data``) is the *data folder* holding one sub-folder per
+    dataset (``data/voc``, ``data/cwfid``, ...); a dataset folder itself is accepted too. The first
+    candidate for which ``is_complete(folder)`` holds wins. Nothing found raises
+    :class:`DatasetNotFoundError` with the folders tried and the command that downloads it.
+    """
+    tried: list[Path] = []
+    for data_dir in data_dir_candidates(root):
+        for folder in (data_dir / name, data_dir):
+            if folder not in tried:
+                tried.append(folder)
+                if is_complete(folder):
+                    return folder
+    for folder in extra_candidates:
+        tried.append(folder)
+        if is_complete(folder):
+            return folder
+    target = data_dir_candidates(root)[0]
+    raise DatasetNotFoundError(
+        f"dataset '{name}' not found; looked in: {', '.join(str(p) for p in tried)}. "
+        f"Download it with:\n    {download_command(name, target)}\n"
+        f"or point to an existing copy with get_dataset('{name}', ..., root=DIR) or $SMIR_DATA_DIR.")
+
+
+def check_split(name: str, split: str, allowed: Sequence[str] = SPLITS) -> None:
+    """Raise a ``ValueError`` naming the split and the allowed ones when ``split`` is unknown."""
+    if split not in allowed:
+        raise ValueError(f"unknown split '{split}' for dataset '{name}': expected one of {list(allowed)}")
+
+
+def open_image_array(path: str | os.PathLike, mode: str | None = "RGB") -> np.ndarray:
+    """Decode an image file into a numpy array.
+
+    ``mode="RGB"`` converts grayscale (``L``, ``I;16``...), palette (``P``) and ``RGBA`` files to
+    three channels (alpha is dropped); ``mode=None`` keeps the stored values (palette indices,
+    16-bit label values). A file that cannot be decoded raises :class:`ImageLoadError` with its path.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image file not found: {path}")
+    try:
+        with Image.open(path) as img:
+            img.load()  # decode now, so a truncated file fails here and not later
+            if mode is not None and img.mode != mode:
+                if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                    # 16/32-bit grayscale: scale to 8 bits before making it RGB
+                    arr = np.asarray(img, dtype=np.float64)
+                    peak = arr.max() if arr.max() > 255 else 255.0
+                    img = Image.fromarray(np.clip(arr / peak * 255.0, 0, 255).astype(np.uint8))
+                img = img.convert(mode)
+            return np.array(img)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise ImageLoadError(f"cannot read image file {path}: {err}. The file is corrupt or not "
+                             f"an image; delete it and run the download again.") from err
+
+
+def load_image(path: str | os.PathLike) -> torch.Tensor:
+    """Read an image file as float ``(3, H, W)`` in ``[0, 1]`` (grayscale and RGBA converted)."""
+    arr = open_image_array(path, "RGB")  # (H, W, 3) uint8
+    return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255.0)
+
+
+def _describe_values(values: np.ndarray, limit: int = 5) -> str:
+    shown = ", ".join(str(tuple(v) if np.ndim(v) else int(v)) for v in values[:limit])
+    more = f" and {len(values) - limit} more" if len(values) > limit else ""
+    return shown + more
+
+
+def colors_to_index(rgb: np.ndarray, colors: Mapping[tuple[int, int, int], int],
+                    path: str | os.PathLike = "<array>") -> np.ndarray:
+    """Map an RGB label image ``(H, W, 3)`` to class indices ``(H, W)`` with a colour table.
+
+    Colours are packed into one 24-bit integer per pixel and looked up with ``np.searchsorted``
+    (no loop over pixels). A colour missing from ``colors`` raises :class:`LabelError` naming the
+    file and the colour.
+    """
+    if rgb.ndim != 3 or rgb.shape[2] < 3:
+        raise LabelError(f"label file {path} has shape {rgb.shape}; expected a colour image (H, W, 3)")
+    rgb = rgb[..., :3].astype(np.int64)
+    packed = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]  # (H, W)
+    keys = np.array([(r << 16) | (g << 8) | b for r, g, b in colors], dtype=np.int64)
+    order = np.argsort(keys)
+    keys, targets = keys[order], np.array(list(colors.values()), dtype=np.int64)[order]
+    pos = np.clip(np.searchsorted(keys, packed), 0, len(keys) - 1)
+    known = keys[pos] == packed
+    if not known.all():
+        bad = np.unique(packed[~known])
+        bad_rgb = np.stack([(bad >> 16) & 255, (bad >> 8) & 255, bad & 255], axis=1)
+        raise LabelError(f"label file {path} contains unknown colour(s) {_describe_values(bad_rgb)}; "
+                         f"expected only {sorted(colors)}. Re-download the dataset or check the file.")
+    return targets[pos]
+
+
+def values_to_index(values: np.ndarray, table: Mapping[int, int],
+                    path: str | os.PathLike = "<array>") -> np.ndarray:
+    """Map a value-coded label image ``(H, W)`` to class indices with a value table.
+
+    ``table`` maps every allowed stored value to a class index (``IGNORE_INDEX`` for ignored
+    values). Any other value raises :class:`LabelError` naming the file and the value.
+    """
+    if values.ndim != 2:
+        raise LabelError(f"label file {path} has shape {values.shape}; expected a single-channel "
+                         f"(H, W) label image")
+    values = values.astype(np.int64)
+    keys = np.array(sorted(table), dtype=np.int64)
+    targets = np.array([table[int(k)] for k in keys], dtype=np.int64)
+    pos = np.clip(np.searchsorted(keys, values), 0, len(keys) - 1)
+    known = keys[pos] == values
+    if not known.all():
+        bad = np.unique(values[~known])
+        raise LabelError(f"label file {path} contains unknown label value(s) {_describe_values(bad)}; "
+                         f"expected only {_describe_values(keys, 40)}.")
+    return targets[pos]
+
+
+def check_same_size(image: torch.Tensor, label: torch.Tensor, image_path: Path, label_path: Path) -> None:
+    """Raise :class:`LabelError` naming both files when image and label sizes differ."""
+    if tuple(image.shape[-2:]) != tuple(label.shape[-2:]):
+        raise LabelError(f"label {label_path} is {label.shape[-1]}x{label.shape[-2]} (WxH) but its image "
+                         f"{image_path} is {image.shape[-1]}x{image.shape[-2]}: the pair is misaligned; "
+                         f"re-download the dataset or remove the pair.")
+
+
+class SegmentationFiles(Dataset):
+    """A segmentation dataset read from files: ``(image, label)`` items, or images only for a pool.
+
+    Args:
+        name: dataset name (for messages).
+        split: ``train``, ``val``, ``test`` or ``pool``.
+        images: image file paths.
+        labels: label file paths, one per image, or ``None`` for an unlabelled pool.
+        decode_label: ``(path) -> np.ndarray (H, W)`` of class indices (ignore = ``ignore_index``).
+        class_names, class_colors: one entry per class; colours are RGB display colours.
+        transform: optional callable applied to ``(image, label)`` (or ``(image,)`` for a pool).
+        ids: optional human-readable id per item (file stem by default).
+
+    Item ``i`` is ``(image float (3, H, W) in [0, 1], label long (H, W))``, or the image alone for
+    a pool. ``ignore_index`` is 255 in every dataset.
+    """
+
+    def __init__(self, name: str, split: str, images: Sequence[Path], labels: Sequence[Path] | None,
+                 decode_label: Callable[[Path], np.ndarray] | None, class_names: Sequence[str],
+                 class_colors: Sequence[tuple[int, int, int]], transform: Callable | None = None,
+                 ids: Sequence[str] | None = None, root: Path | None = None) -> None:
+        if labels is not None and len(labels) != len(images):
+            raise ValueError(f"{name}/{split}: {len(images)} images but {len(labels)} labels")
+        self.name, self.split, self.root = name, split, root
+        self.images = [Path(p) for p in images]
+        self.labels = None if labels is None else [Path(p) for p in labels]
+        self.decode_label = decode_label
+        self.class_names = list(class_names)
+        self.class_colors = [tuple(int(c) for c in rgb) for rgb in class_colors]
+        self.ignore_index = IGNORE_INDEX
+        self.transform = transform
+        self.ids = list(ids) if ids is not None else [p.stem for p in self.images]
+
+    @property
+    def labelled(self) -> bool:
+        """Whether items carry a label (False for an unlabelled pretraining pool)."""
+        return self.labels is not None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def load_label(self, index: int) -> torch.Tensor:
+        """Label ``index`` as long ``(H, W)``, without any transform."""
+        assert self.labels is not None and self.decode_label is not None
+        return torch.from_numpy(np.ascontiguousarray(self.decode_label(self.labels[index]))).long()
+
+    def __getitem__(self, index: int):
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {self.name}/{self.split} with {len(self)} items")
+        image = load_image(self.images[index])  # (3, H, W)
+        if self.labels is None:
+            if self.transform is None:
+                return image
+            out = self.transform(image)
+            return out[0] if isinstance(out, tuple) and len(out) == 1 else out
+        label = self.load_label(index)  # (H, W)
+        check_same_size(image, label, self.images[index], self.labels[index])
+        if self.transform:
+            image, label = self.transform(image, label)
+        return image, label
+
+    def __repr__(self) -> str:
+        kind = "labelled" if self.labelled else "unlabelled pool"
+        return (f"{type(self).__name__}(name={self.name!r}, split={self.split!r}, n={len(self)}, "
+                f"{kind}, classes={self.class_names})")
+
+
+def warn_once(message: str, _seen: set[str] = set()) -> None:  # noqa: B006 (deliberate memo)
+    """Emit ``message`` as a ``UserWarning`` once per process."""
+    if message not in _seen:
+        _seen.add(message)
+        warnings.warn(message, UserWarning, stacklevel=3)
