@@ -133,8 +133,9 @@ def class_share_bars(shares: Mapping[str, Sequence[float]], class_names: Sequenc
     ax.set_xticks(x, class_names)
     ax.set_ylabel("share of labelled pixels (%)")
     ax.set_title(title)
-    if len(groups) > 1:
-        ax.legend(fontsize=9)
+    if len(groups) > 1:  # bars are coloured by class, so the legend shows the hatch of each group
+        ax.legend(handles=[Patch(facecolor="white", edgecolor="black", hatch=hatches[g % len(hatches)], label=n)
+                           for g, n in enumerate(groups)], fontsize=9)
     ax.margins(y=0.15)
     return fig
 
