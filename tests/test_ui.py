@@ -7,9 +7,9 @@ Chromium through Playwright, run every cell from the *Run* menu, then move a sli
 keyboard and wait for the explorer's figure to be redrawn. They assert that no cell shows an
 error, that the slider's readout moved and that the figure changed.
 
-Screenshots (the whole window, and the explorer cell before and after the slider moved) go to
-``<run folder>/ui/``; with ``SMIR_UI_SCREENSHOTS=<folder>`` the explorer cells after the move are
-also copied there, e.g. ``SMIR_UI_SCREENSHOTS=notebooks/images`` refreshes the README's pictures.
+Screenshots (the JupyterLab window scrolled to the explorer, and the explorer's output alone,
+before and after the slider moved) go to ``<run folder>/ui/``; with ``SMIR_UI_SCREENSHOTS=<folder>``
+the window after the move is also copied there (as a small 256-colour PNG), e.g. ``SMIR_UI_SCREENSHOTS=notebooks/images`` refreshes the README's pictures.
 A small generated notebook (one slider, one plot) checks the harness itself first.
 
 The server and the browser are shut down on every path (failures and timeouts included); the
@@ -145,18 +145,17 @@ def explore(lab: LabSession, name: str, labels: tuple[str, ...]) -> dict:
         figure_before = nb.figure_sources(cell)
         assert figure_before, (f"{name}: the explorer shows no figure image after Run All Cells "
                                f"(outputs: {cell.locator('.jp-OutputArea').first.inner_text()[:500]!r})")
-        cell.evaluate("el => el.scrollIntoView({block: 'start'})")
-        shots["page"] = nb.screenshot(lab.screenshots / f"{stem}_page.png")
-        shots["before"] = nb.screenshot(lab.screenshots / f"{stem}_explorer_before.png",
-                                        cell.locator(".jp-Cell-outputWrapper").first)
+        output = cell.locator(".jp-Cell-outputWrapper").first
+        shots["page_before"] = nb.screenshot(lab.screenshots / f"{stem}_page_before.png", scroll_to=cell)
+        shots["explorer_before"] = nb.screenshot(lab.screenshots / f"{stem}_explorer_before.png", output)
 
         readout_after = nb.move_slider(slider)
         assert readout_after != readout_before, (
             f"{name}: slider {label!r} still reads {readout_before!r} after three ArrowRight presses")
         figure_after = nb.wait_figure_change(cell, figure_before, timeout=REDRAW_TIMEOUT)
         assert figure_after != figure_before
-        shots["after"] = nb.screenshot(lab.screenshots / f"{stem}_explorer_after.png",
-                                       cell.locator(".jp-Cell-outputWrapper").first)
+        shots["page_after"] = nb.screenshot(lab.screenshots / f"{stem}_page_after.png", scroll_to=cell)
+        shots["explorer_after"] = nb.screenshot(lab.screenshots / f"{stem}_explorer_after.png", output)
         errors = nb.errors()
         assert not errors, f"{name}: errors after moving slider {label!r}:\n" + "\n---\n".join(errors)
         print(f"{name}: Run All {elapsed:.1f} s; slider {label!r} {readout_before} -> {readout_after}; "
@@ -204,4 +203,4 @@ def test_explorer_redraws_in_jupyterlab(lab: LabSession, stem: str):
         pytest.fail(f"notebooks/{stem}.ipynb is missing: the ui tier tests its explorer")
     shots = explore(lab, f"{stem}.ipynb", labels)
     assert all(p.is_file() and p.stat().st_size > 0 for p in shots.values())
-    publish(shots["after"], readme_name)
+    publish(shots["page_after"], readme_name)

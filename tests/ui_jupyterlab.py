@@ -323,6 +323,10 @@ class LabNotebook:
         self.page.goto(self.server.lab_url(self.name), timeout=timeout * 1000)
         self.page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=timeout * 1000)
         self.wait_idle(timeout)
+        # Fold the file browser away: the notebook gets the window's width (and the screenshots).
+        current = self.page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current")
+        if current.count():
+            current.first.click()
 
     def accept_kernel_dialog(self) -> None:
         """Accept a "Select Kernel" dialog (shown when a notebook names no kernel) if one is up."""
@@ -419,10 +423,14 @@ class LabNotebook:
             time.sleep(0.3)
         raise TimeoutError(f"{self.name}: the figure did not change within {timeout:.0f} s of moving the slider")
 
-    def screenshot(self, path: Path, locator=None) -> Path:
-        """A PNG of ``locator`` (scrolled into view) or of the whole window."""
+    def screenshot(self, path: Path, locator=None, *, scroll_to=None) -> Path:
+        """A PNG of ``locator`` (scrolled into view) or of the whole window, first scrolled so
+        that ``scroll_to`` (a locator) is at the top."""
         path.parent.mkdir(parents=True, exist_ok=True)
         if locator is None:
+            if scroll_to is not None:
+                scroll_to.evaluate("el => el.scrollIntoView({block: 'start'})")
+                time.sleep(0.3)
             self.page.screenshot(path=str(path))
         else:
             locator.scroll_into_view_if_needed()
