@@ -77,7 +77,7 @@ def test_environment_yml_matches_pip_files():
 
 def test_generated_folders_are_ignored():
     ignored = (ROOT / ".gitignore").read_text().split()
-    for entry in [".venv/", "runs/", "data/", "*.pt"]:
+    for entry in [".venv/", "runs/", "/data/", "*.pt"]:
         assert entry in ignored
 
 
