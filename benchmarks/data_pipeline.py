@@ -1,0 +1,122 @@
+"""Can the data pipeline keep the model fed? Images/s of decode + augment, against training.
+
+For each dataset (``synthetic``: images rendered on demand; ``cwfid``: 1296x966 PNGs decoded
+from ``../shared/data/cwfid``) we time the *pretraining* input pipeline: the ``pool`` split with
+:class:`smir_lib.data.transforms.TrainAugment` (random resized crop 256, flip, colour jitter)
+as its transform, read through a ``torch.utils.data.DataLoader``:
+
+* ``one process``: ``num_workers=0``, what one CPU core delivers;
+* ``loader (workers=N)``: the loader with the default number of workers (the engine's config
+  when it defines one, else ``min(4, cores)``), as training runs it.
+
+The loader is not the bottleneck when its images/s exceed the training step's images/s (from
+``benchmarks/training_step.py`` in the same run). On a CPU-only machine the loader's workers and
+the training step share the same cores, so the comparison there is optimistic for both; on a GPU
+machine the training step runs on the GPU and the comparison is the real one.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from .harness import BenchResult, Timing
+
+__all__ = ["default_num_workers", "bench_data_pipeline"]
+
+
+def default_num_workers() -> tuple[int, str]:
+    """The loader workers training uses by default, and where that number came from."""
+    try:
+        from smir_lib.config import load_config
+
+        cfg = load_config("fast")
+        for key in ("num_workers", "workers"):
+            value = cfg.get(key) if isinstance(cfg, Mapping) else getattr(cfg, key, None)
+            if value is None and isinstance(cfg, Mapping) and isinstance(cfg.get("data"), Mapping):
+                value = cfg["data"].get(key)
+            if value is not None:
+                return int(value), f"smir_lib.config fast preset ({key})"
+    except Exception:  # the engine's config is not there yet, or has no such key
+        pass
+    return min(4, os.cpu_count() or 1), "min(4, cores): the engine config defines no worker count"
+
+
+def _pool_dataset(name: str, n_images: int, size: int):
+    from smir_lib.data import get_dataset
+    from smir_lib.data.transforms import TrainAugment
+
+    augment = TrainAugment(size=size)
+    if name == "synthetic":
+        return get_dataset("synthetic", "pool", n_images=n_images, size=size * 5 // 4,
+                           transform=augment)
+    return get_dataset(name, "pool", transform=augment)
+
+
+def _images_of(batch: Any) -> torch.Tensor:
+    return batch[0] if isinstance(batch, (list, tuple)) else batch
+
+
+def _time_loader(dataset, *, batch: int, workers: int, n_batches: int, repeats: int) -> Timing:
+    """Median seconds per ``n_batches`` batches; worker start-up and the first batch excluded."""
+    loader = DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers,
+                        persistent_workers=workers > 0, drop_last=True,
+                        generator=torch.Generator().manual_seed(0))
+    timing = Timing(f"loader (workers={workers})" if workers else "one process (workers=0)",
+                    items=batch * n_batches)
+    iterator = iter(loader)
+    next(iterator)  # warm-up: worker start-up, first decode
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(n_batches):
+            try:
+                images = _images_of(next(iterator))
+            except StopIteration:
+                iterator = iter(loader)
+                images = _images_of(next(iterator))
+            assert images.shape[0] == batch
+        timing.seconds.append(time.perf_counter() - start)
+    del iterator
+    return timing
+
+
+def bench_data_pipeline(*, dataset: str = "synthetic", batch: int = 8, n_batches: int = 4,
+                        size: int = 256, workers: int | None = None, repeats: int = 3,
+                        training_images_per_s: Mapping[str, float] | None = None) -> BenchResult:
+    """Images/s of the pretraining input pipeline of ``dataset``, in one process and in a loader."""
+    workers_source = "--workers"
+    if workers is None:
+        workers, workers_source = default_num_workers()
+    result = BenchResult(f"data_pipeline[{dataset}]", params={
+        "dataset": dataset, "split": "pool", "batch": batch, "batches_per_run": n_batches,
+        "crop": size, "workers": workers, "workers_from": workers_source, "repeats": repeats,
+        "augment": "TrainAugment(size=256): RandomResizedCrop(0.25..1), hflip 0.5, jitter 0.2 p 0.5"})
+    try:
+        ds = _pool_dataset(dataset, n_images=batch * (n_batches + 1) * 2, size=size)
+    except FileNotFoundError as err:  # DatasetNotFoundError: say so instead of failing the run
+        result.notes.append(f"skipped: {err}".splitlines()[0])
+        return result
+    if len(ds) < batch:
+        result.notes.append(f"skipped: the {dataset} pool has {len(ds)} images, fewer than a batch")
+        return result
+    result.params["pool_images"] = len(ds)
+    sides = {"one process (workers=0)": _time_loader(ds, batch=batch, workers=0,
+                                                     n_batches=n_batches, repeats=repeats)}
+    if workers > 0:
+        sides[f"loader (workers={workers})"] = _time_loader(ds, batch=batch, workers=workers,
+                                                            n_batches=n_batches, repeats=repeats)
+    result.add_timings(sides)
+    loader = list(sides.values())[-1]
+    result.values["loader images/s"] = loader.items_per_second
+    for model_name, train_ips in (training_images_per_s or {}).items():
+        r = loader.items_per_second / train_ips
+        key = f"loader / training images/s [{model_name}]"
+        result.ratios[key] = r
+        result.add_target(key, r, at_least=1.0,
+                          description="the loader delivers at least what the training step consumes")
+    return result
