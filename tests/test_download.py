@@ -1,0 +1,304 @@
+"""Download machinery against a local HTTP server on 127.0.0.1 that the tests start and feed.
+
+The server serves archives built here and can cut a connection mid-file, ignore or honour
+``Range``, answer with an HTML page, or 404. No test touches the internet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+import threading
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from smir_lib import download as dl
+from smir_lib.download import (ChecksumError, Downloader, DownloadError, HtmlInsteadOfFileError, MissingToolError,
+                               RemoteFile, Source, UnsafeArchiveError, extract_archive, fetch_source)
+
+pytestmark = pytest.mark.unit
+
+
+class Route:
+    """What the server does for one path."""
+
+    def __init__(self, body: bytes, content_type: str = "application/octet-stream", status: int = 200,
+                 cut_first_after: int | None = None, honour_range: bool = True):
+        self.body, self.content_type, self.status = body, content_type, status
+        self.cut_first_after, self.honour_range = cut_first_after, honour_range
+        self.requests: list[dict] = []
+
+
+class Handler(BaseHTTPRequestHandler):
+    routes: dict[str, Route] = {}
+
+    def log_message(self, *args):  # keep test output quiet
+        pass
+
+    def do_GET(self):
+        route = self.routes.get(self.path)
+        if route is None:
+            self.send_error(404, "Not Found")
+            return
+        route.requests.append({"range": self.headers.get("Range")})
+        if route.status != 200:
+            self.send_error(route.status)
+            return
+        body, status, start = route.body, 200, 0
+        rng = self.headers.get("Range")
+        if rng and route.honour_range:
+            start = int(rng.split("=")[1].split("-")[0])
+            if start >= len(body):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(body)}")
+                self.end_headers()
+                return
+            status = 206
+        payload = body[start:]
+        self.send_response(status)
+        self.send_header("Content-Type", route.content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        self.end_headers()
+        if route.cut_first_after is not None and len(route.requests) == 1:
+            self.wfile.write(payload[:route.cut_first_after])
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(2)  # cut the connection mid-file
+            return
+        self.wfile.write(payload)
+
+
+@pytest.fixture
+def server():
+    routes: dict[str, Route] = {}
+    handler = type("TestHandler", (Handler,), {"routes": routes})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    yield base, routes
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def make_tar(files: dict[str, bytes], *, links: dict[str, str] | None = None, top: str = "") -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(top + name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for name, target in (links or {}).items():
+            info = tarfile.TarInfo(top + name)
+            info.type = tarfile.SYMTYPE
+            info.linkname = target
+            tar.addfile(info)
+    return buf.getvalue()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def quiet_downloader(**kw) -> Downloader:
+    return Downloader(progress=False, backoff=0.0, log=lambda msg: None, **kw)
+
+
+def test_success_streams_verifies_and_renames(server, tmp_path):
+    base, routes = server
+    body = os.urandom(300_000)
+    routes["/f.bin"] = Route(body)
+    spec = RemoteFile(f"{base}/f.bin", "f.bin", size=len(body), sha256=sha256(body),
+                      md5=hashlib.md5(body).hexdigest())
+    out = quiet_downloader().fetch(spec, tmp_path / "f.bin")
+    assert out.read_bytes() == body
+    assert not (tmp_path / "f.bin.part").exists()
+
+
+def test_resume_after_cut_connection_uses_range(server, tmp_path):
+    base, routes = server
+    body = os.urandom(3 * 1024 * 1024)
+    routes["/big.bin"] = Route(body, cut_first_after=1024 * 1024 + 17)
+    spec = RemoteFile(f"{base}/big.bin", "big.bin", sha256=sha256(body))
+    out = quiet_downloader(retries=2).fetch(spec, tmp_path / "big.bin")
+    assert out.read_bytes() == body
+    assert len(routes["/big.bin"].requests) == 2
+    first_range = routes["/big.bin"].requests[1]["range"]
+    assert first_range is not None and first_range.startswith("bytes=") and first_range != "bytes=0-"
+
+
+def test_resume_from_leftover_part_and_server_ignoring_range(server, tmp_path):
+    base, routes = server
+    body = os.urandom(200_000)
+    routes["/r.bin"] = Route(body, honour_range=False)
+    (tmp_path / "r.bin.part").write_bytes(body[:50_000])
+    spec = RemoteFile(f"{base}/r.bin", "r.bin", sha256=sha256(body))
+    out = quiet_downloader().fetch(spec, tmp_path / "r.bin")
+    assert out.read_bytes() == body  # 200 instead of 206: started over, no duplicated bytes
+    assert routes["/r.bin"].requests[0]["range"] == "bytes=50000-"
+
+
+def test_checksum_mismatch_leaves_nothing(server, tmp_path):
+    base, routes = server
+    routes["/f.bin"] = Route(b"not what you expected" * 100)
+    spec = RemoteFile(f"{base}/f.bin", "f.bin", sha256="0" * 64)
+    with pytest.raises(ChecksumError, match=r"f\.bin: sha256 .* expected 0000"):
+        quiet_downloader().fetch(spec, tmp_path / "f.bin")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sha256_prefix_of_torchvision_weight_names(server, tmp_path):
+    base, routes = server
+    body = b"weights" * 1000
+    routes["/resnet.pth"] = Route(body)
+    good = RemoteFile(f"{base}/resnet.pth", "resnet.pth", sha256_prefix=sha256(body)[:8], extract=False)
+    assert quiet_downloader().fetch(good, tmp_path / "resnet.pth").is_file()
+    bad = RemoteFile(f"{base}/resnet.pth", "resnet2.pth", sha256_prefix="deadbeef", extract=False)
+    with pytest.raises(ChecksumError, match="deadbeef"):
+        quiet_downloader().fetch(bad, tmp_path / "resnet2.pth")
+
+
+@pytest.mark.parametrize("content_type", ["text/html; charset=utf-8", "application/octet-stream"])
+def test_html_page_instead_of_archive(server, tmp_path, content_type):
+    base, routes = server
+    routes["/a.zip"] = Route(b"<!DOCTYPE html><html><body>Please log in</body></html>", content_type=content_type)
+    spec = RemoteFile(f"{base}/a.zip", "a.zip")
+    with pytest.raises(HtmlInsteadOfFileError, match="HTML"):
+        quiet_downloader(retries=3).fetch(spec, tmp_path / "a.zip")
+    assert list(tmp_path.iterdir()) == []
+    assert len(routes["/a.zip"].requests) == 1  # no pointless retries
+
+
+def test_404_fails_at_once_naming_url(server, tmp_path):
+    base, routes = server
+    spec = RemoteFile(f"{base}/missing.tar", "missing.tar")
+    with pytest.raises(DownloadError, match=r"missing\.tar: HTTP 404"):
+        quiet_downloader(retries=3).fetch(spec, tmp_path / "missing.tar")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_server_errors_are_retried(server, tmp_path):
+    base, routes = server
+    routes["/busy"] = Route(b"", status=503)
+    spec = RemoteFile(f"{base}/busy", "busy.bin")
+    with pytest.raises(DownloadError, match="failed after 3 attempts"):
+        quiet_downloader(retries=2).fetch(spec, tmp_path / "busy.bin")
+    assert len(routes["/busy"].requests) == 3
+
+
+@pytest.mark.parametrize("member,link", [("../evil.txt", None), ("/tmp/abs_evil.txt", None),
+                                         ("inner/link", "../../outside"), ("inner/abslink", "/etc/passwd")])
+def test_tar_traversal_rejected_and_nothing_written(tmp_path, member, link):
+    files = {"ok.txt": b"fine"}
+    links = {}
+    if link is None:
+        files[member] = b"evil"
+    else:
+        links[member] = link
+    archive = tmp_path / "evil.tar.gz"
+    archive.write_bytes(make_tar(files, links=links))
+    target = tmp_path / "target"
+    with pytest.raises(UnsafeArchiveError, match="refused"):
+        extract_archive(archive, target, progress=False)
+    assert list(target.iterdir()) == []  # not even the harmless member
+    assert not (tmp_path / "evil.txt").exists()
+
+
+def test_zip_traversal_rejected(tmp_path):
+    archive = tmp_path / "evil.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("good.txt", "fine")
+        zf.writestr("../escape.txt", "evil")
+    with pytest.raises(UnsafeArchiveError, match="escape.txt"):
+        extract_archive(archive, tmp_path / "t", progress=False)
+    assert not (tmp_path / "escape.txt").exists()
+
+
+def test_extract_strips_github_top_folder(tmp_path):
+    archive = tmp_path / "a.tar.gz"
+    archive.write_bytes(make_tar({"images/1.png": b"x", "README.md": b"r"}, top="dataset-1.0/"))
+    extract_archive(archive, tmp_path / "cwfid", strip_top=True, progress=False)
+    assert (tmp_path / "cwfid" / "images" / "1.png").read_bytes() == b"x"
+    assert not any(p.name.startswith(".staging") for p in (tmp_path / "cwfid").iterdir())
+
+
+def test_fetch_source_end_to_end_and_idempotent_rerun(server, tmp_path):
+    base, routes = server
+    tar_bytes = make_tar({"a/1.txt": b"one", "b.txt": b"two"})
+    routes["/ds.tar.gz"] = Route(tar_bytes)
+    sources = {"toy": Source("toy", (RemoteFile(f"{base}/ds.tar.gz", "ds.tar.gz", sha256=sha256(tar_bytes)),), "toy")}
+    folder = fetch_source("toy", tmp_path, progress=False, backoff=0, sources=sources, log=lambda m: None)
+    assert (folder / "a" / "1.txt").read_bytes() == b"one"
+    assert len(routes["/ds.tar.gz"].requests) == 1
+    fetch_source("toy", tmp_path, progress=False, backoff=0, sources=sources, log=lambda m: None)
+    assert len(routes["/ds.tar.gz"].requests) == 1  # second run: nothing downloaded
+
+
+def test_plain_files_rerun_verifies_without_download(server, tmp_path):
+    base, routes = server
+    body = b"w" * 5000
+    routes["/w.pth"] = Route(body)
+    sources = {"w": Source("w", (RemoteFile(f"{base}/w.pth", "w.pth", sha256=sha256(body), extract=False),), "weights")}
+    for _ in range(2):
+        fetch_source("w", tmp_path, progress=False, backoff=0, sources=sources, log=lambda m: None)
+    assert (tmp_path / "weights" / "w.pth").read_bytes() == body
+    assert len(routes["/w.pth"].requests) == 1
+
+
+def test_cli_prints_summary_line(server, tmp_path, monkeypatch, capsys):
+    """The CLI on a fake VOC archive: download, extract, layout check, one summary line."""
+    import numpy as np
+    from PIL import Image
+
+    base, routes = server
+    files = {}
+    for year, split, ids in (("VOC2012", "train", ["a1", "a2"]), ("VOC2012", "val", ["b1"]), ("VOC2007", "test", ["c1"])):
+        seg = f"VOCdevkit/{year}/ImageSets/Segmentation/{split}.txt"
+        files[seg] = "\n".join(ids).encode()
+        for i in ids:
+            img, lab = io.BytesIO(), io.BytesIO()
+            Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(img, "JPEG")
+            Image.fromarray(np.zeros((8, 8), np.uint8), "P").save(lab, "PNG")
+            files[f"VOCdevkit/{year}/JPEGImages/{i}.jpg"] = img.getvalue()
+            files[f"VOCdevkit/{year}/SegmentationClass/{i}.png"] = lab.getvalue()
+    tar_bytes = make_tar(files)
+    routes["/voc.tar"] = Route(tar_bytes)
+    monkeypatch.setitem(dl.SOURCES, "voc", Source("voc", (RemoteFile(f"{base}/voc.tar", "voc.tar",
+                                                                       md5=hashlib.md5(tar_bytes).hexdigest()),), "voc"))
+    import data_download
+
+    assert data_download.main(["voc", "--root", str(tmp_path), "--quiet"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("voc: train 2, val 1, test 1, pool 2 images in")
+    assert data_download.main(["voc", "--root", str(tmp_path), "--quiet"]) == 0
+    assert len(routes["/voc.tar"].requests) == 1
+
+
+def test_missing_rar_tool_says_what_to_install():
+    with pytest.raises(MissingToolError, match="apt-get install unar"):
+        dl.find_rar_tool(which=lambda name: None)
+    assert dl.find_rar_tool(which=lambda name: "/usr/bin/7z" if name == "7z" else None) == "7z"
+
+
+def test_missing_kaggle_token_message(tmp_path, monkeypatch):
+    monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
+    monkeypatch.delenv("KAGGLE_KEY", raising=False)
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path))
+    with pytest.raises(MissingToolError, match="kaggle.json"):
+        dl.kaggle_credentials()
+    (tmp_path / "kaggle.json").write_text('{"username": "u", "key": "k"}')
+    assert dl.kaggle_credentials() == ("u", "k")
+
+
+def test_cityscapes_without_credentials_is_clear(monkeypatch):
+    monkeypatch.delenv("CITYSCAPES_USERNAME", raising=False)
+    monkeypatch.delenv("CITYSCAPES_PASSWORD", raising=False)
+    with pytest.raises(MissingToolError, match="CITYSCAPES_USERNAME"):
+        dl.cityscapes_opener(interactive=False)
