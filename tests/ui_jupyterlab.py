@@ -385,7 +385,14 @@ class LabNotebook:
     def slider(self, labels: tuple[str, ...] = ()):
         """The first widget slider whose description is one of ``labels`` (else the first slider)."""
         sliders = self.page.locator(".jupyter-widgets.widget-slider")
-        sliders.first.wait_for(timeout=30_000)
+        try:
+            sliders.first.wait_for(timeout=30_000)
+        except Exception as err:  # playwright's TimeoutError
+            texts = [t[:300] for t in self.page.locator(".jp-OutputArea-output").all_inner_texts() if t.strip()]
+            raise AssertionError(
+                f"{self.name}: no widget slider was rendered within 30 s. Is INTERACTIVE = True reaching "
+                "the explorer cell, and is jupyterlab_widgets installed in the server's environment? "
+                f"Last outputs: {texts[-3:]}") from err
         for label in labels:
             match = sliders.filter(has=self.page.locator(".widget-label", has_text=re.compile(rf"^\s*{re.escape(label)}\b")))
             if match.count():
