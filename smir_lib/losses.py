@@ -88,102 +88,106 @@ def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, *, data_range:
     return l1_weight * l1 + msssim_weight * (1.0 - similarity)
 
 
-def _band_index(edges: Sequence[int], win_size: int) -> tuple[list[int], list[int]]:
-    """For one image side: which positions of ``cat([valid-filtered, raw])`` to keep, per band.
+class _Side(NamedTuple):
+    """What ``patch_loss_map`` needs about one side (rows or columns) of the grid."""
 
-    ``pytorch_msssim`` filters a crop along a side only if the crop is at least ``win_size``
-    long there (otherwise it skips that side, with a warning). For a band ``[a, b)`` that is
-    long enough, the valid window positions lie at ``a .. b - win_size`` of the filtered side;
-    for a short band we keep its raw pixels ``a .. b - 1``, stored after the filtered ones.
-    Returns ``(index, band)``: positions to gather, and the band each one belongs to.
-    """
-    offset = max(edges[-1] - win_size + 1, 0)  # length of the valid-filtered side
-    index, band = [], []
-    for i, (a, b) in enumerate(zip(edges[:-1], edges[1:])):  # loop over bands (~21), not pixels
-        positions = range(a, b - win_size + 1) if b - a >= win_size else range(offset + a, offset + b)
-        index += positions
-        band += [i] * len(positions)
-    return index, band
-
-
-class _SideOperators(NamedTuple):
-    """Everything ``patch_loss_map`` needs about one side of the grid, built once per grid."""
-
-    window_index: torch.Tensor  # (R,) positions of the filtered-then-raw side to keep
-    window_onehot: torch.Tensor  # (g, R) 1 where a kept window position belongs to band g
-    pixel_onehot: torch.Tensor  # (g, H) 1 where a pixel belongs to band g
-    uses_raw: bool  # some band is shorter than the window, so raw pixels are needed too
+    window_onehot: torch.Tensor  # (g, L): 1 where window position l lies inside band g
+    pixel_onehot: torch.Tensor  # (g, H): 1 where pixel h belongs to band g
+    uses_raw: bool  # some band is shorter than the window: raw positions follow filtered ones
 
 
 @functools.lru_cache(maxsize=64)
-def _side_operators(edges: tuple[int, ...], win_size: int, device: torch.device) -> _SideOperators:
-    """Cached per (edges, window, device): repeated calls cost no host-to-device copy."""
-    n_bands = len(edges) - 1
-    index, band = _band_index(edges, win_size)
-    sizes = torch.tensor([b - a for a, b in zip(edges[:-1], edges[1:])])
-    pixel_band = torch.repeat_interleave(torch.arange(n_bands), sizes)  # (H,)
-    return _SideOperators(
-        torch.tensor(index, dtype=torch.long).to(device),
-        F.one_hot(torch.tensor(band, dtype=torch.long), n_bands).T.float().to(device),
-        F.one_hot(pixel_band, n_bands).T.float().to(device),
-        uses_raw=min(sizes.tolist()) < win_size)
+def _side(edges: tuple[int, ...], win_size: int, device: torch.device) -> _Side:
+    """Membership matrices of one side, cached so repeated calls copy nothing to the device.
 
-
-@functools.lru_cache(maxsize=16)
-def _gauss_window(win_size: int, win_sigma: float, channels: int, device: torch.device):
-    """pytorch-msssim's 1-D Gaussian window, ``(C, 1, 1, win_size)``, cached per device."""
-    return _fspecial_gauss_1d(win_size, win_sigma).repeat(channels, 1, 1, 1).to(device)
-
-
-def _filter_side(x: torch.Tensor, win: torch.Tensor, dim: int,
-                 side: _SideOperators) -> torch.Tensor:
-    """Valid Gaussian filter of ``x (N, C, H, W)`` along ``dim`` (2 or 3), then keep positions.
-
-    The raw side is appended after the filtered one when short bands need raw pixels.
+    A window position ``l`` of the valid-filtered side covers pixels ``l .. l + win_size - 1``;
+    it belongs to band ``[a, b)`` when ``a <= l <= b - win_size``, i.e. when the window lies
+    entirely inside the band. ``pytorch_msssim`` does not filter a crop along a side shorter
+    than the window (it warns and skips), so a short band uses its raw pixels instead: they are
+    numbered after the filtered positions, ``offset + a .. offset + b - 1``.
     """
-    weight = win if dim == 3 else win.transpose(2, 3)  # (C, 1, 1, w) or (C, 1, w, 1)
-    parts = []
-    if x.shape[dim] >= win.shape[-1]:
-        parts.append(F.conv2d(x, weight, groups=x.shape[1]))
-    if side.uses_raw:
-        parts.append(x)
-    return torch.cat(parts, dim=dim).index_select(dim, side.window_index)
+    size, n_bands = edges[-1], len(edges) - 1
+    n_filtered = max(size - win_size + 1, 0)
+    uses_raw = any(b - a < win_size for a, b in zip(edges[:-1], edges[1:]))
+    windows = torch.zeros(n_bands, n_filtered + (size if uses_raw else 0))  # (g, L)
+    pixels = torch.zeros(n_bands, size)  # (g, H)
+    for g, (a, b) in enumerate(zip(edges[:-1], edges[1:])):  # over bands (~21), not pixels
+        if b - a >= win_size:
+            windows[g, a:b - win_size + 1] = 1.0
+        else:
+            windows[g, n_filtered + a:n_filtered + b] = 1.0
+        pixels[g, a:b] = 1.0
+    return _Side(windows.to(device), pixels.to(device), uses_raw)
 
 
+def _filter_side(x: torch.Tensor, taps: Sequence[float], dim: int, uses_raw: bool,
+                 out: torch.Tensor | None = None) -> torch.Tensor:
+    """Valid 1-D filter of ``x`` along ``dim`` as a sum of shifted slices (no conv, no copy).
+
+    With ``uses_raw`` the unfiltered ``x`` is appended along ``dim`` for short bands.
+    ``out`` is an optional buffer to write the filtered result into.
+    """
+    n = x.shape[dim] - len(taps) + 1
+    if n <= 0:  # side shorter than the window: nothing to filter, only raw pixels
+        return x
+    out = torch.mul(x.narrow(dim, 0, n), taps[0], out=out)
+    for t in range(1, len(taps)):
+        out.add_(x.narrow(dim, t, n), alpha=taps[t])
+    return torch.cat([out, x], dim=dim) if uses_raw else out
+
+
+@torch.no_grad()
 def patch_loss_map(pred: torch.Tensor, target: torch.Tensor, grid: PatchGrid, *,
                    win_size: int = 3, data_range: float = 1.0, win_sigma: float = 1.5,
                    K: tuple[float, float] = (0.01, 0.03)) -> torch.Tensor:
     """Per-patch score ``L1 + (1 - SSIM)`` of reconstructions ``pred`` against ``target``.
 
-    ``pred`` and ``target`` are ``(B, C, H, W)`` on the grid's ``H x W``. Returns ``(B, gh, gw)``
-    float32. The SSIM of a patch only looks at pixels of that patch: from the SSIM map of the
-    whole image (valid Gaussian windows) we average, per patch, just the window positions that
-    fit inside it. One matrix product per side then sums the map over all patches at once.
+    ``pred`` and ``target`` are ``(B, C, H, W)`` on the grid's ``H x W``; returns ``(B, gh, gw)``
+    (float32, or float64 for float64 inputs). The SSIM of a patch only sees that patch's pixels:
+    we compute the SSIM map of the whole image with valid Gaussian windows (the separable filter
+    of pytorch-msssim, as shifted slices), then average, per patch, only the window positions
+    lying entirely inside it: a matrix product with a 0/1 membership matrix on each side sums
+    every patch of every image at once. The result is a score for ranking patches: it is
+    computed without gradients, in place, to keep memory traffic low.
     """
     if tuple(pred.shape[-2:]) != (grid.height, grid.width) or pred.shape != target.shape:
         raise ValueError(f"pred is {tuple(pred.shape)}, target {tuple(target.shape)}, the grid "
                          f"is for {grid.height}x{grid.width}: pass (B, C, H, W) pairs on its size")
-    pred, target = pred.float(), target.float()
-    n_img, n_chan, device = pred.shape[0], pred.shape[1], pred.device
-    win = _gauss_window(win_size, win_sigma, n_chan, device)  # (C, 1, 1, w)
-    rows = _side_operators(grid.row_edges, win_size, device)
-    cols = _side_operators(grid.col_edges, win_size, device)
+    dtype = torch.float64 if pred.dtype == torch.float64 else torch.float32
+    pred, target = pred.to(dtype), target.to(dtype)
+    n_img, n_chan, height, width = pred.shape
+    rows = _side(grid.row_edges, win_size, pred.device)
+    cols = _side(grid.col_edges, win_size, pred.device)
+    taps = _fspecial_gauss_1d(win_size, win_sigma).flatten().tolist()  # e.g. [0.27, 0.45, 0.27]
 
-    # The five local statistics of SSIM, for pred and target at once: (5 * B, C, H, W).
-    stats = torch.cat([pred, target, pred * pred, target * target, pred * target])
-    stats = _filter_side(stats, win, 2, rows)  # (5B, C, R, W): filter the rows
-    stats = _filter_side(stats, win, 3, cols)  # (5B, C, R, Q): then the columns
-    mu1, mu2, xx, yy, xy = stats.view(5, n_img, n_chan, *stats.shape[-2:])
+    # The five local statistics of SSIM in one buffer: x, y, x^2, y^2, xy.  (5, B, C, H, W)
+    stats = torch.empty(5, n_img, n_chan, height, width, dtype=dtype, device=pred.device)
+    stats[0].copy_(pred)
+    stats[1].copy_(target)
+    torch.mul(pred, pred, out=stats[2])
+    torch.mul(target, target, out=stats[3])
+    torch.mul(pred, target, out=stats[4])
+    # Gaussian-filter down the rows, then along the columns (back into the first buffer).
+    filtered = _filter_side(stats, taps, 3, rows.uses_raw)  # (5, B, C, Lr, W)
+    n_out = filtered.shape[3] * max(width - win_size + 1, 0) * 5 * n_img * n_chan
+    buffer = stats.view(-1)[:n_out].view(5, n_img, n_chan, filtered.shape[3], -1) \
+        if not cols.uses_raw and n_out <= stats.numel() and width >= win_size else None
+    mu1, mu2, xx, yy, xy = _filter_side(filtered, taps, 4, cols.uses_raw, out=buffer)
+    del stats, filtered
+
+    # SSIM map, in place:  ((2 mu1 mu2 + c1) / (mu1^2 + mu2^2 + c1)) * cs,
+    # cs = (2 sigma12 + c2) / (sigma1^2 + sigma2^2 + c2), sigma = filtered moment - mu product.
     c1, c2 = (K[0] * data_range) ** 2, (K[1] * data_range) ** 2
-    cs = (2 * (xy - mu1 * mu2) + c2) / ((xx - mu1 ** 2) + (yy - mu2 ** 2) + c2)
-    ssim_map = (2 * mu1 * mu2 + c1) / (mu1 ** 2 + mu2 ** 2 + c1) * cs  # (B, C, R, Q)
+    ssim_map = mu1 * mu2  # (B, C, Lr, Lc)
+    xy.sub_(ssim_map).mul_(2).add_(c2)  # 2 sigma12 + c2
+    xx.sub_(mu1.square_()).add_(yy.sub_(mu2.square_())).add_(c2)  # sigma1^2 + sigma2^2 + c2
+    ssim_map.mul_(2).add_(c1).div_(mu1.add_(mu2).add_(c1)).mul_(xy.div_(xx))
 
-    # Sum the map over each patch's window positions with one-hot membership matrices.
-    ssim_sum = rows.window_onehot @ ssim_map.sum(1) @ cols.window_onehot.T  # (B, gh, gw)
+    # Sum the map over each patch's window positions: (g_h, Lr) @ (B, Lr, Lc) @ (Lc, g_w).
+    ssim_sum = rows.window_onehot.to(dtype) @ ssim_map.sum(1) @ cols.window_onehot.to(dtype).T
     ssim_count = rows.window_onehot.sum(1)[:, None] * cols.window_onehot.sum(1) * n_chan
-
     # The L1 term averages |pred - target| over the patch's pixels and channels.
-    l1_sum = rows.pixel_onehot @ (pred - target).abs().sum(1) @ cols.pixel_onehot.T  # (B, gh, gw)
+    abs_diff = torch.sub(pred, target).abs_().sum(1)  # (B, H, W)
+    l1_sum = rows.pixel_onehot.to(dtype) @ abs_diff @ cols.pixel_onehot.to(dtype).T
     l1_count = rows.pixel_onehot.sum(1)[:, None] * cols.pixel_onehot.sum(1) * n_chan  # (gh, gw)
-
     return l1_sum / l1_count + (1.0 - ssim_sum / ssim_count)

@@ -1,0 +1,120 @@
+"""Reconstruction loss and the vectorised patch-loss map (smir_lib.losses)."""
+
+import warnings
+
+import pytest
+import torch
+from pytorch_msssim import ms_ssim as reference_ms_ssim
+from pytorch_msssim import ssim as reference_ssim
+
+from smir_lib.losses import check_msssim_size, ms_ssim, patch_loss_map, reconstruction_loss
+from smir_lib.patches import PatchGrid, patch_grid
+
+pytestmark = pytest.mark.unit
+
+
+def loop_patch_loss_map(pred: torch.Tensor, target: torch.Tensor, grid: PatchGrid) -> torch.Tensor:
+    """The authors' per-patch loop (ReconstructionSelective._get_tile_loss_map), for reference.
+
+    One ``pytorch_msssim.ssim`` call with a 3x3 window per patch crop, plus the crop's L1.
+    """
+    out = torch.zeros(pred.shape[0], *grid.shape, dtype=torch.float64)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # hundreds of tiny calls: threads only add overhead
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pytorch-msssim warns on crops shorter than the window
+        for b in range(pred.shape[0]):
+            for i in range(grid.gh):
+                for j in range(grid.gw):
+                    rows, cols = grid.patch_slices(i, j)
+                    p, t = pred[b:b + 1, :, rows, cols], target[b:b + 1, :, rows, cols]
+                    similarity = reference_ssim(p, t, data_range=1.0, win_size=3, size_average=True)
+                    out[b, i, j] = (p - t).abs().mean() + (1.0 - similarity)
+    torch.set_num_threads(threads)
+    return out
+
+
+def random_pair(n: int, height: int, width: int, seed: int = 0, noise: float = 0.5):
+    g = torch.Generator().manual_seed(seed)
+    target = torch.randn(n, 3, height, width, generator=g)
+    pred = target + noise * torch.randn(n, 3, height, width, generator=g)
+    return pred, target
+
+
+@pytest.mark.parametrize("n,height,width,n_patches", [
+    (1, 256, 256, 512),  # 21x21, last row and column 16 px
+    (1, 250, 255, 512),  # uneven: a narrower last row of its own (10 px), a merged last column (15 px)
+    (2, 40, 30, 150),  # 4x3 px patches: a band of exactly 3 px has a single window position
+    (2, 20, 26, 200),  # 2 px patches: shorter than the window, pytorch-msssim skips the filter
+])
+def test_patch_loss_map_equals_per_patch_loop(n, height, width, n_patches):
+    grid = patch_grid(height, width, n_patches)
+    pred, target = random_pair(n, height, width)
+    fast = patch_loss_map(pred, target, grid)
+    assert fast.shape == (n, *grid.shape) and fast.dtype == torch.float32
+    torch.testing.assert_close(fast.double(), loop_patch_loss_map(pred, target, grid),
+                               rtol=0, atol=1e-5)
+
+
+def test_patch_loss_map_float64_matches_loop_tightly():
+    grid = patch_grid(48, 40, 60)
+    pred, target = random_pair(1, 48, 40, seed=1)
+    pred, target = pred.double(), target.double()
+    torch.testing.assert_close(patch_loss_map(pred, target, grid),
+                               loop_patch_loss_map(pred, target, grid), rtol=0, atol=1e-10)
+
+
+def test_patch_loss_map_ignores_neighbouring_patches():
+    """Changing pixels of one patch changes that patch's score only."""
+    grid = patch_grid(64, 64, 64)
+    pred, target = random_pair(1, 64, 64, seed=2)
+    before = patch_loss_map(pred, target, grid)
+    rows, cols = grid.patch_slices(3, 4)
+    pred[:, :, rows, cols] += 1.0
+    changed = (patch_loss_map(pred, target, grid) - before).abs() > 1e-6
+    assert changed.sum() == 1 and changed[0, 3, 4]
+
+
+def test_perfect_reconstruction_scores_zero():
+    grid = patch_grid(64, 64)
+    _, target = random_pair(2, 64, 64)
+    assert patch_loss_map(target, target.clone(), grid).abs().max() < 1e-5
+
+
+def test_patch_loss_map_rejects_wrong_size():
+    with pytest.raises(ValueError, match="grid is for 64x64"):
+        patch_loss_map(torch.zeros(1, 3, 32, 32), torch.zeros(1, 3, 32, 32), patch_grid(64, 64))
+
+
+def test_ms_ssim_matches_pytorch_msssim():
+    pred, target = random_pair(2, 176, 192, noise=0.2)
+    torch.testing.assert_close(ms_ssim(pred, target, data_range=1.0),
+                               reference_ms_ssim(pred, target, data_range=1.0))
+
+
+def test_reconstruction_loss_is_l1_plus_one_minus_msssim():
+    pred, target = random_pair(2, 176, 176, noise=0.2)
+    pred.requires_grad_(True)
+    loss = reconstruction_loss(pred, target)
+    expected = (pred - target).abs().mean() + 1 - reference_ms_ssim(pred, target, data_range=1.0)
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert pred.grad is not None and torch.isfinite(pred.grad).all()
+
+
+def test_reconstruction_loss_weights_and_scales_are_parameters():
+    pred, target = random_pair(1, 96, 96, noise=0.2)
+    # 3 scales and a 7x7 window: the limit is (7 - 1) * 2 ** 2 = 24 px
+    three = reconstruction_loss(pred, target, win_size=7, ms_weights=(0.2, 0.3, 0.5))
+    l1_only = reconstruction_loss(pred, target, win_size=7, ms_weights=(0.2, 0.3, 0.5),
+                                  msssim_weight=0.0)
+    torch.testing.assert_close(l1_only, (pred - target).abs().mean())
+    assert three > l1_only
+
+
+def test_image_too_small_for_msssim_names_size_limit_and_fix():
+    with pytest.raises(ValueError, match=r"image is 128x128.*11x11.*5 scales.*> 160 px.*larger crop"):
+        reconstruction_loss(torch.zeros(1, 3, 128, 128), torch.zeros(1, 3, 128, 128))
+    check_msssim_size(161, 200)  # just large enough
+    with pytest.raises(ValueError, match="> 24 px"):
+        check_msssim_size(24, 100, win_size=7, levels=3)
