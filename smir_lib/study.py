@@ -9,6 +9,7 @@ a mask that ignores image content would match on average.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -79,3 +80,53 @@ def load_batch(ds, indices: Sequence[int], size: int | None = 256):
         images.append(image)
         labels.append(label)
     return torch.stack(images), (torch.stack(labels) if labels[0] is not None else None)
+
+
+def find_checkpoint(folder: Path) -> Path | None:
+    """The best checkpoint the engine left in ``folder`` (``best.pt`` first), or None."""
+    folder = Path(folder)
+    for name in ("best.pt", "final.pt", "last.pt", "checkpoint.pt"):
+        if (folder / name).is_file():
+            return folder / name
+    found = sorted(folder.glob("**/*.pt"))
+    return found[-1] if found else None
+
+
+def _model_preset(ctx) -> str:
+    try:
+        cfg = ctx.config()
+    except ImportError:
+        return "tiny" if ctx.profile == "fast" else "resnet34"
+    for path in (("model", "preset"), ("model",), ("preset",)):
+        value = cfg
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else getattr(value, key, None)
+        if isinstance(value, str):
+            return value
+    return "tiny" if ctx.profile == "fast" else "resnet34"
+
+
+def reconstruction_model(ctx, kind: str = "random"):
+    """The reconstruction model pretrained with ``kind`` masking, and a sentence saying where it came from.
+
+    "Found a trained model, loading it": when ``RUN_DIR/pretrain_<kind>/`` holds a checkpoint
+    (written by notebook 02 or 05) it is loaded; otherwise the engine trains one now with the
+    notebook's profile (``smir_lib.pretrain.pretrain_random`` / ``pretrain_selective``).
+    Returns ``(model in eval mode, message)``.
+    """
+    from smir_lib.models import build_unet, load_pretrained
+
+    folder = Path(ctx.run_dir) / f"pretrain_{kind}"
+    ckpt = find_checkpoint(folder)
+    if ckpt is None:
+        from smir_lib import pretrain
+
+        train = {"random": pretrain.pretrain_random, "selective": pretrain.pretrain_selective}[kind]
+        train(ctx.config(), folder)
+        ckpt = find_checkpoint(folder)
+        message = f"No {kind}-mask model in {folder}: trained one now ({ctx.profile} profile), saved to {ckpt}"
+    else:
+        message = f"Found a trained model, loading it: {ckpt}"
+    model = build_unet(_model_preset(ctx), out_channels=3)
+    load_pretrained(model, ckpt, reinit_head=False)
+    return model.eval(), message
