@@ -1,0 +1,276 @@
+"""One flat, typed configuration for every run of the engine, with the presets ``paper`` and ``fast``.
+
+A run is described by a :class:`Config`: which data, which network, how the patches are masked,
+how long and how hard to train. ``load_config`` starts from a preset name or a YAML/JSON file and
+applies overrides, either a dict or ``key=value`` strings from the command line::
+
+    cfg = load_config("fast", overrides={"seed": 3})
+    cfg = load_config("runs/x/config.yaml", overrides=["pretrain_epochs=20", "model=resnet18"])
+
+An unknown key is an error that lists the valid keys, so a typo never silently falls back to a
+default. Every run folder gets the resolved configuration as ``config.json``; resuming checks
+that the configuration still matches.
+
+Presets:
+
+* ``paper``: the numbers of SPEC (ResNet-34 U-Net, 256 px, 512 patches, K = 5, 10 partitions,
+  1000 pretraining epochs per step, batch by dataset, Adam 3e-3 with 10 warm-up epochs, 500
+  fine-tuning epochs of batch 8).
+* ``fast``: minutes on a laptop CPU: the ``tiny`` network on synthetic fields of 144 px, a pool
+  of 48 images in 3 partitions, 128 px crops. MS-SSIM needs the short side above
+  ``(win - 1) * 16`` px, so the fast preset uses a 7x7 window (limit 96 px) instead of the paper's
+  11x11 (limit 160 px): that halves the pixels per image and the cost of every step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+__all__ = ["Config", "PRESETS", "PRETRAIN_BATCH", "load_config", "parse_overrides", "save_config",
+           "config_diff"]
+
+PRETRAIN_BATCH: dict[str, int] = {"voc": 128, "cityscapes": 128, "nassar": 256, "sugarbeets": 64}
+"""The authors' pretraining batch size per dataset; any other dataset gets 128."""
+
+
+@dataclass
+class Config:
+    """Everything a pretraining, fine-tuning or evaluation run depends on.
+
+    Data
+        dataset: downstream dataset (``smir_lib.data.DATASET_NAMES``), also the pretraining pool.
+        pool_dataset: pretraining pool when it differs ("cross" setting); None = ``dataset``.
+        data_root: data folder; None = ``$SMIR_DATA_DIR`` or ``./data``.
+        pool_size: use only the first ``pool_size`` pool images (None = all; synthetic needs a number).
+        train_size, val_size, test_size: limit the labelled splits (None = all / dataset default).
+        synthetic_size: side of the generated synthetic images, before any crop.
+        include_eval_in_pool: reproduce the authors' pools that contain the evaluation images.
+    Network
+        model: ``smir_lib.models.PRESETS`` name: ``resnet34`` (paper), ``resnet18``, ``tiny``.
+    Masking
+        image_size: training crop side and the short side images are resized to for scoring.
+        n_patches: nominal patch count (512: a 21x21 grid on 256x256).
+        mask_ratio: fraction of patches hidden. k: random masks averaged per selective score.
+        partitions: partitions of the pool (= selective steps).
+        msssim_win: MS-SSIM window; the short side must exceed ``(msssim_win - 1) * 16`` px.
+        shared_augmentation: input and target share the colour jitter (False: the authors' quirk
+            of jittering the selective input only).
+    Optimisation
+        lr, warmup_epochs, min_lr_factor: Adam (no weight decay), linear warm-up from
+            ``min_lr_factor * lr`` then cosine down to it, stepped per epoch.
+        pretrain_epochs: epochs per selective step. random_epochs: epochs of the random-masking
+            baseline on the whole pool (None = ``pretrain_epochs``: the same number of iterations
+            as the selective loop, as in SPEC).
+        pretrain_batch: None = the per-dataset table ``PRETRAIN_BATCH``.
+        val_fraction: share of each partition (and of the random baseline's pool) kept for validation.
+        finetune_epochs, finetune_batch, finetune_loss (``jaccard`` or ``ce``).
+    Machinery
+        seed, deterministic (``torch.use_deterministic_algorithms``), workers (DataLoader
+        processes), amp (``auto``: bf16/fp16 on CUDA only; ``off``, ``bf16``, ``fp16``),
+        channels_last (CUDA only), device (``auto``, ``cpu``, ``cuda``, ``cuda:1``),
+        score_batch (images per scoring batch), score_chunk (masked copies per forward pass,
+        None = a whole batch; halved on out-of-memory), progress (tqdm bars).
+    """
+
+    dataset: str = "synthetic"
+    pool_dataset: str | None = None
+    data_root: str | None = None
+    pool_size: int | None = None
+    train_size: int | None = None
+    val_size: int | None = None
+    test_size: int | None = None
+    synthetic_size: int = 256
+    include_eval_in_pool: bool = False
+    model: str = "resnet34"
+    image_size: int = 256
+    n_patches: int = 512
+    mask_ratio: float = 0.5
+    k: int = 5
+    partitions: int = 10
+    msssim_win: int = 11
+    shared_augmentation: bool = True
+    lr: float = 3e-3
+    warmup_epochs: int = 10
+    min_lr_factor: float = 0.01
+    pretrain_epochs: int = 1000
+    random_epochs: int | None = None
+    pretrain_batch: int | None = None
+    val_fraction: float = 0.1
+    finetune_epochs: int = 500
+    finetune_batch: int = 8
+    finetune_loss: str = "jaccard"
+    seed: int = 0
+    deterministic: bool = False
+    workers: int = 4
+    amp: str = "auto"
+    channels_last: bool = True
+    device: str = "auto"
+    score_batch: int = 16
+    score_chunk: int | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.finetune_loss in ("jaccard", "ce"), "finetune_loss", "'jaccard' or 'ce'"),
+            (self.amp in ("auto", "off", "bf16", "fp16"), "amp", "'auto', 'off', 'bf16' or 'fp16'"),
+            (0.0 < self.mask_ratio < 1.0, "mask_ratio", "a fraction in (0, 1), e.g. 0.5"),
+            (0.0 < self.val_fraction < 1.0, "val_fraction", "a fraction in (0, 1), e.g. 0.1"),
+            (self.partitions >= 1, "partitions", "at least 1 (the paper uses 10)"),
+            (self.k >= 1, "k", "at least 1 random mask per image (the paper uses 5)"),
+            (self.msssim_win % 2 == 1, "msssim_win", "an odd window size, e.g. 11 or 7"),
+        ]
+        for ok, key, expected in checks:
+            if not ok:
+                raise ValueError(f"config {key}={getattr(self, key)!r} is invalid: expected {expected}")
+        limit = (self.msssim_win - 1) * 16
+        if self.image_size <= limit:
+            raise ValueError(f"config image_size={self.image_size} is too small for MS-SSIM with a "
+                             f"{self.msssim_win}x{self.msssim_win} window (needs > {limit} px): raise "
+                             f"image_size or lower msssim_win (7 needs > 96 px, 5 needs > 64 px)")
+
+    @property
+    def pool_name(self) -> str:
+        """The dataset the pretraining pool comes from."""
+        return self.pool_dataset or self.dataset
+
+    @property
+    def batch_for_pretraining(self) -> int:
+        """``pretrain_batch``, or the authors' batch size for the pool dataset."""
+        return self.pretrain_batch or PRETRAIN_BATCH.get(self.pool_name, 128)
+
+    @property
+    def epochs_for_random(self) -> int:
+        """Epochs of the random-masking baseline on the whole pool."""
+        return self.random_epochs if self.random_epochs is not None else self.pretrain_epochs
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> Config:
+        """A copy with ``changes`` applied (unknown keys raise like ``load_config``)."""
+        return _build({**self.to_dict(), **_checked(changes)})
+
+
+PRESETS: dict[str, dict] = {
+    "paper": {"model": "resnet34", "image_size": 256, "n_patches": 512, "k": 5, "partitions": 10,
+              "pretrain_epochs": 1000, "finetune_epochs": 500, "finetune_batch": 8,
+              "msssim_win": 11, "warmup_epochs": 10},
+    "fast": {"model": "tiny", "dataset": "synthetic", "synthetic_size": 144, "image_size": 128,
+             "msssim_win": 7, "n_patches": 256, "k": 3, "partitions": 3, "pool_size": 48,
+             "pretrain_epochs": 3, "pretrain_batch": 8, "warmup_epochs": 1,
+             "finetune_epochs": 6, "finetune_batch": 8, "train_size": 32, "val_size": 8,
+             "test_size": 8, "workers": 0, "score_batch": 8},
+}
+"""Preset overrides on the ``Config`` defaults (which are the paper's numbers)."""
+
+
+def _valid_keys() -> list[str]:
+    return [f.name for f in fields(Config)]
+
+
+def _checked(values: Mapping) -> dict:
+    unknown = [k for k in values if k not in _valid_keys()]
+    if unknown:
+        raise ValueError(f"unknown config key(s) {unknown}; valid keys are: {', '.join(_valid_keys())}")
+    return dict(values)
+
+
+def _coerce(key: str, value):
+    """Turn ``value`` (often a string from the command line) into the type of field ``key``."""
+    hint = typing.get_type_hints(Config)[key]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    optional = type(None) in typing.get_args(hint)
+    base = args[0] if args else hint
+    if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null", "")):
+        if optional:
+            return None
+        raise ValueError(f"config {key} cannot be None: expected a {base.__name__}")
+    if base is bool:
+        if isinstance(value, str):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(f"config {key}={value!r}: expected true or false")
+        return bool(value)
+    try:
+        if base is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        return base(float(value)) if base is int and isinstance(value, str) and "e" in value.lower() \
+            else base(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"config {key}={value!r}: expected a {base.__name__}") from None
+
+
+def _build(values: Mapping) -> Config:
+    return Config(**{k: _coerce(k, v) for k, v in _checked(values).items()})
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, str]:
+    """``["seed=3", "model=tiny"]`` -> ``{"seed": "3", "model": "tiny"}`` (typed by ``load_config``)."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not key=value; e.g. pretrain_epochs=20")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _read_file(path: Path) -> dict:
+    text = path.read_text()
+    if path.suffix == ".json":
+        data = json.loads(text)
+    else:
+        import yaml
+
+        data = yaml.safe_load(text) or {}
+    if not isinstance(data, Mapping):
+        raise ValueError(f"config file {path} holds a {type(data).__name__}; expected a mapping of keys")
+    data = dict(data)
+    base = data.pop("preset", None)  # a file may start from a preset: `preset: fast`
+    return {**(PRESETS[base] if base else {}), **data}
+
+
+def load_config(preset_or_path: str | Path = "paper",
+                overrides: Mapping | Sequence[str] | None = None) -> Config:
+    """Build a :class:`Config` from a preset name or a YAML/JSON file, then apply ``overrides``.
+
+    ``overrides`` is a dict, or a list of ``key=value`` strings (the command line); values are
+    converted to each field's type. Unknown keys raise ``ValueError`` listing the valid keys.
+    """
+    if isinstance(preset_or_path, Config):
+        base = preset_or_path.to_dict()
+    elif str(preset_or_path) in PRESETS:
+        base = dict(PRESETS[str(preset_or_path)])
+    elif Path(preset_or_path).is_file():
+        base = _read_file(Path(preset_or_path))
+    else:
+        raise ValueError(f"config {str(preset_or_path)!r} is neither a preset ({sorted(PRESETS)}) "
+                         "nor an existing .yaml/.json file")
+    if overrides is not None and not isinstance(overrides, Mapping):
+        overrides = parse_overrides(overrides)
+    return _build({**base, **dict(overrides or {})})
+
+
+def save_config(cfg: Config, run_dir: str | Path) -> Path:
+    """Write the resolved configuration to ``run_dir/config.json``; return the path."""
+    path = Path(run_dir) / "config.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(cfg.to_dict(), indent=2))
+    return path
+
+
+_NOT_RESULTS = ("progress", "workers", "device", "score_batch", "score_chunk", "data_root")
+"""Keys that change how a run executes but not what it computes (a resume may change them)."""
+
+
+def config_diff(a: Mapping, b: Mapping) -> dict[str, tuple]:
+    """Keys whose values differ between two config dicts, ignoring execution-only keys."""
+    keys = (set(a) | set(b)) - set(_NOT_RESULTS)
+    return {k: (a.get(k), b.get(k)) for k in sorted(keys) if a.get(k) != b.get(k)}

@@ -1,0 +1,92 @@
+"""Segmentation metrics and the soft Jaccard loss of fine-tuning.
+
+* :func:`confusion_matrix` counts ``(true class, predicted class)`` pairs of a batch with one
+  ``bincount``; summing it over the whole test set and only then dividing (``segmentation_metrics``)
+  is what SPEC asks for: IoU from the accumulated counts, not a mean of per-image IoUs.
+* :func:`segmentation_metrics`: per-class ``IoU = TP / (TP + FP + FN)`` and their mean (mIoU).
+  Pixels labelled with the ignore index are never counted. A class that appears neither in the
+  labels nor in the predictions has no IoU (NaN, written as ``null`` in JSON) and is left out of
+  the mean, so a small test set without some class is not punished for it.
+* :func:`soft_jaccard_loss`: ``1 - mean_c (sum p*y) / (sum p + sum y - sum p*y)`` on the softmax,
+  the differentiable IoU the authors fine-tune with.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["confusion_matrix", "segmentation_metrics", "soft_jaccard_loss", "segmentation_loss"]
+
+
+def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
+                     ignore_index: int = 255) -> torch.Tensor:
+    """Counts ``(C, C)`` int64: row = true class, column = predicted class.
+
+    ``pred`` and ``target`` are class indices of the same shape (e.g. ``(B, H, W)``); pixels whose
+    target is ``ignore_index`` (or outside ``[0, C)``) are skipped.
+    """
+    if pred.shape != target.shape:
+        raise ValueError(f"pred is {tuple(pred.shape)}, target {tuple(target.shape)}: pass class "
+                         "indices of the same shape (take logits.argmax(1) first)")
+    valid = (target != ignore_index) & (target >= 0) & (target < num_classes)
+    pairs = target[valid] * num_classes + pred[valid]  # (n,) flat (true, pred) index
+    return torch.bincount(pairs, minlength=num_classes ** 2).view(num_classes, num_classes)
+
+
+def segmentation_metrics(confusion: torch.Tensor, class_names: Sequence[str] | None = None,
+                         n_lowest: int = 1) -> dict:
+    """mIoU, per-class IoU and the lowest classes from an accumulated confusion matrix ``(C, C)``.
+
+    Returns ``{"miou", "per_class_iou" (list, NaN for absent classes), "class_names",
+    "lowest_classes" (the ``n_lowest`` worst present classes, worst first), "pixel_accuracy",
+    "confusion" (list of lists)}``.
+    """
+    conf = confusion.double()
+    tp = conf.diag()
+    union = conf.sum(0) + conf.sum(1) - tp  # TP + FP + FN
+    iou = torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, math.nan))  # (C,)
+    present = ~iou.isnan()
+    names = list(class_names) if class_names is not None else [str(i) for i in range(len(iou))]
+    order = [i for i in iou.argsort().tolist() if present[i]]  # NaN sorts last
+    total = conf.sum()
+    return {
+        "miou": float(iou[present].mean()) if present.any() else math.nan,
+        "per_class_iou": iou.tolist(),
+        "class_names": names,
+        "lowest_classes": [names[i] for i in order[:n_lowest]],
+        "pixel_accuracy": float(tp.sum() / total) if total > 0 else math.nan,
+        "confusion": confusion.long().tolist(),
+    }
+
+
+def soft_jaccard_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255,
+                      eps: float = 1e-7) -> torch.Tensor:
+    """``1 - mean over classes of soft IoU`` of ``softmax(logits)`` ``(B, C, H, W)`` vs ``target (B, H, W)``.
+
+    Sums run over every valid pixel of the batch; ignored pixels contribute to neither the
+    prediction nor the label sums. A class absent from both labels and predictions of the batch
+    scores ``eps / eps = 1``, so it neither helps nor hurts.
+    """
+    num_classes = logits.shape[1]
+    valid = (target != ignore_index).unsqueeze(1)  # (B, 1, H, W)
+    probs = logits.float().softmax(1) * valid  # (B, C, H, W)
+    onehot = F.one_hot(target.clamp(0, num_classes - 1) * valid[:, 0], num_classes)
+    onehot = onehot.permute(0, 3, 1, 2).to(probs.dtype) * valid  # (B, C, H, W)
+    dims = (0, 2, 3)
+    inter = (probs * onehot).sum(dims)  # (C,)
+    union = probs.sum(dims) + onehot.sum(dims) - inter
+    return 1.0 - ((inter + eps) / (union + eps)).mean()
+
+
+def segmentation_loss(name: str, logits: torch.Tensor, target: torch.Tensor,
+                      ignore_index: int = 255) -> torch.Tensor:
+    """The fine-tuning loss by name: ``jaccard`` (SPEC) or ``ce`` (cross-entropy)."""
+    if name == "jaccard":
+        return soft_jaccard_loss(logits, target, ignore_index)
+    if name == "ce":
+        return F.cross_entropy(logits.float(), target, ignore_index=ignore_index)
+    raise ValueError(f"loss {name!r} is unknown: expected 'jaccard' or 'ce'")

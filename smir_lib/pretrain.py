@@ -1,0 +1,229 @@
+"""Reconstruction pretraining: the random-masking baseline and partitioned selective masking.
+
+``pretrain_random(cfg, run_dir)``: one stage on the whole pool (minus a validation tenth). Each
+batch is augmented, normalised, and masked with fresh random patch masks drawn from a generator
+seeded by ``(seed, epoch)``; the network reconstructs the whole normalised image
+(``L1 + 1 - MS-SSIM`` over every pixel).
+
+``pretrain_selective(cfg, run_dir)``: SPEC's partitioned loop.
+
+1. The pool is cut into ``cfg.partitions`` interleaved partitions ``pool[i::P]``, 90/10 train/val.
+2. Step 0 trains from scratch on partition 0 with random masks, like the baseline.
+3. Step k scores partition k with the best model of step k-1 (``score_partition``), stores the
+   masks as patch grids in ``step_k/masks.pt``, then trains on (selectively masked image ->
+   image) pairs, starting from the step k-1 weights with a new optimiser and schedule.
+4. The best-validation checkpoint of the last step goes downstream.
+
+Validation always uses the same fixed random masks, so the losses of all steps are comparable.
+Both functions resume a killed run (see ``checkpoint``) and run under ``torchrun``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from .checkpoint import atomic_write_text, check_run_config, read_done, write_done
+from .config import Config, save_config
+from .data.transforms import normalize
+from .distributed import DistContext, all_reduce_sum, barrier, init_distributed
+from .losses import reconstruction_loss
+from .models import build_unet, load_pretrained
+from .patches import apply_pixel_mask, mask_images, patch_grid, random_patch_mask
+from .pretrain_data import (FixedMaskValSet, MaskedPoolSet, load_masks, load_split,
+                            partition_indices, save_masks, score_partition)
+from .train_loop import (autocast, derive_seed, prepare_model, setup_determinism, to_device,
+                         train_stage, write_history)
+
+__all__ = ["PretrainResult", "pretrain_random", "pretrain_selective", "build_model"]
+
+
+@dataclass
+class PretrainResult:
+    """What a pretraining run leaves behind.
+
+    ``best_checkpoint`` is the file to fine-tune from; ``history`` has one dict per epoch
+    (``stage, epoch, train_loss, val_loss, lr, images_per_s, seconds``); ``steps`` one dict per
+    stage (``step, masking, n_train, n_val, epochs, best_val_loss, checkpoint, masks``: the
+    ``masks.pt`` path of a selective step, else None; read it with ``load_masks``).
+    """
+
+    method: str
+    run_dir: Path
+    best_checkpoint: Path
+    history: list[dict] = field(default_factory=list)
+    steps: list[dict] = field(default_factory=list)
+
+    def step_histories(self) -> list[dict[str, list[float]]]:
+        """Per stage, ``{"train_loss": [...], "val_loss": [...]}`` (for ``plots.loss_curves``)."""
+        out = []
+        for s in self.steps:
+            rows = [r for r in self.history if r["stage"] == s["stage"]]
+            out.append({k: [r[k] for r in rows] for k in ("train_loss", "val_loss")})
+        return out
+
+
+def build_model(cfg: Config, out_channels: int = 3) -> nn.Module:
+    """The network of ``cfg.model``, initialised from ``cfg.seed`` (global RNG left untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(cfg.seed, "init", out_channels))
+        return build_unet(cfg.model, out_channels)
+
+
+def _start(cfg: Config, run_dir, method: str) -> tuple[DistContext, Path]:
+    ctx = init_distributed(cfg.device)
+    setup_determinism(cfg)
+    run_dir = Path(run_dir)
+    check_run_config(run_dir, cfg.to_dict(), method)
+    if ctx.is_main:
+        path = save_config(cfg, run_dir)
+        path.write_text(json.dumps({**cfg.to_dict(), "method": method}, indent=2))
+    barrier(ctx)
+    return ctx, run_dir
+
+
+def _recon_validator(val_set: Dataset, cfg: Config, ctx: DistContext):
+    """``validate(model) -> {"val_loss"}``: fixed masks, sharded over ranks, summed."""
+    grid = patch_grid(cfg.image_size, cfg.image_size, cfg.n_patches)
+    shard = torch.utils.data.Subset(val_set, range(ctx.rank, len(val_set), ctx.world_size))
+    loader = DataLoader(shard, batch_size=cfg.batch_for_pretraining, num_workers=cfg.workers,
+                        pin_memory=ctx.device.type == "cuda")
+
+    @torch.no_grad()
+    def validate(model: nn.Module) -> dict:
+        model.eval()
+        totals = torch.zeros(2, dtype=torch.float64)
+        for images, masks in loader:
+            target = normalize(to_device(images, cfg, ctx.device))  # (B, 3, S, S)
+            with autocast(cfg, ctx.device):
+                pred = model(mask_images(target, masks.to(ctx.device), grid))
+            loss = reconstruction_loss(pred, target, win_size=cfg.msssim_win)
+            totals += torch.tensor([float(loss) * len(images), len(images)], dtype=torch.float64)
+        all_reduce_sum(totals, ctx)
+        return {"val_loss": totals[0].item() / max(totals[1].item(), 1)}
+
+    return validate
+
+
+def _random_mask_loss(cfg: Config, ctx: DistContext):
+    """``batch_loss`` of random masking: fresh masks per batch from the epoch's generator."""
+    grid = patch_grid(cfg.image_size, cfg.image_size, cfg.n_patches)
+
+    def batch_loss(model, images, generator):
+        target = normalize(to_device(images, cfg, ctx.device))  # (B, 3, S, S)
+        masks = random_patch_mask(len(images), grid, cfg.mask_ratio, generator=generator)
+        pred = model(mask_images(target, masks.to(ctx.device, non_blocking=True), grid))
+        return reconstruction_loss(pred, target, win_size=cfg.msssim_win), len(images)
+
+    return batch_loss
+
+
+def _selective_mask_loss(cfg: Config, ctx: DistContext):
+    """``batch_loss`` of a selective step: the stored masks, already cropped with the image."""
+
+    def batch_loss(model, batch, generator):
+        inputs, targets, pixel_masks = (to_device(t, cfg, ctx.device) for t in batch)
+        target = normalize(targets)  # (B, 3, S, S)
+        pred = model(apply_pixel_mask(normalize(inputs), pixel_masks))
+        return reconstruction_loss(pred, target, win_size=cfg.msssim_win), len(targets)
+
+    return batch_loss
+
+
+def _run_stage(model, pool, train_idx, val_idx, cfg, ctx, run_dir, stage, epochs, masks=None):
+    """Train one stage (resuming it if needed) and mark it done; returns its summary."""
+    stage_dir = run_dir / stage
+    train_set = MaskedPoolSet(pool, train_idx, cfg, stage, masks)
+    batch_loss = _random_mask_loss(cfg, ctx) if masks is None else _selective_mask_loss(cfg, ctx)
+    result = train_stage(model, train_set, batch_loss,
+                         _recon_validator(FixedMaskValSet(pool, val_idx, cfg), cfg, ctx), cfg=cfg,
+                         ctx=ctx, stage_dir=stage_dir, stage=stage, epochs=epochs,
+                         batch_size=cfg.batch_for_pretraining, monitor="val_loss", mode="min")
+    summary = {"stage": stage, "masking": "random" if masks is None else "selective",
+               "n_train": len(train_idx), "n_val": len(val_idx), "epochs": epochs,
+               "best_val_loss": result.best_value, "checkpoint": str(result.best_checkpoint),
+               "masks": str(stage_dir / "masks.pt") if masks is not None else None}
+    if ctx.is_main:
+        write_done(stage_dir, summary)
+    barrier(ctx)
+    return summary
+
+
+def _finish(method, cfg, ctx, run_dir, steps) -> PretrainResult:
+    history = []
+    for s in steps:
+        path = run_dir / s["stage"] / "history.json"
+        history += json.loads(path.read_text()) if path.is_file() else []
+    best = Path(steps[-1]["checkpoint"])
+    if ctx.is_main:
+        write_history(history, run_dir)
+        shutil.copyfile(best, run_dir / "pretrained.pt")
+        atomic_write_text(json.dumps({"method": method, "best_checkpoint": str(run_dir / "pretrained.pt"),
+                                      "steps": steps}, indent=2), run_dir / "result.json")
+    barrier(ctx)
+    return PretrainResult(method, run_dir, run_dir / "pretrained.pt", history, steps)
+
+
+def pretrain_random(cfg: Config, run_dir: str | Path) -> PretrainResult:
+    """Random-masking pretraining on the whole pool for ``cfg.epochs_for_random`` epochs.
+
+    Writes ``run_dir/{config.json, random/, history.csv, history.json, pretrained.pt,
+    result.json}`` and returns a :class:`PretrainResult`.
+    """
+    ctx, run_dir = _start(cfg, run_dir, "random")
+    pool = load_split(cfg, "pool")
+    (train_idx, val_idx), = partition_indices(len(pool), 1, cfg.val_fraction)
+    summary = read_done(run_dir / "random")
+    if summary is None:
+        model = prepare_model(build_model(cfg), cfg, ctx.device)
+        summary = _run_stage(model, pool, train_idx, val_idx, cfg, ctx, run_dir, "random",
+                             cfg.epochs_for_random)
+    return _finish("random", cfg, ctx, run_dir, [{"step": 0, **summary}])
+
+
+def pretrain_selective(cfg: Config, run_dir: str | Path) -> PretrainResult:
+    """Partitioned selective pretraining (SPEC): ``cfg.partitions`` steps of ``cfg.pretrain_epochs``.
+
+    Writes ``run_dir/step_k/{masks.pt (k > 0), best.pt, state.pt, history.*, done.json}`` and the
+    run-level ``history.*``, ``pretrained.pt`` (the last step's best checkpoint), ``result.json``.
+    """
+    ctx, run_dir = _start(cfg, run_dir, "selective")
+    pool = load_split(cfg, "pool")
+    parts = partition_indices(len(pool), cfg.partitions, cfg.val_fraction)
+    model = prepare_model(build_model(cfg), cfg, ctx.device)
+    steps: list[dict] = []
+    for step, (train_idx, val_idx) in enumerate(parts):
+        stage_dir = run_dir / f"step_{step}"
+        done = read_done(stage_dir)
+        if done is not None:  # finished before a restart: nothing to recompute
+            steps.append({"step": step, **done})
+            continue
+        masks = None
+        if step > 0:
+            previous = Path(steps[-1]["checkpoint"])
+            if not (stage_dir / "state.pt").is_file():  # warm start (a resumed step loads its state)
+                load_pretrained(model, previous, reinit_head=False)
+            masks = _step_masks(model, previous, pool, train_idx, cfg, ctx, step, stage_dir)
+        summary = _run_stage(model, pool, train_idx, val_idx, cfg, ctx, run_dir, f"step_{step}",
+                             cfg.pretrain_epochs, masks)
+        steps.append({"step": step, **summary})
+    return _finish("selective", cfg, ctx, run_dir, steps)
+
+
+def _step_masks(model, previous: Path, pool, train_idx, cfg, ctx, step, stage_dir) -> dict:
+    """The step's stored masks, or score the partition with the previous step's best model."""
+    path = stage_dir / "masks.pt"
+    if not path.is_file():
+        scorer = prepare_model(build_model(cfg), cfg, ctx.device)
+        load_pretrained(scorer, previous, reinit_head=False)
+        masks = score_partition(scorer, pool, train_idx, cfg, step, ctx, progress=cfg.progress)
+        if ctx.is_main:
+            save_masks(masks, path)
+        barrier(ctx)
+    return load_masks(path)

@@ -1,0 +1,201 @@
+"""One training loop for every stage: a pretraining step, the random baseline, a fine-tuning run.
+
+A *stage* trains one network for ``epochs`` epochs with a fresh Adam optimiser and the warm-up +
+cosine schedule, validates after every epoch and keeps the weights of the best validation epoch.
+What differs between pretraining and fine-tuning is passed in as two functions:
+
+* ``batch_loss(model, batch, generator) -> (loss, n_images)``: one batch to one scalar loss
+  (mask and reconstruct, or segment); ``generator`` is this epoch's seeded random stream;
+* ``validate(model) -> dict``: the validation metrics, one of which (``monitor``) picks the best.
+
+Everything a killed run needs is written after every epoch (see ``checkpoint``), and every random
+number of an epoch derives from ``(seed, stage, epoch)``: a resumed run replays exactly what an
+uninterrupted run computes. On CUDA the loop adds mixed precision (bf16, or fp16 with a gradient
+scaler), channels-last memory, pinned host memory and non-blocking copies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from .checkpoint import atomic_save, atomic_write_text, load_checkpoint
+from .config import Config
+from .distributed import DistContext, all_reduce_sum, barrier
+from .schedule import build_optimizer, build_scheduler
+
+__all__ = ["derive_seed", "seeded_generator", "setup_determinism", "amp_dtype", "autocast",
+           "prepare_model", "to_device", "StageResult", "train_stage", "write_history"]
+
+
+def derive_seed(*parts) -> int:
+    """A 62-bit seed from any tuple of ints and strings, e.g. ``(seed, "step_3", epoch)``.
+
+    Hashing (not adding) the parts keeps streams independent: ``(0, 1)`` and ``(1, 0)`` differ.
+    """
+    digest = hashlib.sha256(repr(tuple(parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 2
+
+
+def seeded_generator(*parts, device: torch.device | str = "cpu") -> torch.Generator:
+    """A ``torch.Generator`` seeded with ``derive_seed(*parts)``."""
+    return torch.Generator(device=device).manual_seed(derive_seed(*parts))
+
+
+def setup_determinism(cfg: Config) -> None:
+    """``deterministic=True``: deterministic kernels only (errors on ops that have none)."""
+    if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    elif torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True
+
+
+def amp_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype: ``auto`` = bf16 on CUDA when supported, else fp16; None on CPU / ``off``."""
+    if cfg.amp == "off" or (cfg.amp == "auto" and device.type != "cuda"):
+        return None
+    if cfg.amp == "fp16" or (cfg.amp == "auto" and not torch.cuda.is_bf16_supported()):
+        return torch.float16
+    return torch.bfloat16
+
+
+def autocast(cfg: Config, device: torch.device):
+    """The mixed-precision context of ``cfg`` on ``device`` (a no-op on CPU by default)."""
+    dtype = amp_dtype(cfg, device)
+    return torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+
+
+def prepare_model(model: nn.Module, cfg: Config, device: torch.device) -> nn.Module:
+    """Move ``model`` to ``device``; channels-last memory on CUDA when ``cfg.channels_last``."""
+    model = model.to(device)
+    if cfg.channels_last and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def to_device(x: torch.Tensor, cfg: Config, device: torch.device) -> torch.Tensor:
+    """Copy a batch to ``device`` without blocking; images ``(B, 3, H, W)`` go channels-last on CUDA."""
+    x = x.to(device, non_blocking=True)
+    if device.type == "cuda" and cfg.channels_last and x.ndim == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+@dataclass
+class StageResult:
+    """What one stage produced: its best checkpoint, the best monitored value, per-epoch history."""
+
+    best_checkpoint: Path
+    best_value: float
+    history: list[dict] = field(default_factory=list)
+
+
+def write_history(history: list[dict], folder: str | Path, name: str = "history") -> None:
+    """Write per-epoch rows as ``<name>.json`` and ``<name>.csv`` in ``folder``."""
+    folder = Path(folder)
+    atomic_write_text(json.dumps(history, indent=1), folder / f"{name}.json")
+    keys = list(dict.fromkeys(k for row in history for k in row))
+    lines = [",".join(keys)] + [",".join(str(row.get(k, "")) for k in keys) for row in history]
+    atomic_write_text("\n".join(lines) + "\n", folder / f"{name}.csv")
+
+
+def _loader(dataset: Dataset, batch_size: int, cfg: Config, ctx: DistContext, seed: int) -> DataLoader:
+    sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
+                                 seed=seed % 2**31)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=cfg.workers,
+                      pin_memory=ctx.device.type == "cuda", persistent_workers=False)
+
+
+def train_stage(model: nn.Module, train_set: Dataset,
+                batch_loss: Callable[[nn.Module, object, torch.Generator], tuple[torch.Tensor, int]],
+                validate: Callable[[nn.Module], dict], *, cfg: Config, ctx: DistContext,
+                stage_dir: str | Path, stage: str, epochs: int, batch_size: int,
+                monitor: str = "val_loss", mode: str = "min") -> StageResult:
+    """Train ``model`` (already on ``ctx.device``) for one stage; resume from ``stage_dir/state.pt``.
+
+    Writes, on rank 0: ``best.pt`` (weights of the best ``monitor`` epoch), ``state.pt`` (after
+    every epoch) and ``history.json/csv``. Returns a :class:`StageResult`. On return ``model``
+    holds the weights of the *last* epoch; load ``best.pt`` for the best ones.
+    """
+    stage_dir = Path(stage_dir)
+    optimizer = build_optimizer(model, cfg.lr)
+    scheduler = build_scheduler(optimizer, epochs, cfg.warmup_epochs, cfg.min_lr_factor)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype(cfg, ctx.device) == torch.float16)
+    start, best, history = 0, None, []
+    state_path, best_path = stage_dir / "state.pt", stage_dir / "best.pt"
+    if state_path.is_file():  # a killed run: continue after its last completed epoch
+        state = load_checkpoint(state_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start, best, history = state["epoch"] + 1, state["best"], state["history"]
+    net = nn.parallel.DistributedDataParallel(model) if ctx.enabled else model
+    loader = _loader(train_set, batch_size, cfg, ctx, derive_seed(cfg.seed, stage, "order"))
+    better = (lambda a, b: a < b) if mode == "min" else (lambda a, b: a > b)
+    rng_devices = [ctx.device] if ctx.device.type == "cuda" else []
+
+    for epoch in range(start, epochs):
+        loader.sampler.set_epoch(epoch)
+        if hasattr(train_set, "set_epoch"):
+            train_set.set_epoch(epoch)
+        generator = seeded_generator(cfg.seed, stage, epoch, ctx.rank)  # masks of this epoch
+        lr = optimizer.param_groups[0]["lr"]
+        totals = torch.zeros(2, dtype=torch.float64)  # loss * images, images
+        tic = time.perf_counter()
+        with torch.random.fork_rng(devices=rng_devices):
+            torch.manual_seed(derive_seed(cfg.seed, stage, epoch, ctx.rank, "dropout"))
+            model.train()
+            bar = _progress(loader, cfg, ctx, f"{stage} {epoch + 1}/{epochs}")
+            for batch in bar:
+                with autocast(cfg, ctx.device):
+                    loss, n = batch_loss(net, batch, generator)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                totals += torch.tensor([float(loss.detach()) * n, n], dtype=torch.float64)
+                if hasattr(bar, "set_postfix"):
+                    rate = totals[1].item() * ctx.world_size / (time.perf_counter() - tic)
+                    bar.set_postfix(loss=f"{totals[0].item() / totals[1].item():.4f}",
+                                    lr=f"{lr:.2e}", img_s=f"{rate:.1f}")
+        seconds = time.perf_counter() - tic
+        scheduler.step()
+        all_reduce_sum(totals, ctx)
+        row = {"stage": stage, "epoch": epoch, "train_loss": totals[0].item() / max(totals[1].item(), 1),
+               "lr": lr, "images_per_s": totals[1].item() / seconds, "seconds": seconds}
+        row.update(validate(model))
+        history.append(row)
+        improved = best is None or better(row[monitor], best)
+        if improved:
+            best = row[monitor]
+        if ctx.is_main:
+            if improved:
+                atomic_save({"model": model.state_dict(), "stage": stage, "epoch": epoch,
+                             monitor: best, "config": cfg.to_dict()}, best_path)
+            atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                         "epoch": epoch, "best": best, "history": history}, state_path)
+            write_history(history, stage_dir)
+        barrier(ctx)
+    return StageResult(best_path, best, history)
+
+
+def _progress(loader, cfg: Config, ctx: DistContext, desc: str):
+    if not (cfg.progress and ctx.is_main):
+        return loader
+    from tqdm.auto import tqdm
+
+    return tqdm(loader, desc=desc, leave=False, dynamic_ncols=True)
