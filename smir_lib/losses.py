@@ -120,17 +120,16 @@ def _side(edges: tuple[int, ...], win_size: int, device: torch.device) -> _Side:
     return _Side(windows.to(device), pixels.to(device), uses_raw)
 
 
-def _filter_side(x: torch.Tensor, taps: Sequence[float], dim: int, uses_raw: bool,
-                 out: torch.Tensor | None = None) -> torch.Tensor:
-    """Valid 1-D filter of ``x`` along ``dim`` as a sum of shifted slices (no conv, no copy).
+def _filter_side(x: torch.Tensor, taps: Sequence[float], dim: int, uses_raw: bool) -> torch.Tensor:
+    """Valid 1-D filter of ``x`` along ``dim``, as a weighted sum of shifted slices.
 
-    With ``uses_raw`` the unfiltered ``x`` is appended along ``dim`` for short bands.
-    ``out`` is an optional buffer to write the filtered result into.
+    (Cheaper than a grouped convolution on the CPU.) With ``uses_raw`` the unfiltered ``x`` is
+    appended along ``dim`` for bands shorter than the window.
     """
     n = x.shape[dim] - len(taps) + 1
     if n <= 0:  # side shorter than the window: nothing to filter, only raw pixels
         return x
-    out = torch.mul(x.narrow(dim, 0, n), taps[0], out=out)
+    out = torch.mul(x.narrow(dim, 0, n), taps[0])
     for t in range(1, len(taps)):
         out.add_(x.narrow(dim, t, n), alpha=taps[t])
     return torch.cat([out, x], dim=dim) if uses_raw else out
@@ -160,28 +159,24 @@ def patch_loss_map(pred: torch.Tensor, target: torch.Tensor, grid: PatchGrid, *,
     cols = _side(grid.col_edges, win_size, pred.device)
     taps = _fspecial_gauss_1d(win_size, win_sigma).flatten().tolist()  # e.g. [0.27, 0.45, 0.27]
 
-    # The five local statistics of SSIM in one buffer: x, y, x^2, y^2, xy.  (5, B, C, H, W)
-    stats = torch.empty(5, n_img, n_chan, height, width, dtype=dtype, device=pred.device)
-    stats[0].copy_(pred)
-    stats[1].copy_(target)
-    torch.mul(pred, pred, out=stats[2])
-    torch.mul(target, target, out=stats[3])
-    torch.mul(pred, target, out=stats[4])
-    # Gaussian-filter down the rows, then along the columns (back into the first buffer).
-    filtered = _filter_side(stats, taps, 3, rows.uses_raw)  # (5, B, C, Lr, W)
-    n_out = filtered.shape[3] * max(width - win_size + 1, 0) * 5 * n_img * n_chan
-    buffer = stats.view(-1)[:n_out].view(5, n_img, n_chan, filtered.shape[3], -1) \
-        if not cols.uses_raw and n_out <= stats.numel() and width >= win_size else None
-    mu1, mu2, xx, yy, xy = _filter_side(filtered, taps, 4, cols.uses_raw, out=buffer)
-    del stats, filtered
+    # SSIM needs the local means of x, y, x^2, y^2 and xy. Each is filtered down the rows, then
+    # along the columns; the arithmetic below follows pytorch-msssim's _ssim step by step, so
+    # that rounding (which matters where the local variance is ~0) is the same as the loop's.
+    def smooth(t: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, C, Lr, Lc)
+        return _filter_side(_filter_side(t, taps, 2, rows.uses_raw), taps, 3, cols.uses_raw)
 
-    # SSIM map, in place:  ((2 mu1 mu2 + c1) / (mu1^2 + mu2^2 + c1)) * cs,
-    # cs = (2 sigma12 + c2) / (sigma1^2 + sigma2^2 + c2), sigma = filtered moment - mu product.
+    mu1, mu2 = smooth(pred), smooth(target)  # (B, C, Lr, Lc) each
+    sigma1_sq = smooth(pred * pred).sub_(mu1 * mu1)  # E[x^2] - mu1^2
+    sigma2_sq = smooth(target * target).sub_(mu2 * mu2)  # E[y^2] - mu2^2
+    mu1_mu2 = mu1 * mu2
+    sigma12 = smooth(pred * target).sub_(mu1_mu2)  # E[xy] - mu1 mu2
+
+    # SSIM map, in place:  (2 mu1 mu2 + c1) / (mu1^2 + mu2^2 + c1)  *  cs,
+    # cs = (2 sigma12 + c2) / (sigma1^2 + sigma2^2 + c2).
     c1, c2 = (K[0] * data_range) ** 2, (K[1] * data_range) ** 2
-    ssim_map = mu1 * mu2  # (B, C, Lr, Lc)
-    xy.sub_(ssim_map).mul_(2).add_(c2)  # 2 sigma12 + c2
-    xx.sub_(mu1.square_()).add_(yy.sub_(mu2.square_())).add_(c2)  # sigma1^2 + sigma2^2 + c2
-    ssim_map.mul_(2).add_(c1).div_(mu1.add_(mu2).add_(c1)).mul_(xy.div_(xx))
+    cs = sigma12.mul_(2).add_(c2).div_(sigma1_sq.add_(sigma2_sq).add_(c2))
+    mu_sq = mu1.square_().add_(mu2.square_()).add_(c1)  # mu1^2 + mu2^2 + c1
+    ssim_map = mu1_mu2.mul_(2).add_(c1).div_(mu_sq).mul_(cs)  # (B, C, Lr, Lc)
 
     # Sum the map over each patch's window positions: (g_h, Lr) @ (B, Lr, Lc) @ (Lc, g_w).
     ssim_sum = rows.window_onehot.to(dtype) @ ssim_map.sum(1) @ cols.window_onehot.to(dtype).T

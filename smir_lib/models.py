@@ -110,11 +110,13 @@ class UNetDecoder(nn.Module):
         super().__init__()
         if len(widths) != len(encoder_channels) - 1:
             raise ValueError(f"decoder_widths is {tuple(widths)}; expected "
-                             f"{len(encoder_channels) - 1} widths, finest first, e.g. (64, 128, 256)")
+                             f"{len(encoder_channels) - 1} widths, finest first, "
+                             "e.g. (64, 128, 256)")
         blocks = []
         below = encoder_channels[-1]  # channels coming up from the coarser level
         for skip, width in zip(reversed(encoder_channels[:-1]), reversed(widths)):
-            blocks.append(nn.Sequential(conv_bn_silu(below + skip, width), conv_bn_silu(width, width)))
+            blocks.append(nn.Sequential(conv_bn_silu(below + skip, width),
+                                        conv_bn_silu(width, width)))
             below = width
         self.blocks = nn.ModuleList(blocks)  # coarse to fine
         self.out_channels = widths[0]
@@ -244,8 +246,9 @@ def _mismatch(expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Te
 def load_imagenet_encoder(model: ResNetUNet, path) -> None:
     """Load a torchvision ResNet file (e.g. ``resnet34-b627a593.pth``) into ``model.encoder``.
 
-    Key names and shapes are checked strictly; only the classifier ``fc.*`` is ignored. The
-    decoder and head keep their random initialisation (the paper's ImageNet baseline).
+    ``path`` may also be a state dict already in memory. Key names and shapes are checked
+    strictly; only the classifier ``fc.*`` is ignored. The decoder and head keep their random
+    initialisation (the paper's ImageNet baseline).
     """
     state = _read_state_dict(path)
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}

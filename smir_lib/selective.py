@@ -140,8 +140,9 @@ def selective_mask(model: nn.Module, images: torch.Tensor, grid: PatchGrid, *, k
     if k < 1:
         raise ValueError(f"k is {k}; expected at least 1 random mask per image (the paper uses 5)")
     n_img = images.shape[0]
-    random_masks = random_patch_mask(n_img * k, grid, ratio if random_ratio is None else random_ratio,
-                                     generator=generator, device=images.device)
+    draw_ratio = ratio if random_ratio is None else random_ratio
+    random_masks = random_patch_mask(n_img * k, grid, draw_ratio, generator=generator,
+                                     device=images.device)
     random_masks = random_masks.view(n_img, k, *grid.shape)  # (B, K, gh, gw)
     was_training = model.training
     model.eval()

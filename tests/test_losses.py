@@ -43,7 +43,7 @@ def random_pair(n: int, height: int, width: int, seed: int = 0, noise: float = 0
 
 @pytest.mark.parametrize("n,height,width,n_patches", [
     (1, 256, 256, 512),  # 21x21, last row and column 16 px
-    (1, 250, 255, 512),  # uneven: a narrower last row of its own (10 px), a merged last column (15 px)
+    (1, 250, 255, 512),  # uneven: a narrower last row of its own (10 px), merged last column (15)
     (2, 40, 30, 150),  # 4x3 px patches: a band of exactly 3 px has a single window position
     (2, 20, 26, 200),  # 2 px patches: shorter than the window, pytorch-msssim skips the filter
 ])
@@ -113,7 +113,8 @@ def test_reconstruction_loss_weights_and_scales_are_parameters():
 
 
 def test_image_too_small_for_msssim_names_size_limit_and_fix():
-    with pytest.raises(ValueError, match=r"image is 128x128.*11x11.*5 scales.*> 160 px.*larger crop"):
+    expected = r"image is 128x128.*11x11.*5 scales.*> 160 px.*larger crop"
+    with pytest.raises(ValueError, match=expected):
         reconstruction_loss(torch.zeros(1, 3, 128, 128), torch.zeros(1, 3, 128, 128))
     check_msssim_size(161, 200)  # just large enough
     with pytest.raises(ValueError, match="> 24 px"):

@@ -77,7 +77,8 @@ def test_imagenet_mismatch_names_the_offending_keys(torchvision_keys, tmp_path):
         load_imagenet_encoder(build_unet("resnet34"), path)
     with pytest.raises(ValueError, match=r"shape mismatches: conv1.weight \(64, 3, 7, 7\) vs "
                                          r"\(16, 3, 7, 7\)"):
-        load_imagenet_encoder(build_unet("tiny"), torchvision_state_dict(torchvision_keys["resnet18"]))
+        resnet18 = torchvision_state_dict(torchvision_keys["resnet18"])
+        load_imagenet_encoder(build_unet("tiny"), resnet18)
 
 
 @pytest.mark.parametrize("size", [(64, 64), (65, 97), (20, 30), (1, 3)])

@@ -92,13 +92,16 @@ def test_scores_are_patch_loss_maps_of_the_masked_reconstructions():
     result = selective_mask(model, images, grid, k=2, generator=torch.Generator().manual_seed(2),
                             return_all=True)
     copy = mask_images(images[1:2], result.random_masks[1, 1:2], grid)  # image 1, mask 1
-    torch.testing.assert_close(result.k_scores[1, 1], patch_loss_map(model(copy), images[1:2], grid)[0])
+    expected = patch_loss_map(model(copy), images[1:2], grid)[0]
+    torch.testing.assert_close(result.k_scores[1, 1], expected)
 
 
 def test_generator_determinism():
     grid = patch_grid(64, 64, 64)
     images = textured_corner_images(2) + 0.1 * torch.randn(2, 3, 64, 64)
-    run = lambda seed: selective_mask(Blur(), images, grid, generator=torch.Generator().manual_seed(seed))
+    def run(seed: int):
+        return selective_mask(Blur(), images, grid, generator=torch.Generator().manual_seed(seed))
+
     a, b, c = run(5), run(5), run(6)
     assert torch.equal(a.mask, b.mask) and torch.equal(a.scores, b.scores)
     assert not torch.equal(a.random_masks, c.random_masks)
