@@ -130,7 +130,7 @@ def load_image(path: str | os.PathLike) -> torch.Tensor:
 
 
 def _describe_values(values: np.ndarray, limit: int = 5) -> str:
-    shown = ", ".join(str(tuple(v) if np.ndim(v) else int(v)) for v in values[:limit])
+    shown = ", ".join(str(tuple(int(c) for c in v) if np.ndim(v) else int(v)) for v in values[:limit])
     more = f" and {len(values) - limit} more" if len(values) > limit else ""
     return shown + more
 
@@ -185,8 +185,8 @@ def values_to_index(values: np.ndarray, table: Mapping[int, int],
 def check_same_size(image: torch.Tensor, label: torch.Tensor, image_path: Path, label_path: Path) -> None:
     """Raise :class:`LabelError` naming both files when image and label sizes differ."""
     if tuple(image.shape[-2:]) != tuple(label.shape[-2:]):
-        raise LabelError(f"label {label_path} is {label.shape[-1]}x{label.shape[-2]} (WxH) but its image "
-                         f"{image_path} is {image.shape[-1]}x{image.shape[-2]}: the pair is misaligned; "
+        raise LabelError(f"label {label_path} is {label.shape[-1]}x{label.shape[-2]} but its image "
+                         f"{image_path} is {image.shape[-1]}x{image.shape[-2]} (width x height): the pair is misaligned; "
                          f"re-download the dataset or remove the pair.")
 
 
