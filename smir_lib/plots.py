@@ -19,6 +19,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, Patch, Rectangle
+from matplotlib.ticker import MaxNLocator
 
 IGNORE_GREY = (128, 128, 128)
 MASK_COLORS = {"random": "#4C72B0", "selective": "#DD8452", "image": "#8C8C8C"}
@@ -329,6 +330,7 @@ def loss_curves(histories: Sequence[Mapping[str, Sequence[float]]], *, keys=("tr
         ax.text(start + max(length, 1) / 2 + 0.5, 1.0, step_names[k] if step_names else str(k), fontsize=8,
                 ha="center", va="bottom", transform=ax.get_xaxis_transform())
         start += length
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch (all steps in sequence)")
     ax.set_ylabel("L1 + (1 - MS-SSIM)")
     handles, lbls = ax.get_legend_handles_labels()

@@ -82,51 +82,76 @@ def load_batch(ds, indices: Sequence[int], size: int | None = 256):
     return torch.stack(images), (torch.stack(labels) if labels[0] is not None else None)
 
 
-def find_checkpoint(folder: Path) -> Path | None:
-    """The best checkpoint the engine left in ``folder`` (``best.pt`` first), or None."""
+def load_pretrain_result(folder: Path):
+    """The ``PretrainResult`` a finished run left in ``folder`` (its ``result.json``), or None."""
+    import json
+
+    from smir_lib.pretrain import PretrainResult
+
     folder = Path(folder)
-    for name in ("best.pt", "final.pt", "last.pt", "checkpoint.pt"):
-        if (folder / name).is_file():
-            return folder / name
-    found = sorted(folder.glob("**/*.pt"))
-    return found[-1] if found else None
+    if not (folder / "result.json").is_file() or not (folder / "pretrained.pt").is_file():
+        return None
+    result = json.loads((folder / "result.json").read_text())
+    history = json.loads((folder / "history.json").read_text()) if (folder / "history.json").is_file() else []
+    return PretrainResult(result["method"], folder, Path(result["best_checkpoint"]), history, result["steps"])
 
 
-def _model_preset(ctx) -> str:
-    try:
-        cfg = ctx.config()
-    except ImportError:
-        return "tiny" if ctx.profile == "fast" else "resnet34"
-    for path in (("model", "preset"), ("model",), ("preset",)):
-        value = cfg
-        for key in path:
-            value = value.get(key) if isinstance(value, dict) else getattr(value, key, None)
-        if isinstance(value, str):
-            return value
-    return "tiny" if ctx.profile == "fast" else "resnet34"
+def pretrained(ctx, kind: str = "random", cfg=None):
+    """The ``PretrainResult`` of ``kind`` ("random" or "selective") pretraining in this run folder.
 
-
-def reconstruction_model(ctx, kind: str = "random"):
-    """The reconstruction model pretrained with ``kind`` masking, and a sentence saying where it came from.
-
-    "Found a trained model, loading it": when ``RUN_DIR/pretrain_<kind>/`` holds a checkpoint
-    (written by notebook 02 or 05) it is loaded; otherwise the engine trains one now with the
-    notebook's profile (``smir_lib.pretrain.pretrain_random`` / ``pretrain_selective``).
-    Returns ``(model in eval mode, message)``.
+    "Found a trained model, loading it": when ``RUN_DIR/pretrain_<kind>/`` holds a finished run
+    (notebook 02 writes the random one, notebook 05 the selective one) it is read back; otherwise
+    the engine trains it now (``smir_lib.pretrain.pretrain_random`` / ``pretrain_selective``)
+    with ``cfg`` (default: the notebook's profile). Returns ``(result, message)``.
     """
-    from smir_lib.models import build_unet, load_pretrained
+    from smir_lib import pretrain
 
     folder = Path(ctx.run_dir) / f"pretrain_{kind}"
-    ckpt = find_checkpoint(folder)
-    if ckpt is None:
-        from smir_lib import pretrain
+    result = load_pretrain_result(folder)
+    if result is not None:
+        return result, f"Found a trained {kind}-mask model, loading it: {result.best_checkpoint}"
+    train = {"random": pretrain.pretrain_random, "selective": pretrain.pretrain_selective}[kind]
+    result = train(cfg or ctx.config(), folder)
+    return result, f"No {kind}-mask model in {folder}: trained one now ({ctx.profile} profile)"
 
-        train = {"random": pretrain.pretrain_random, "selective": pretrain.pretrain_selective}[kind]
-        train(ctx.config(), folder)
-        ckpt = find_checkpoint(folder)
-        message = f"No {kind}-mask model in {folder}: trained one now ({ctx.profile} profile), saved to {ckpt}"
-    else:
-        message = f"Found a trained model, loading it: {ckpt}"
-    model = build_unet(_model_preset(ctx), out_channels=3)
-    load_pretrained(model, ckpt, reinit_head=False)
+
+def reconstruction_model(ctx, kind: str = "random", cfg=None):
+    """The reconstruction network pretrained with ``kind`` masking, in eval mode, and where it came from.
+
+    See :func:`pretrained`. Returns ``(model, message)``.
+    """
+    from smir_lib.models import load_pretrained
+    from smir_lib.pretrain import build_model
+
+    cfg = cfg or ctx.config()
+    result, message = pretrained(ctx, kind, cfg)
+    model = build_model(cfg, out_channels=3)
+    load_pretrained(model, result.best_checkpoint, reinit_head=False)
     return model.eval(), message
+
+
+def mae_views(model, images: torch.Tensor, grid, mask: torch.Tensor, *, fill: float = 0.0,
+              win_size: int = 11) -> dict:
+    """The MAE panel of normalised ``images`` (B, 3, H, W) under grid ``mask`` (B, gh, gw).
+
+    Returns display-ready (denormalised) ``original``, ``masked``, ``reconstruction``, ``pasted``
+    (the reconstruction with the visible patches pasted back from the original), the
+    ``loss_map`` (B, gh, gw) of the reconstruction, and the whole-image losses
+    (``L1 + 1 - MS-SSIM``, window ``win_size``) of the masked input, the reconstruction and the
+    pasted image against the original.
+    """
+    from smir_lib.data.transforms import denormalize
+    from smir_lib.losses import patch_loss_map, reconstruction_loss
+    from smir_lib.patches import apply_pixel_mask, mask_to_pixels
+
+    pixels = mask_to_pixels(mask, grid)  # (B, H, W) bool, True = hidden
+    masked = apply_pixel_mask(images, pixels, fill)
+    was_training = model.training
+    with torch.inference_mode():
+        recon = model.eval()(masked)  # (B, 3, H, W), normalised
+    model.train(was_training)
+    pasted = torch.where(pixels[:, None], recon, images)  # hidden: model output; visible: original
+    losses = {name: reconstruction_loss(v, images, win_size=win_size).item()
+              for name, v in (("masked", masked), ("reconstruction", recon), ("pasted", pasted))}
+    return {"original": denormalize(images), "masked": denormalize(masked), "reconstruction": denormalize(recon),
+            "pasted": denormalize(pasted), "loss_map": patch_loss_map(recon, images, grid), "losses": losses}
