@@ -36,6 +36,7 @@ import http.client
 import http.cookiejar
 import json
 import os
+import re
 import shutil
 import socket
 import stat
@@ -463,13 +464,29 @@ def cityscapes_opener(username: str | None = None, password: str | None = None,
         password = password or getpass.getpass("Cityscapes password: ")
     jar = http.cookiejar.CookieJar()
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
-    body = urllib.parse.urlencode({"username": username, "password": password, "submit": "Login"}).encode()
-    request = urllib.request.Request(CITYSCAPES_LOGIN_URL, data=body, headers={"User-Agent": USER_AGENT})
-    with opener.open(request, timeout=60) as response:
-        page = response.read(200_000).decode("utf-8", "replace").lower()
-    if "password" in page and "login" in page and "logout" not in page:
-        raise DownloadError("Cityscapes login failed: check CITYSCAPES_USERNAME / CITYSCAPES_PASSWORD "
-                            "(the password is not shown here)")
+    headers = {"User-Agent": USER_AGENT, "Referer": CITYSCAPES_LOGIN_URL}
+    with opener.open(urllib.request.Request(CITYSCAPES_LOGIN_URL, headers=headers), timeout=60) as response:
+        page = response.read(500_000).decode("utf-8", "replace")  # sets the session cookie
+    form = {"username": username, "password": password, "submit": "Login"}
+    token = re.search(r'name="csrfmiddlewaretoken"\s+value="([^"]+)"', page)
+    if token:  # present on some versions of the site
+        form["csrfmiddlewaretoken"] = token.group(1)
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None  # a 302 answer is the sign of a successful login (as csDownload checks)
+
+    post = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar), NoRedirect)
+    request = urllib.request.Request(CITYSCAPES_LOGIN_URL, data=urllib.parse.urlencode(form).encode(),
+                                     headers=headers)
+    try:
+        with post.open(request, timeout=60) as response:
+            status = response.status
+    except urllib.error.HTTPError as err:
+        status = err.code
+    if status != 302:
+        raise DownloadError(f"Cityscapes login failed (HTTP {status}): check CITYSCAPES_USERNAME / "
+                            f"CITYSCAPES_PASSWORD (the password is not shown here)")
     return opener
 
 

@@ -18,6 +18,9 @@ if not cwfid.is_complete(ROOT):
 
 
 def test_split_sizes_and_duplicate_id_28_kept_in_test_only():
+    from smir_lib.data import base
+
+    base._WARNED.clear()  # the duplicate is reported once per process; make this test see it
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ids = cwfid.split_ids(ROOT)

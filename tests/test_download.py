@@ -302,3 +302,44 @@ def test_cityscapes_without_credentials_is_clear(monkeypatch):
     monkeypatch.delenv("CITYSCAPES_PASSWORD", raising=False)
     with pytest.raises(MissingToolError, match="CITYSCAPES_USERNAME"):
         dl.cityscapes_opener(interactive=False)
+
+
+def test_cityscapes_login_flow_against_local_server(monkeypatch):
+    """GET the form (cookie + CSRF token), POST credentials; 302 means logged in, 200 means refused."""
+    import urllib.parse
+
+    seen = {}
+
+    class Login(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            body = b'<form><input name="csrfmiddlewaretoken" value="tok123"></form>'
+            self.send_response(200)
+            self.send_header("Set-Cookie", "session=abc; Path=/")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self):
+            form = urllib.parse.parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
+            seen.update(form=form, cookie=self.headers.get("Cookie"))
+            ok = form.get("password") == ["right"] and form.get("csrfmiddlewaretoken") == ["tok123"]
+            self.send_response(302 if ok else 200)
+            self.send_header("Location", "/")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Login)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr(dl, "CITYSCAPES_LOGIN_URL", f"http://127.0.0.1:{httpd.server_address[1]}/login/")
+        assert dl.cityscapes_opener("me", "right", interactive=False) is not None
+        assert seen["cookie"] == "session=abc" and seen["form"]["username"] == ["me"]
+        with pytest.raises(DownloadError, match="login failed") as info:
+            dl.cityscapes_opener("me", "wrong", interactive=False)
+        assert "wrong" not in str(info.value)  # the password is never echoed
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -251,8 +251,8 @@ class SegmentationFiles(Dataset):
             return out[0] if isinstance(out, tuple) and len(out) == 1 else out
         label = self.load_label(index)  # (H, W)
         check_same_size(image, label, self.images[index], self.labels[index])
-        if self.transform:
-            image, label = self.transform(image, label)
+        if self.transform:  # e.g. TrainAugment / EvalTransform: (image, label) -> (image, label)
+            return tuple(self.transform(image, label))
         return image, label
 
     def __repr__(self) -> str:
@@ -261,8 +261,11 @@ class SegmentationFiles(Dataset):
                 f"{kind}, classes={self.class_names})")
 
 
-def warn_once(message: str, _seen: set[str] = set()) -> None:  # noqa: B006 (deliberate memo)
-    """Emit ``message`` as a ``UserWarning`` once per process."""
-    if message not in _seen:
-        _seen.add(message)
+_WARNED: set[str] = set()
+
+
+def warn_once(message: str) -> None:
+    """Emit ``message`` as a ``UserWarning`` once per process (``_WARNED`` remembers it)."""
+    if message not in _WARNED:
+        _WARNED.add(message)
         warnings.warn(message, UserWarning, stacklevel=3)

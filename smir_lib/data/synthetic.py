@@ -310,8 +310,8 @@ class SyntheticFields(Dataset):
                 out = self.transform(image)
                 return out[0] if len(out) == 1 else out
             return image
-        if self.transform:
-            image, label = self.transform(image, label)
+        if self.transform:  # e.g. TrainAugment / EvalTransform: (image, label) -> (image, label)
+            return tuple(self.transform(image, label))
         return image, label
 
     def __repr__(self) -> str:
