@@ -1,0 +1,181 @@
+"""Fine-tuning for segmentation, and evaluation by mIoU over a whole test set.
+
+``finetune(cfg, run_dir, init)`` trains the U-Net with one output per class:
+
+* ``init="scratch"``: random initialisation;
+* ``init="imagenet:<path>"``: a torchvision ResNet file loaded into the encoder only;
+* ``init=<path to a pretraining checkpoint>``: the *whole* network (encoder and decoder), with
+  only the final 1x1 head re-initialised, as SPEC prescribes.
+
+Training: augmented crops (geometry on image and label, jitter on the image), soft Jaccard loss
+(``finetune_loss="ce"`` for cross-entropy), Adam with warm-up + cosine. After every epoch the
+validation mIoU (short side + centre crop) is measured; the best epoch's weights are tested:
+short side resized, whole image, batch 1, one confusion matrix over the whole test set.
+Results go to ``run_dir/results.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from .checkpoint import atomic_write_text, check_run_config, load_checkpoint, read_done, write_done
+from .config import Config
+from .data.transforms import EvalTransform, TrainAugment, normalize
+from .distributed import DistContext, all_reduce_sum, barrier, init_distributed
+from .metrics import confusion_matrix, segmentation_loss, segmentation_metrics
+from .models import load_imagenet_encoder, load_pretrained
+from .pretrain import build_model
+from .pretrain_data import load_split
+from .train_loop import (autocast, derive_seed, prepare_model, seeded_generator, setup_determinism, to_device,
+                         train_stage)
+
+__all__ = ["finetune", "evaluate", "initialise", "LabelledSet"]
+
+
+class LabelledSet(Dataset):
+    """A labelled split with SPEC's transform: ``train`` augmented per item (seeded by
+    ``(seed, stage, epoch, index)``), ``val`` short side + centre crop, ``test`` short side only."""
+
+    def __init__(self, base: Dataset, split: str, cfg: Config, stage: str = "finetune"):
+        self.base, self.split, self.cfg, self.stage, self.epoch = base, split, cfg, stage, 0
+        self.transform = (TrainAugment(cfg.image_size) if split == "train"
+                          else EvalTransform.for_split(split, cfg.image_size))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int):
+        image, label = self.base[index]
+        if self.split == "train":
+            generator = seeded_generator(self.cfg.seed, self.stage, self.epoch, index)
+            return self.transform(image, label, generator=generator)
+        return self.transform(image, label)
+
+
+def initialise(model: nn.Module, init: str | Path) -> str:
+    """Load ``init`` into ``model``; returns a short description of what was loaded."""
+    init = str(init)
+    if init == "scratch":
+        return "scratch"
+    if init.startswith("imagenet:"):
+        load_imagenet_encoder(model, init[len("imagenet:"):])
+        return "imagenet encoder"
+    if not Path(init).is_file():
+        raise FileNotFoundError(f"init {init!r} is neither 'scratch', 'imagenet:<file>' nor an "
+                                "existing checkpoint file: pass a pretraining run's pretrained.pt")
+    load_pretrained(model, init, reinit_head=True, reset_head=True)
+    return "pretrained network, head re-initialised"
+
+
+def _meta(ds) -> tuple[list[str], int]:
+    return list(ds.class_names), int(getattr(ds, "ignore_index", 255))
+
+
+def _confusion(model: nn.Module, dataset: Dataset, batch_size: int, cfg: Config,
+               ctx: DistContext, n_classes: int, ignore: int, progress: bool = False) -> torch.Tensor:
+    """Confusion matrix ``(C, C)`` of ``model`` over ``dataset``, sharded over ranks and summed."""
+    shard = Subset(dataset, range(ctx.rank, len(dataset), ctx.world_size))
+    loader = DataLoader(shard, batch_size=batch_size, num_workers=cfg.workers,
+                        pin_memory=ctx.device.type == "cuda")
+    if progress and cfg.progress and ctx.is_main:
+        from tqdm.auto import tqdm
+
+        loader = tqdm(loader, desc="evaluating", leave=False)
+    confusion = torch.zeros(n_classes, n_classes, dtype=torch.long, device=ctx.device)
+    model.eval()
+    with torch.no_grad():
+        for images, labels in loader:
+            with autocast(cfg, ctx.device):
+                logits = model(normalize(to_device(images, cfg, ctx.device)))  # (B, C, H, W)
+            confusion += confusion_matrix(logits.argmax(1), labels.to(ctx.device), n_classes, ignore)
+    return all_reduce_sum(confusion, ctx).cpu()
+
+
+def finetune(cfg: Config, run_dir: str | Path, init: str | Path = "scratch") -> dict:
+    """Fine-tune on ``cfg.dataset`` from ``init``, test the best-validation-mIoU checkpoint.
+
+    Returns (and writes to ``run_dir/results.json``) ``{"init", "best_val_miou", "best_epoch",
+    "checkpoint", "history", "test": {miou, per_class_iou, class_names, lowest_classes,
+    pixel_accuracy, confusion}}``.
+    """
+    ctx = init_distributed(cfg.device)
+    setup_determinism(cfg)
+    run_dir = Path(run_dir)
+    check_run_config(run_dir, cfg.to_dict(), f"finetune:{init}")
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(
+            json.dumps({**cfg.to_dict(), "method": f"finetune:{init}"}, indent=2))
+    barrier(ctx)
+    train, val = load_split(cfg, "train"), load_split(cfg, "val")
+    class_names, ignore = _meta(train)
+    stage_dir = run_dir / "finetune"
+    done = read_done(stage_dir)
+    if done is None:
+        model = build_model(cfg, len(class_names))
+        with torch.random.fork_rng(devices=[]):  # a re-initialised head draws from the seed too
+            torch.manual_seed(derive_seed(cfg.seed, "head"))
+            loaded = initialise(model, init)
+        model = prepare_model(model, cfg, ctx.device)
+        val_set = LabelledSet(val, "val", cfg)
+
+        def batch_loss(net, batch, generator):
+            images, labels = (to_device(t, cfg, ctx.device) for t in batch)
+            logits = net(normalize(images))  # (B, C, S, S)
+            return segmentation_loss(cfg.finetune_loss, logits, labels, ignore), len(images)
+
+        def validate(net):
+            conf = _confusion(net, val_set, cfg.finetune_batch, cfg, ctx, len(class_names), ignore)
+            return {"val_miou": segmentation_metrics(conf, class_names)["miou"]}
+
+        result = train_stage(model, LabelledSet(train, "train", cfg), batch_loss, validate, cfg=cfg,
+                             ctx=ctx, stage_dir=stage_dir, stage="finetune",
+                             epochs=cfg.finetune_epochs, batch_size=cfg.finetune_batch,
+                             monitor="val_miou", mode="max")
+        best_epoch = max(result.history, key=lambda r: r["val_miou"])["epoch"]
+        done = {"init": str(init), "loaded": loaded, "best_val_miou": result.best_value,
+                "best_epoch": best_epoch, "checkpoint": str(result.best_checkpoint)}
+        if ctx.is_main:
+            write_done(stage_dir, done)
+        barrier(ctx)
+    test = evaluate(cfg, done["checkpoint"], split="test", ctx=ctx)
+    history = json.loads((stage_dir / "history.json").read_text())
+    results = {**done, "history": history, "test": test}
+    if ctx.is_main:
+        atomic_write_text(json.dumps(results, indent=2, default=_json_default), run_dir / "results.json")
+    return results
+
+
+def _json_default(value):
+    return str(value)
+
+
+def evaluate(cfg: Config, checkpoint: str | Path, split: str = "test",
+             ctx: DistContext | None = None) -> dict:
+    """Metrics of a fine-tuned ``checkpoint`` on ``split`` of ``cfg.dataset``.
+
+    ``test``: short side ``image_size``, whole image, batch 1; ``val``: centre crop. A checkpoint
+    of another architecture or class count raises ``ValueError`` naming the mismatched keys.
+    Returns ``segmentation_metrics`` (mIoU, per-class IoU, lowest classes, confusion) plus
+    ``n_images`` and ``split``.
+    """
+    ctx = ctx or init_distributed(cfg.device)
+    base = load_split(cfg, split)
+    class_names, ignore = _meta(base)
+    model = build_model(cfg, len(class_names))
+    state = load_checkpoint(checkpoint)
+    load_pretrained(model, state, reinit_head=False)  # strict: names every mismatched key
+    model = prepare_model(model, cfg, ctx.device)
+    batch = 1 if split == "test" else cfg.finetune_batch
+    conf = _confusion(model, LabelledSet(base, split, cfg), batch, cfg, ctx, len(class_names),
+                      ignore, progress=True)
+    metrics = segmentation_metrics(conf, class_names, n_lowest=min(3, len(class_names)))
+    return {**metrics, "n_images": len(base), "split": split, "checkpoint": str(checkpoint)}

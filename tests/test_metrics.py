@@ -1,0 +1,60 @@
+"""Confusion matrix, mIoU with the ignore index and absent classes, soft Jaccard loss."""
+
+import math
+
+import pytest
+import torch
+
+from smir_lib.metrics import confusion_matrix, segmentation_loss, segmentation_metrics, soft_jaccard_loss
+
+pytestmark = pytest.mark.unit
+
+
+def test_confusion_skips_ignore_and_counts_pairs():
+    target = torch.tensor([[0, 0, 1, 255], [2, 2, 1, 1]])
+    pred = torch.tensor([[0, 1, 1, 2], [2, 0, 1, 0]])
+    conf = confusion_matrix(pred, target, 3)
+    assert conf.tolist() == [[1, 1, 0], [1, 2, 0], [1, 0, 1]]
+    assert conf.sum() == 7  # the ignored pixel is not counted
+
+
+def test_metrics_values_absent_class_and_lowest():
+    conf = torch.tensor([[8, 2, 0, 0], [1, 3, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]])
+    m = segmentation_metrics(conf, ["a", "b", "c", "d"], n_lowest=2)
+    assert m["per_class_iou"][0] == pytest.approx(8 / 11)
+    assert m["per_class_iou"][1] == pytest.approx(3 / 6)
+    assert math.isnan(m["per_class_iou"][2]) and math.isnan(m["per_class_iou"][3])
+    assert m["miou"] == pytest.approx((8 / 11 + 0.5) / 2)  # absent classes left out
+    assert m["lowest_classes"] == ["b", "a"]
+    assert m["pixel_accuracy"] == pytest.approx(11 / 14)
+
+
+def test_accumulated_confusion_is_not_mean_of_images():
+    a = confusion_matrix(torch.tensor([0, 0, 0, 1]), torch.tensor([0, 0, 0, 0]), 2)
+    b = confusion_matrix(torch.tensor([1]), torch.tensor([1]), 2)
+    assert segmentation_metrics(a + b)["miou"] == pytest.approx((3 / 4 + 1 / 2) / 2)
+
+
+def test_soft_jaccard_perfect_bad_and_ignored():
+    target = torch.randint(0, 3, (2, 8, 8))
+    perfect = torch.nn.functional.one_hot(target, 3).permute(0, 3, 1, 2).float() * 50
+    assert soft_jaccard_loss(perfect, target) < 1e-4
+    wrong = torch.nn.functional.one_hot((target + 1) % 3, 3).permute(0, 3, 1, 2).float() * 50
+    assert soft_jaccard_loss(wrong, target) > 0.99
+    ignored = target.clone()
+    ignored[:, :4] = 255
+    mixed = perfect.clone()
+    mixed[:, :, :4] = wrong[:, :, :4]  # wrong only where ignored
+    assert soft_jaccard_loss(mixed, ignored) < 1e-4
+
+
+def test_losses_have_gradients_and_ce_option():
+    logits = torch.randn(2, 3, 8, 8, requires_grad=True)
+    target = torch.randint(0, 3, (2, 8, 8))
+    target[0, 0, 0] = 255
+    for name in ("jaccard", "ce"):
+        loss = segmentation_loss(name, logits, target)
+        (g,) = torch.autograd.grad(loss, logits)
+        assert torch.isfinite(loss) and g.abs().sum() > 0
+    with pytest.raises(ValueError, match="expected 'jaccard' or 'ce'"):
+        segmentation_loss("dice", logits, target)
