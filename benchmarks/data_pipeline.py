@@ -6,8 +6,8 @@ from ``../shared/data/cwfid``) we time the *pretraining* input pipeline: the ``p
 as its transform, read through a ``torch.utils.data.DataLoader``:
 
 * ``one process``: ``num_workers=0``, what one CPU core delivers;
-* ``loader (workers=N)``: the loader with the default number of workers (the engine's config
-  when it defines one, else ``min(4, cores)``), as training runs it.
+* ``loader (workers=N)``: the loader with the default number of workers (``workers`` of the
+  engine's default config, 4; the ``fast`` preset uses 0), as training runs it.
 
 The loader is not the bottleneck when its images/s exceed the training step's images/s (from
 ``benchmarks/training_step.py`` in the same run). On a CPU-only machine the loader's workers and
@@ -31,20 +31,13 @@ __all__ = ["default_num_workers", "bench_data_pipeline"]
 
 
 def default_num_workers() -> tuple[int, str]:
-    """The loader workers training uses by default, and where that number came from."""
+    """The loader workers training uses by default (the engine's default config), and where from."""
     try:
         from smir_lib.config import load_config
 
-        cfg = load_config("fast")
-        for key in ("num_workers", "workers"):
-            value = cfg.get(key) if isinstance(cfg, Mapping) else getattr(cfg, key, None)
-            if value is None and isinstance(cfg, Mapping) and isinstance(cfg.get("data"), Mapping):
-                value = cfg["data"].get(key)
-            if value is not None:
-                return int(value), f"smir_lib.config fast preset ({key})"
-    except Exception:  # the engine's config is not there yet, or has no such key
-        pass
-    return min(4, os.cpu_count() or 1), "min(4, cores): the engine config defines no worker count"
+        return int(load_config().workers), "smir_lib.config default (paper preset) workers"
+    except Exception:  # the engine's config is missing or has no worker count
+        return min(4, os.cpu_count() or 1), "min(4, cores): no engine config found"
 
 
 def _pool_dataset(name: str, n_images: int, size: int):

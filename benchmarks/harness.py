@@ -9,6 +9,12 @@ report the median, which a single slow outlier cannot move.
 
 On a GPU every timed call is wrapped in ``torch.cuda.synchronize()``: CUDA kernels run
 asynchronously, and without a sync the clock would stop before the work is done.
+
+Two clocks are recorded for every call: wall time (``time.perf_counter``) and this process's CPU
+time (``time.process_time``). Figures use the wall clock unless ``clock="cpu"``: on a CPU shared
+with other busy processes, and with ``torch.set_num_threads(1)``, CPU time counts only the work
+this process did and not the time it waited for a core, so it is much steadier. It is wrong for
+GPU work and for work done in other processes (data-loader workers), which use the wall clock.
 """
 
 from __future__ import annotations
@@ -50,7 +56,10 @@ class Timing:
 
     name: str
     items: int
-    seconds: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)  # the clock the figures use
+    clock: str = "wall"
+    wall_seconds: list[float] = field(default_factory=list)
+    cpu_seconds: list[float] = field(default_factory=list)
 
     @property
     def median(self) -> float:
@@ -69,21 +78,29 @@ class Timing:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: the raw times and the derived figures."""
-        return {"items": self.items, "seconds": [round(s, 6) for s in self.seconds],
+        return {"items": self.items, "clock": self.clock,
+                "seconds": [round(s, 6) for s in self.seconds],
+                "wall_seconds": [round(s, 6) for s in self.wall_seconds],
+                "cpu_seconds": [round(s, 6) for s in self.cpu_seconds],
                 "median_s": round(self.median, 6), "per_item_s": round(self.per_item, 6),
                 "items_per_s": round(self.items_per_second, 3),
                 "min_s": round(min(self.seconds), 6), "max_s": round(max(self.seconds), 6)}
 
 
 def compare(sides: Mapping[str, tuple[Callable[[], Any], int]], *, device: torch.device,
-            warmup: int = 1, repeats: int = 3) -> dict[str, Timing]:
+            warmup: int = 1, repeats: int = 3, clock: str = "wall") -> dict[str, Timing]:
     """Time every side, interleaved, and return a :class:`Timing` per side.
 
     ``sides`` maps a name to ``(fn, items)``: ``fn()`` does one unit of work on ``items`` images.
     Every side is warmed up ``warmup`` times, then the sides take turns ``repeats`` times; the
     order alternates each round (A B C, C B A, ...) so that a drift in machine load does not
-    favour whichever side runs first.
+    favour whichever side runs first. ``clock`` (``"wall"`` or ``"cpu"``) picks the figures'
+    clock; both are recorded. On a GPU the wall clock is always used.
     """
+    if clock not in ("wall", "cpu"):
+        raise ValueError(f"clock is {clock!r}; expected 'wall' or 'cpu'")
+    if device.type == "cuda":
+        clock = "wall"
     if repeats < 1:
         raise ValueError(f"repeats is {repeats}; a median needs at least 1 timed run")
     names = list(sides)
@@ -91,15 +108,18 @@ def compare(sides: Mapping[str, tuple[Callable[[], Any], int]], *, device: torch
         for _ in range(warmup):
             sides[name][0]()
         synchronize(device)
-    timings = {name: Timing(name, sides[name][1]) for name in names}
+    timings = {name: Timing(name, sides[name][1], clock=clock) for name in names}
     for round_ in range(repeats):
         for name in (names if round_ % 2 == 0 else names[::-1]):
             fn = sides[name][0]
             synchronize(device)
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             fn()
             synchronize(device)
-            timings[name].seconds.append(time.perf_counter() - start)
+            t = timings[name]
+            t.wall_seconds.append(time.perf_counter() - start)
+            t.cpu_seconds.append(time.process_time() - cpu_start)
+            t.seconds.append(t.cpu_seconds[-1] if clock == "cpu" else t.wall_seconds[-1])
     return timings
 
 
@@ -184,7 +204,9 @@ def format_table(results: list[BenchResult], machine: Mapping[str, Any]) -> str:
     """A plain-text table: one line per timed side (images/s, median), then ratios and targets."""
     lines = [f"SMIR benchmarks, {machine['date_utc']}: {machine['cpu']}, {machine['logical_cores']} "
              f"cores, torch {machine['torch']} ({machine['torch_threads']} threads), "
-             f"device {machine['device']}" + (f" ({machine['gpu']})" if "gpu" in machine else ""),
+             f"device {machine['device']}" + (f" ({machine['gpu']})" if "gpu" in machine else "")
+             + f", {machine.get('clock', 'wall')} clock, load average "
+             f"{machine.get('load_average_1_5_15', '?')}",
              ""]
     header = f"{'benchmark':<34} {'side':<34} {'images/s':>10} {'median s':>10} {'runs':>5}"
     lines += [header, "-" * len(header)]

@@ -9,8 +9,9 @@ memory should not grow with the partition size, and the stored result should be 
 * packed with ``numpy.packbits`` it is 1 bit per patch: ``ceil(441 / 8) = 56`` B per image;
 * a float32 masked copy of the image would be ``3 * 256 * 256 * 4 = 786,432`` B.
 
-The peak resident set size (RSS) is measured in a fresh child process (``resource.getrusage``'s
-``ru_maxrss``), so nothing the parent allocated earlier hides in the figure; on a GPU the peak
+The peak resident set size (RSS) is measured in a fresh child process (``VmHWM`` on Linux, reset
+after the model is built and warmed up, so the growth while scoring is the scoring's own), so
+nothing the parent allocated earlier hides in the figure; on a GPU the peak
 CUDA memory (``torch.cuda.max_memory_allocated``) is reported too. We run two partition sizes:
 if streaming works, the two peaks are about the same.
 """
@@ -34,9 +35,43 @@ __all__ = ["score_partition", "bench_memory", "mask_bytes_per_image"]
 
 
 def _peak_rss_bytes() -> int:
-    """This process's peak RSS so far (``ru_maxrss`` is KiB on Linux, bytes on macOS)."""
+    """This process's peak RSS so far.
+
+    On Linux ``VmHWM`` from ``/proc/self/status``: unlike ``ru_maxrss`` it starts afresh in a new
+    program (``ru_maxrss`` survives ``exec`` and would report the parent's peak), and
+    :func:`_reset_peak_rss` can reset it. Elsewhere ``ru_maxrss`` (bytes on macOS).
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
+
+
+def _current_rss_bytes() -> int:
+    """Resident set size now (``VmRSS``), or the peak where ``/proc`` is missing."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return _peak_rss_bytes()
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the peak RSS to the current RSS (Linux >= 4.0: ``5`` into ``clear_refs``)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def mask_bytes_per_image(height: int = 256, width: int = 256) -> dict[str, int]:
@@ -52,16 +87,18 @@ def mask_bytes_per_image(height: int = 256, width: int = 256) -> dict[str, int]:
 def score_partition(*, n_images: int, preset: str = "tiny", size: int = 256, images_per_call: int = 8,
                     k: int = 5, device: str = "cpu", threads: int | None = None,
                     seed: int = 0) -> dict[str, Any]:
-    """Score ``n_images`` synthetic pool images, streamed, keeping only their grid masks.
+    """Score a partition of ``n_images`` synthetic pool images as pretraining does.
 
-    Runs in the calling process; :func:`bench_memory` calls it in a child. Returns RSS before
-    scoring (after imports and model set-up), peak RSS, and the stored masks' sizes.
+    Uses the engine's :func:`smir_lib.pretrain_data.score_partition` (batches of
+    ``images_per_call``, K masks each, masks and scores kept per image) when it is installed,
+    else the same loop over :func:`smir_lib.selective.selective_mask`. Runs in the calling
+    process; :func:`bench_memory` calls it in a child. Returns the RSS after set-up (imports,
+    model, one warm-up image), the peak RSS, and the sizes of what is stored.
     """
     from smir_lib.data import get_dataset
     from smir_lib.data.transforms import normalize
     from smir_lib.models import build_unet
     from smir_lib.patches import patch_grid
-    from smir_lib.selective import selective_mask
 
     if threads:
         torch.set_num_threads(threads)
@@ -69,27 +106,53 @@ def score_partition(*, n_images: int, preset: str = "tiny", size: int = 256, ima
     grid = patch_grid(size, size)
     model = build_unet(preset).to(dev).eval()
     pool = get_dataset("synthetic", "pool", n_images=n_images, size=size, seed=seed)
-    gen = torch.Generator().manual_seed(seed)
-    masks = torch.empty(n_images, *grid.shape, dtype=torch.bool)  # (N, gh, gw): the whole result
-    # Warm up on one image so lazy allocations (oneDNN, allocator) count in the baseline.
-    selective_mask(model, normalize(pool[0][None]).to(dev), grid, k=k, generator=gen)
+    try:
+        from smir_lib.config import load_config
+        from smir_lib.distributed import DistContext
+        from smir_lib.pretrain_data import score_partition as engine_score_partition
+
+        cfg = load_config("paper", {"model": preset, "dataset": "synthetic", "image_size": size,
+                                    "k": k, "score_batch": images_per_call, "pool_size": n_images,
+                                    "amp": "auto" if dev.type == "cuda" else "off"})
+        ctx = DistContext(device=dev)
+
+        def score(indices: list[int]) -> dict:
+            return engine_score_partition(model, pool, indices, cfg, step=1, ctx=ctx)
+        scorer = "smir_lib.pretrain_data.score_partition"
+    except ImportError:
+        from smir_lib.selective import selective_mask
+
+        gen = torch.Generator().manual_seed(seed)
+
+        def score(indices: list[int]) -> dict:
+            masks = torch.empty(len(indices), *grid.shape, dtype=torch.bool)  # (N, gh, gw)
+            for first in range(0, len(indices), images_per_call):
+                chunk = indices[first:first + images_per_call]
+                batch = normalize(torch.stack([pool[i] for i in chunk])).to(dev)  # (b, 3, H, W)
+                masks[first:first + len(chunk)] = selective_mask(model, batch, grid, k=k,
+                                                                 generator=gen).mask.cpu()
+            return {"masks": masks}
+        scorer = "selective_mask loop (smir_lib.pretrain_data not found)"
+
+    score([0])  # warm-up: lazy allocations (oneDNN, allocator) belong to the set-up
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
         torch.cuda.reset_peak_memory_stats(dev)
-    baseline = _peak_rss_bytes()
+    reset = _reset_peak_rss()  # the peak from now on is the scoring's own
+    baseline = _current_rss_bytes()
     start = time.perf_counter()
-    for first in range(0, n_images, images_per_call):
-        batch = torch.stack([pool[i] for i in range(first, min(first + images_per_call, n_images))])
-        result = selective_mask(model, normalize(batch).to(dev), grid, k=k, generator=gen)
-        masks[first:first + len(batch)] = result.mask.cpu()  # only the bits are kept
+    stored = score(list(range(n_images)))
     seconds = time.perf_counter() - start
+    masks = stored["masks"][:, :grid.gh, :grid.gw]  # (N, gh, gw) bool
     packed = np.packbits(masks.numpy().reshape(n_images, -1), axis=1)  # (N, ceil(441 / 8)) uint8
-    out = {"n_images": n_images, "preset": preset, "size": size, "k": k,
+    tensor_bytes = {key: value.numel() * value.element_size() for key, value in stored.items()
+                    if isinstance(value, torch.Tensor)}
+    out = {"n_images": n_images, "preset": preset, "size": size, "k": k, "scorer": scorer,
            "images_per_call": images_per_call, "device": device, "threads": torch.get_num_threads(),
-           "rss_after_setup_bytes": baseline, "peak_rss_bytes": _peak_rss_bytes(),
+           "rss_after_setup_bytes": baseline, "peak_reset": reset, "peak_rss_bytes": _peak_rss_bytes(),
            "seconds": round(seconds, 3), "images_per_s": round(n_images / seconds, 3),
            "stored_bool_bytes": masks.numel() * masks.element_size(),
-           "stored_packed_bytes": int(packed.nbytes)}
+           "stored_packed_bytes": int(packed.nbytes), "stored_tensors_bytes": tensor_bytes}
     if dev.type == "cuda":
         out["cuda_peak_allocated_bytes"] = torch.cuda.max_memory_allocated(dev)
     return out
@@ -114,7 +177,7 @@ def bench_memory(*, sizes: tuple[int, ...] = (20, 100), preset: str = "tiny", si
     result = BenchResult("memory.score_partition", params={
         "partition_sizes": list(sizes), "preset": preset, "size": size, "k": k,
         "images_per_call": images_per_call, "device": str(device),
-        "measured_in": "a child process per partition size (resource.getrusage ru_maxrss)"})
+        "measured_in": "a child process per partition size (VmHWM, reset after set-up)"})
     runs = [_run_child(n_images=n, preset=preset, size=size, images_per_call=images_per_call, k=k,
                        device=str(device), threads=threads) for n in sizes]
     mib = 2.0 ** 20
@@ -127,6 +190,11 @@ def bench_memory(*, sizes: tuple[int, ...] = (20, 100), preset: str = "tiny", si
             result.values[f"CUDA peak allocated, {n} images (MiB)"] = round(
                 run["cuda_peak_allocated_bytes"] / mib, 1)
     largest = runs[-1]
+    result.params["scorer"] = largest["scorer"]
+    result.values[f"what the scorer stores, {largest['n_images']} images (bytes)"] = sum(
+        largest["stored_tensors_bytes"].values())
+    result.values["what the scorer stores, bytes/image"] = round(
+        sum(largest["stored_tensors_bytes"].values()) / largest["n_images"])
     result.values[f"stored masks, {largest['n_images']} images, bool (bytes)"] = largest["stored_bool_bytes"]
     result.values[f"stored masks, {largest['n_images']} images, packed (bytes)"] = largest["stored_packed_bytes"]
     per_image = mask_bytes_per_image(size, size)

@@ -37,7 +37,7 @@ def _reconstruction_pair(n: int, size: int, generator: torch.Generator,
 
 def bench_patch_loss_map(*, images: int = 8, k: int = 5, size: int = 256, loop_images: int = 2,
                          device: torch.device, warmup: int = 1, repeats: int = 3,
-                         seed: int = 0) -> BenchResult:
+                         clock: str = "wall", seed: int = 0) -> BenchResult:
     """(a) Vectorised patch-loss map of ``images * k`` reconstructions against the per-patch loop."""
     from smir_lib.losses import patch_loss_map
     from smir_lib.patches import patch_grid
@@ -58,12 +58,12 @@ def bench_patch_loss_map(*, images: int = 8, k: int = 5, size: int = 256, loop_i
         f"vectorised ({n} recon.)": (lambda: patch_loss_map(pred, target, grid), n),
         f"vectorised ({loop_n} recon.)": (lambda: patch_loss_map(pred[:loop_n], target[:loop_n], grid), loop_n),
         f"per-patch loop ({loop_n} recon.)": (lambda: patch_loss_map_loop(pred[:loop_n], target[:loop_n], grid), loop_n),
-    }, device=device, warmup=warmup, repeats=repeats)
+    }, device=device, warmup=warmup, repeats=repeats, clock=clock)
     vec, vec_small, loop = timings.values()
     result = BenchResult("scoring.patch_loss_map", params={
         "images": images, "k": k, "reconstructions": n, "size": size, "grid": list(grid.shape),
         "n_patches": grid.n_patches, "loop_reconstructions": loop_n, "device": str(device),
-        "warmup": warmup, "repeats": repeats})
+        "warmup": warmup, "repeats": repeats, "clock": clock})
     result.add_timings(timings)
     result.ratios["loop / vectorised (per image)"] = ratio(loop, vec)
     result.ratios["loop / vectorised (same inputs)"] = ratio(loop, vec_small)
@@ -88,7 +88,7 @@ def _masked_copies(images: torch.Tensor, grid, k: int, ratio_: float, generator:
 def bench_selective_mask(*, preset: str = "tiny", images: int = 8, k: int = 5, size: int = 256,
                          chunk_size: int | None = None, amp: bool = False,
                          device: torch.device, warmup: int = 1, repeats: int = 3,
-                         seed: int = 0) -> BenchResult:
+                         clock: str = "wall", seed: int = 0) -> BenchResult:
     """(b) ``selective_mask`` against the ``images * k`` bare forward passes it cannot avoid."""
     from smir_lib.models import build_unet
     from smir_lib.patches import patch_grid
@@ -119,13 +119,13 @@ def bench_selective_mask(*, preset: str = "tiny", images: int = 8, k: int = 5, s
 
     timings = compare({f"selective_mask (B={images}, K={k})": (selective, images),
                        f"floor: {n} forward passes": (floor, images)},
-                      device=device, warmup=warmup, repeats=repeats)
+                      device=device, warmup=warmup, repeats=repeats, clock=clock)
     sel, flo = timings.values()
     result = BenchResult(f"scoring.selective_mask[{preset}]", params={
         "preset": preset, "images": images, "k": k, "size": size, "chunk_size": chunk,
         "forward_passes_per_call": math.ceil(n / chunk), "amp": use_amp,
         "amp_dtype": str(amp_dtype).replace("torch.", "") if use_amp else None,
-        "device": str(device), "warmup": warmup, "repeats": repeats})
+        "device": str(device), "warmup": warmup, "repeats": repeats, "clock": clock})
     result.add_timings(timings)
     r = ratio(sel, flo)
     result.ratios["selective / floor"] = r

@@ -74,14 +74,14 @@ def _for_gpu(profile: Profile) -> Profile:
 
 
 def run_suite(profile: Profile, *, device: torch.device, sections: tuple[str, ...] = SECTIONS,
-              amp: bool | None = None, notebook_run: Path | None = None,
+              amp: bool | None = None, clock: str = "wall", notebook_run: Path | None = None,
               make_test_seconds: float | None = None, make_test_log: Path | None = None,
               log=print) -> list[BenchResult]:
     """Run the chosen sections in order and return their results."""
     from . import data_pipeline, end_to_end, memory, scoring, training_step
 
     amp = (device.type == "cuda") if amp is None else (amp and device.type == "cuda")
-    timing = dict(device=device, warmup=profile.warmup, repeats=profile.repeats)
+    timing = dict(device=device, warmup=profile.warmup, repeats=profile.repeats, clock=clock)
     results: list[BenchResult] = []
     training_ips: dict[str, float] = {}
 
@@ -106,7 +106,8 @@ def run_suite(profile: Profile, *, device: torch.device, sections: tuple[str, ..
         for preset, n in profile.train_batch.items():
             result = run(f"training step [{preset}]", training_step.bench_training_step,
                          preset=preset, batch=n, size=profile.size,
-                         amp=amp and preset == "resnet34", **timing)
+                         amp=amp and preset == "resnet34", inline_augment=preset == "tiny",
+                         **timing)
             training_ips[preset] = result.values["training images/s (full step)"]
     if "data" in sections:
         for name in profile.data_datasets:
@@ -134,9 +135,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=None, help="run only these")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: the machine's logical cores)")
+                        help="torch CPU threads (default: the machine's logical cores; on a "
+                             "shared, busy machine --threads 1 gives steadier figures)")
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                         help="autocast for the paper model on CUDA (default: on with CUDA)")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="figures from wall time (default) or this process's CPU time: steadier "
+                             "on a busy shared CPU with --threads 1 (data loader and GPU: always wall)")
     parser.add_argument("--out", type=Path, default=None,
                         help="JSON file to write (default runs/bench/<timestamp>.json)")
     parser.add_argument("--notebook-run", type=Path, default=None,
@@ -157,9 +162,17 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda" and name != "quick":
         profile = _for_gpu(profile)
     machine = describe_machine(device)
-    print(f"[bench] profile {name}, device {device}, {threads} torch threads", flush=True)
+    machine["clock"] = args.clock if device.type == "cpu" else "wall"
+    print(f"[bench] profile {name}, device {device}, {threads} torch threads, "
+          f"{machine['clock']} clock", flush=True)
+    load = machine.get("load_average_1_5_15", [0.0])[0]
+    if device.type == "cpu" and threads > 1 and load > (os.cpu_count() or 1) - 0.5:
+        print(f"[bench] warning: load average {load} on {os.cpu_count()} cores: other processes "
+              f"share the CPU, and {threads} OpenMP threads then wait on each other (we measured "
+              "10x slower steps this way); consider --threads 1", flush=True)
     start = time.perf_counter()
     results = run_suite(profile, device=device, sections=tuple(args.only or SECTIONS), amp=args.amp,
+                        clock=args.clock,
                         notebook_run=args.notebook_run, make_test_seconds=args.make_test_seconds,
                         make_test_log=args.make_test_log, log=lambda m: print(m, flush=True))
     total = time.perf_counter() - start

@@ -52,7 +52,8 @@ def _make_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
 
 def bench_training_step(*, preset: str = "tiny", batch: int = 8, size: int = 256,
                         device: torch.device, amp: bool = False, inline_augment: bool = True,
-                        warmup: int = 1, repeats: int = 3, seed: int = 0) -> BenchResult:
+                        warmup: int = 1, repeats: int = 3, clock: str = "wall",
+                        seed: int = 0) -> BenchResult:
     """Images/s of the three step versions above (and the inline-augmentation one)."""
     from smir_lib.data.transforms import TrainAugment, normalize
     from smir_lib.losses import reconstruction_loss
@@ -97,12 +98,12 @@ def bench_training_step(*, preset: str = "tiny", batch: int = 8, size: int = 256
     }
     if inline_augment:
         sides["+ inline augmentation (info)"] = (augmented_step, batch)
-    timings = compare(sides, device=device, warmup=warmup, repeats=repeats)
+    timings = compare(sides, device=device, warmup=warmup, repeats=repeats, clock=clock)
     base, msssim, full = (timings[name] for name in list(sides)[:3])
 
     result = BenchResult(f"training_step[{preset}]", params={
         "preset": preset, "batch": batch, "size": size, "amp": amp, "optimizer": "Adam(lr=3e-3)",
-        "device": str(device), "warmup": warmup, "repeats": repeats})
+        "device": str(device), "warmup": warmup, "repeats": repeats, "clock": clock})
     result.add_timings(timings)
     masking = ratio(full, msssim) - 1.0
     result.ratios["MS-SSIM overhead (vs L1 step)"] = ratio(msssim, base) - 1.0
