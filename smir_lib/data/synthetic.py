@@ -151,25 +151,35 @@ def _plant_layout(rng: np.random.Generator, height: int, width: int) -> dict[str
         & (xy[:, 1] > -margin) & (xy[:, 1] < height + margin)  # 15 % gaps in the rows
     n_crops = int(keep.sum())
     n_weeds = int(rng.poisson(rng.uniform(8, 26)) * height * width / 65536)
-    weed_kind = rng.integers(0, 3, n_weeds)  # 0 broad-leaved rosette, 1 grass blades, 2 blob
     n = n_crops + n_weeds
+    crop = np.arange(n) < n_crops  # (n,) crops first, then weeds
+    kind = np.where(crop, 0, 1 + rng.integers(0, 3, n))  # 0 crop; weeds: 1 broad rosette, 2 grass, 3 blob
+    u = rng.random((n, 7))  # all uniform draws at once, one column per property
+    z = rng.standard_normal((n, 4))  # wobble and colour noise
+    lobes_low, lobes_span = np.array([4, 3, 2, 0])[kind], np.array([4, 6, 3, 0])[kind]  # crops 4-7 leaves
+    thin_choices = np.array([[1.0, 1.5, 2.0], [0.5, 1.0, 1.5], [6.0, 8.0, 8.0], [1.0, 1.0, 1.0]])
+    base_rgb = np.where(crop[:, None], [0.22, 0.52, 0.14], [0.30, 0.55, 0.16])  # weeds: yellower, more varied
     plants = {
-        "cls": np.r_[np.ones(n_crops, int), np.full(n_weeds, 2)],
-        "cy": np.r_[xy[keep, 1], rng.uniform(0, height, n_weeds)],
-        "cx": np.r_[xy[keep, 0], rng.uniform(0, width, n_weeds)],
-        "radius": np.r_[rng.uniform(14, 26, n_crops), rng.uniform(4, 11, n_weeds) * np.where(weed_kind == 1, 1.6, 1.0)] * s,
-        "n_lobes": np.r_[rng.integers(4, 8, n_crops), np.choose(weed_kind, [rng.integers(3, 9, n_weeds),
-                                                                           rng.integers(2, 5, n_weeds), 0])],
-        "thinness": np.r_[rng.choice([1.0, 1.5, 2.0], n_crops), np.choose(weed_kind, [rng.choice([0.5, 1.0, 1.5], n_weeds),
-                                                                                rng.choice([6.0, 8.0], n_weeds), 1.0])],
-        "phase": rng.uniform(0, 2 * math.pi, n),
-        "wobble": rng.normal(0, 0.12, n),
-        "wobble_phase": rng.uniform(0, 2 * math.pi, n),
-        "rgb": np.r_[np.array([0.22, 0.52, 0.14]) + rng.normal(0, 0.03, (n_crops, 3)),
-                     np.array([0.30, 0.55, 0.16]) + rng.normal(0, 0.06, (n_weeds, 3))].astype(np.float32),
+        "cls": np.where(crop, 1, 2),
+        "cy": np.where(crop, np.concatenate([xy[keep, 1], np.zeros(n_weeds)]), u[:, 0] * height),
+        "cx": np.where(crop, np.concatenate([xy[keep, 0], np.zeros(n_weeds)]), u[:, 1] * width),
+        "radius": np.where(crop, 14 + 12 * u[:, 2], (4 + 7 * u[:, 2]) * np.where(kind == 2, 1.6, 1.0)) * s,
+        "n_lobes": lobes_low + (u[:, 3] * lobes_span).astype(int),
+        "thinness": thin_choices[kind, (u[:, 4] * 3).astype(int)],
+        "phase": u[:, 5] * 2 * math.pi,
+        "wobble": 0.12 * z[:, 0],
+        "wobble_phase": u[:, 6] * 2 * math.pi,
+        "rgb": (base_rgb + np.where(crop, 0.03, 0.06)[:, None] * z[:, 1:]).astype(np.float32),
     }
     order = rng.permutation(n)  # later plants are drawn on top: weeds can cover crop leaves and vice versa
     return {k: v[order] for k, v in plants.items()}
+
+
+@functools.lru_cache(maxsize=8)
+def _ramps(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(H, 1)`` and ``(1, W)`` coordinates from -0.5 to 0.5, for illumination gradients."""
+    return (np.linspace(-0.5, 0.5, height, dtype=np.float32)[:, None],
+            np.linspace(-0.5, 0.5, width, dtype=np.float32)[None, :])
 
 
 @functools.lru_cache(maxsize=8)
@@ -240,8 +250,8 @@ def render_field(rng: np.random.Generator, height: int = 256, width: int = 256,
     soil_rgb = (np.array([0.50, 0.38, 0.26]) * rng.uniform(0.75, 1.15) + rng.uniform(-0.04, 0.04, 3))
     stone_grey = np.float32(0.62 * rng.uniform(0.8, 1.1))
     gy, gx = rng.uniform(-0.25, 0.25, 2)  # a gentle illumination gradient across the image
-    light = (1.0 + gy * np.linspace(-0.5, 0.5, height, dtype=np.float32))[:, None] \
-        + (gx * np.linspace(-0.5, 0.5, width, dtype=np.float32))[None, :]  # (H, W)
+    ramp_y, ramp_x = _ramps(height, width)
+    light = (1.0 + np.float32(gy) * ramp_y) + np.float32(gx) * ramp_x  # (H, W)
     shadow = np.where(halo, np.float32(0.7), np.float32(1.0))  # plants darken the soil around them
     shadow *= label == 0  # (H, W), 0 on plants
     shadow *= light
