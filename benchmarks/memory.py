@@ -113,7 +113,7 @@ def score_partition(*, n_images: int, preset: str = "tiny", size: int = 256, ima
 
         cfg = load_config("paper", {"model": preset, "dataset": "synthetic", "image_size": size,
                                     "k": k, "score_batch": images_per_call, "pool_size": n_images,
-                                    "msssim_win": 11 if size > 160 else 5,  # unused when scoring
+                                    "msssim_win": 11 if size > 160 else 3,  # unused when scoring
                                     "amp": "auto" if dev.type == "cuda" else "off"})
         ctx = DistContext(device=dev)
 
