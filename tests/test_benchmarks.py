@@ -119,7 +119,7 @@ def test_reference_loop_matches_vectorised_map_on_uneven_grid():
     pred = torch.rand(2, 3, 40, 52, generator=gen)
     loop = patch_loss_map_loop(pred, target, grid)
     assert loop.shape == (2, grid.gh, grid.gw)
-    torch.testing.assert_close(loop, patch_loss_map(pred, target, grid), atol=1e-5, rtol=0)
+    torch.testing.assert_close(loop, patch_loss_map(pred, target, grid).double(), atol=1e-5, rtol=0)
     torch.testing.assert_close(patch_loss_map_loop(pred, target, grid, sync=False), loop)
 
 

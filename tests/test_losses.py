@@ -1,37 +1,14 @@
 """Reconstruction loss and the vectorised patch-loss map (smir_lib.losses)."""
 
-import warnings
-
 import pytest
 import torch
 from pytorch_msssim import ms_ssim as reference_ms_ssim
-from pytorch_msssim import ssim as reference_ssim
 
+from benchmarks.reference import patch_loss_map_loop as loop_patch_loss_map
 from smir_lib.losses import check_msssim_size, ms_ssim, patch_loss_map, reconstruction_loss
-from smir_lib.patches import PatchGrid, patch_grid
+from smir_lib.patches import patch_grid
 
 pytestmark = pytest.mark.unit
-
-
-def loop_patch_loss_map(pred: torch.Tensor, target: torch.Tensor, grid: PatchGrid) -> torch.Tensor:
-    """The authors' per-patch loop (ReconstructionSelective._get_tile_loss_map), for reference.
-
-    One ``pytorch_msssim.ssim`` call with a 3x3 window per patch crop, plus the crop's L1.
-    """
-    out = torch.zeros(pred.shape[0], *grid.shape, dtype=torch.float64)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # hundreds of tiny calls: threads only add overhead
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # pytorch-msssim warns on crops shorter than the window
-        for b in range(pred.shape[0]):
-            for i in range(grid.gh):
-                for j in range(grid.gw):
-                    rows, cols = grid.patch_slices(i, j)
-                    p, t = pred[b:b + 1, :, rows, cols], target[b:b + 1, :, rows, cols]
-                    similarity = reference_ssim(p, t, data_range=1.0, win_size=3, size_average=True)
-                    out[b, i, j] = (p - t).abs().mean() + (1.0 - similarity)
-    torch.set_num_threads(threads)
-    return out
 
 
 def random_pair(n: int, height: int, width: int, seed: int = 0, noise: float = 0.5):
