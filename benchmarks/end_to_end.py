@@ -5,7 +5,8 @@ longer than every other benchmark together and measure the same thing twice. Ins
 
 * notebooks: ``make demo`` (``python -m smir_lib.runner --profile fast``) writes the wall time of
   every notebook to ``RUN_DIR/timings.json``; pass that run folder with ``--notebook-run``
-  (default: the newest ``runs/*/timings.json``, if any);
+  (default: the newest ``runs/*/timings.json``, if any). Several folders may be given (runs of
+  parts of the series, ``--only 03 04``); a notebook timed in more than one keeps the last;
 * ``make test``: pass the seconds with ``--make-test-seconds``, or a log of ``.ci/run`` (which
   prints ``make test took N s``) with ``--make-test-log``.
 
@@ -31,19 +32,27 @@ def find_notebook_run(runs_dir: Path = Path("runs")) -> Path | None:
     return max(candidates, key=lambda p: (p / "timings.json").stat().st_mtime, default=None)
 
 
-def bench_end_to_end(*, notebook_run: Path | None = None, make_test_seconds: float | None = None,
+def bench_end_to_end(*, notebook_run: Path | list[Path] | None = None,
+                     make_test_seconds: float | None = None,
                      make_test_log: Path | None = None) -> BenchResult:
     """Read the notebook timings and the ``make test`` wall time; never runs either."""
     result = BenchResult("end_to_end")
-    run = Path(notebook_run) if notebook_run else find_notebook_run()
-    if run is not None and (run / "timings.json").is_file():
-        timings = json.loads((run / "timings.json").read_text())
-        result.params["notebook_run"] = str(run)
-        for name, seconds in timings.items():
+    if isinstance(notebook_run, (str, Path)):
+        notebook_run = [Path(notebook_run)]
+    runs = [Path(r) for r in notebook_run] if notebook_run else [find_notebook_run()]
+    found = [r for r in runs if r is not None and (r / "timings.json").is_file()]
+    run = runs[0] if runs else None
+    if found and len(found) == len(runs):
+        timings: dict[str, float] = {}
+        for folder in found:
+            timings.update(json.loads((folder / "timings.json").read_text()))
+        result.params["notebook_run"] = [str(f) for f in found]
+        for name, seconds in sorted(timings.items()):
             result.values[f"notebook {name} (s)"] = float(seconds)
         result.values["notebooks total (s)"] = round(sum(float(s) for s in timings.values()), 1)
     else:
-        where = f" ({run}/timings.json missing)" if run is not None else ""
+        missing = [str(r) for r in runs if r is not None and r not in found]
+        where = f" ({', '.join(missing)}: no timings.json)" if missing else ""
         result.values["notebooks"] = "not measured: run `make demo` first, then --notebook-run runs/<timestamp>" + where
 
     if make_test_seconds is None and make_test_log is not None:

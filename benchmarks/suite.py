@@ -75,7 +75,7 @@ def _for_gpu(profile: Profile) -> Profile:
 
 
 def run_suite(profile: Profile, *, device: torch.device, sections: tuple[str, ...] = SECTIONS,
-              amp: bool | None = None, clock: str = "wall", notebook_run: Path | None = None,
+              amp: bool | None = None, clock: str = "wall", notebook_run: list[Path] | None = None,
               make_test_seconds: float | None = None, make_test_log: Path | None = None,
               log=print) -> list[BenchResult]:
     """Run the chosen sections in order and return their results."""
@@ -145,8 +145,8 @@ def _parser() -> argparse.ArgumentParser:
                              "on a busy shared CPU with --threads 1 (data loader and GPU: always wall)")
     parser.add_argument("--out", type=Path, default=None,
                         help="JSON file to write (default runs/bench/<timestamp>.json)")
-    parser.add_argument("--notebook-run", type=Path, default=None,
-                        help="run folder of `make demo` holding timings.json (default: newest runs/*)")
+    parser.add_argument("--notebook-run", type=Path, nargs="+", default=None,
+                        help="run folder(s) of `make demo` holding timings.json (default: newest runs/*)")
     parser.add_argument("--make-test-seconds", type=float, default=None, help="wall time of make test")
     parser.add_argument("--make-test-log", type=Path, default=None,
                         help="output of .ci/run, holding 'make test took N s'")
