@@ -21,6 +21,7 @@ normalised images.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -82,19 +83,26 @@ class PatchGrid:
         return tuple(b - a for a, b in zip(self.col_edges[:-1], self.col_edges[1:]))
 
     def pixel_rows(self, device: torch.device | str | None = None) -> torch.Tensor:
-        """Patch row of every pixel row: ``(H,)`` long, e.g. ``[0]*12 + [1]*12 + ...``."""
-        sizes = torch.tensor(self.row_heights, device=device)
-        return torch.repeat_interleave(torch.arange(self.gh, device=device), sizes)  # (H,)
+        """Patch row of every pixel row: ``(H,)`` long, e.g. ``[0]*12 + [1]*12 + ...``.
+
+        Cached per device: treat it as read-only."""
+        return _band_of_pixel(self.row_edges, torch.device(device or "cpu"))  # (H,)
 
     def pixel_cols(self, device: torch.device | str | None = None) -> torch.Tensor:
         """Patch column of every pixel column: ``(W,)`` long."""
-        sizes = torch.tensor(self.col_widths, device=device)
-        return torch.repeat_interleave(torch.arange(self.gw, device=device), sizes)  # (W,)
+        return _band_of_pixel(self.col_edges, torch.device(device or "cpu"))  # (W,)
 
     def patch_slices(self, i: int, j: int) -> tuple[slice, slice]:
         """``(rows, cols)`` slices of patch ``(i, j)``, to crop it: ``image[..., rows, cols]``."""
         return (slice(self.row_edges[i], self.row_edges[i + 1]),
                 slice(self.col_edges[j], self.col_edges[j + 1]))
+
+
+@functools.lru_cache(maxsize=64)
+def _band_of_pixel(edges: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """Band index of every pixel along one side, cached per device (no copy on later calls)."""
+    sizes = torch.tensor([b - a for a, b in zip(edges[:-1], edges[1:])])
+    return torch.repeat_interleave(torch.arange(len(sizes)), sizes).to(device)  # (H,)
 
 
 def _edges(size: int, n_patches: int) -> tuple[int, ...]:
@@ -167,7 +175,7 @@ def mask_to_pixels(mask: torch.Tensor, grid: PatchGrid) -> torch.Tensor:
                          "make the mask with the same PatchGrid")
     rows = grid.pixel_rows(mask.device)  # (H,)
     cols = grid.pixel_cols(mask.device)  # (W,)
-    return mask[..., rows[:, None], cols[None, :]]  # (..., H, W)
+    return mask.index_select(-2, rows).index_select(-1, cols)  # (..., H, gw) -> (..., H, W)
 
 
 def apply_pixel_mask(images: torch.Tensor, pixel_mask: torch.Tensor,
@@ -181,7 +189,7 @@ def apply_pixel_mask(images: torch.Tensor, pixel_mask: torch.Tensor,
         raise ValueError(f"pixel mask is {tuple(pixel_mask.shape[-2:])}, images are "
                          f"{tuple(images.shape[-2:])}: expand the grid mask with the image's grid")
     hidden = pixel_mask.unsqueeze(-3)  # (..., 1, H, W)
-    return images.masked_fill(hidden, fill)
+    return torch.where(hidden, torch.tensor(fill, dtype=images.dtype), images)
 
 
 def mask_images(images: torch.Tensor, mask: torch.Tensor, grid: PatchGrid,
