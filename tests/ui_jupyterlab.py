@@ -243,8 +243,11 @@ class JupyterLabServer:
             body = response.read()
         return json.loads(body) if body else {}
 
-    def lab_url(self, notebook: str) -> str:
-        return f"{self.url}/lab/tree/{notebook}?token={self.token}"
+    def lab_url(self, notebook: str, workspace: str | None = None) -> str:
+        """The URL that opens ``notebook``; a named ``workspace`` starts from an empty layout
+        (no tabs restored from an earlier page)."""
+        prefix = f"/lab/workspaces/{workspace}" if workspace else "/lab"
+        return f"{self.url}{prefix}/tree/{notebook}?token={self.token}"
 
     def log_tail(self, chars: int = 3000) -> str:
         try:
@@ -317,11 +320,14 @@ class LabNotebook:
         page.on("console", lambda msg: self.console.append(f"{msg.type}: {msg.text}")
                 if msg.type in ("error", "warning") else None)
         page.on("pageerror", lambda err: self.console.append(f"pageerror: {err}"))
+        # Every query is scoped to the visible notebook panel, never to another open tab.
+        self.panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
 
     def open(self, timeout: float = 60.0) -> None:
         """Load JupyterLab on the notebook and wait for its kernel to be idle."""
-        self.page.goto(self.server.lab_url(self.name), timeout=timeout * 1000)
-        self.page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=timeout * 1000)
+        workspace = "ui-" + re.sub(r"[^A-Za-z0-9_-]", "-", Path(self.name).stem)
+        self.page.goto(self.server.lab_url(self.name, workspace), timeout=timeout * 1000)
+        self.panel.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=timeout * 1000)
         self.wait_idle(timeout)
         # Fold the file browser away: the notebook gets the window's width (and the screenshots).
         current = self.page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current")
@@ -336,7 +342,7 @@ class LabNotebook:
 
     def kernel_status(self) -> str:
         """The notebook toolbar's kernel status ("idle", "busy", "starting", ...)."""
-        indicator = self.page.locator(".jp-NotebookPanel-toolbar .jp-Notebook-ExecutionIndicator")
+        indicator = self.panel.locator(".jp-NotebookPanel-toolbar .jp-Notebook-ExecutionIndicator")
         if indicator.count() == 0:
             return ""
         return indicator.first.get_attribute("data-status") or ""
@@ -347,7 +353,7 @@ class LabNotebook:
         settled = 0
         while time.monotonic() < deadline:
             self.accept_kernel_dialog()
-            running = self.page.locator(".jp-InputArea-prompt", has_text="[*]").count()
+            running = self.panel.locator(".jp-InputArea-prompt", has_text="[*]").count()
             if self.kernel_status() == "idle" and running == 0:
                 settled += 1
                 if settled >= 3:  # idle three polls in a row, not between two cells
@@ -357,19 +363,33 @@ class LabNotebook:
             time.sleep(0.5)
         raise TimeoutError(f"{self.name}: kernel still '{self.kernel_status()}' after {timeout:.0f} s")
 
-    def run_all(self, timeout: float) -> float:
-        """Run > Run All Cells, as a user would; wait until every cell ran. Returns the seconds taken."""
+    def _started_cells(self) -> int:
+        """How many code cells show an execution count or ``[*]``."""
+        return self.panel.locator(".jp-CodeCell .jp-InputArea-prompt").evaluate_all(
+            "ps => ps.filter(p => /\\[[\\d*]+\\]/.test(p.textContent)).length")
+
+    def run_all(self, timeout: float, attempts: int = 3) -> float:
+        """Run > Run All Cells, as a user would; wait until every cell ran. Returns the seconds taken.
+
+        On a busy machine the first click can land before the notebook is ready and run nothing;
+        the menu is then used again (at most ``attempts`` times), never once anything started.
+        """
         start = time.monotonic()
-        self.page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
-        self.page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
-        # The kernel turns busy (or cells show [*]) shortly after the click.
-        self.page.wait_for_function(
-            """() => [...document.querySelectorAll('.jp-InputArea-prompt')]
-                     .some(p => /\\[[\\d*]+\\]/.test(p.textContent))""", timeout=30_000)
+        for attempt in range(attempts):
+            self.page.keyboard.press("Escape")  # close any open menu
+            self.page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+            self.page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not self._started_cells():
+                time.sleep(0.3)
+            if self._started_cells():
+                break
+        else:
+            raise AssertionError(f"{self.name}: Run > Run All Cells started no cell ({attempts} tries); "
+                                 f"kernel status '{self.kernel_status()}'")
         self.wait_idle(timeout)
-        unrun = self.page.evaluate(
-            """() => [...document.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')]
-                     .filter(p => !/\\[\\d+\\]/.test(p.textContent)).length""")
+        unrun = self.panel.locator(".jp-CodeCell .jp-InputArea-prompt").evaluate_all(
+            "ps => ps.filter(p => !/\\[\\d+\\]/.test(p.textContent)).length")
         if unrun:
             raise AssertionError(f"{self.name}: {unrun} code cell(s) did not run (Run All stopped early?)\n"
                                  + "\n".join(self.errors()))
@@ -377,31 +397,34 @@ class LabNotebook:
 
     def errors(self) -> list[str]:
         """Text of every output that shows an error or a traceback (widget outputs included)."""
-        texts = self.page.locator(ERROR_OUTPUT).all_inner_texts()
-        widget_errors = self.page.locator(".jp-OutputArea-output", has_text="Error displaying widget")
+        texts = self.panel.locator(ERROR_OUTPUT).all_inner_texts()
+        widget_errors = self.panel.locator(".jp-OutputArea-output", has_text="Error displaying widget")
         texts += widget_errors.all_inner_texts()
         return [t[-2000:] for t in texts if ERROR_PATTERN.search(t)]
 
     def slider(self, labels: tuple[str, ...] = ()):
         """The first widget slider whose description is one of ``labels`` (else the first slider)."""
-        sliders = self.page.locator(".jupyter-widgets.widget-slider")
+        sliders = self.panel.locator(".jupyter-widgets.widget-slider")
         try:
             sliders.first.wait_for(timeout=30_000)
         except Exception as err:  # playwright's TimeoutError
-            texts = [t[:300] for t in self.page.locator(".jp-OutputArea-output").all_inner_texts() if t.strip()]
+            texts = [t[:300] for t in self.panel.locator(".jp-OutputArea-output").all_inner_texts() if t.strip()]
             raise AssertionError(
                 f"{self.name}: no widget slider was rendered within 30 s. Is INTERACTIVE = True reaching "
                 "the explorer cell, and is jupyterlab_widgets installed in the server's environment? "
                 f"Last outputs: {texts[-3:]}") from err
         for label in labels:
-            match = sliders.filter(has=self.page.locator(".widget-label", has_text=re.compile(rf"^\s*{re.escape(label)}\b")))
+            # An inner locator made from the page is matched inside each slider.
+            match = sliders.filter(has=self.page.locator(".widget-label",
+                                                         has_text=re.compile(rf"^\s*{re.escape(label)}\b")))
             if match.count():
                 return match.first
         return sliders.first
 
     def widget_cell(self, slider):
         """The notebook cell that holds ``slider``."""
-        return self.page.locator(".jp-Cell").filter(has=slider).first
+        return slider.locator("xpath=ancestor::div[contains(concat(' ', normalize-space(@class), ' '), "
+                              "' jp-Cell ')][1]")
 
     def figure_sources(self, cell) -> list[str]:
         """The ``src`` of every image in the cell's outputs (the explorer's figure)."""
