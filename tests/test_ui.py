@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -89,13 +90,14 @@ class LabSession:
 def chromium() -> str:
     path = find_chromium()
     if path is None:
-        pytest.skip(f"no Chromium found (looked for $SMIR_CHROMIUM and chromium on PATH): the ui "
-                    f"tests need one; install it with: {CHROMIUM_INSTALL}")
+        where = (f"$SMIR_CHROMIUM={os.environ['SMIR_CHROMIUM']!r} is not an executable"
+                 if os.environ.get("SMIR_CHROMIUM") else "no chromium or google-chrome on PATH")
+        pytest.skip(f"no Chromium for the ui tests ({where}); install it with: {CHROMIUM_INSTALL}")
     return path
 
 
 @pytest.fixture(scope="module")
-def lab(chromium: str, tmp_path_factory) -> LabSession:
+def lab(chromium: str, tmp_path_factory) -> Iterator[LabSession]:
     """JupyterLab serving a scratch folder with the explorer notebooks, and a headless Chromium.
 
     Both are stopped on teardown, whatever happened; then any process started here that is still
@@ -112,15 +114,8 @@ def lab(chromium: str, tmp_path_factory) -> LabSession:
     env = {"SMIR_RUN_DIR": str(run_dir), "SMIR_PROFILE": "fast"}
     before = descendants()
     try:
-        with JupyterLabServer(lab_root, home, env=env) as server, \
-                launch_browser(chromium) as first_page:
-            pages = iter([first_page])
-
-            def new_page():
-                page = next(pages, None)
-                return page if page is not None else first_page.context.new_page()
-
-            yield LabSession(server, new_page, run_dir)
+        with JupyterLabServer(lab_root, home, env=env) as server, launch_browser(chromium) as page:
+            yield LabSession(server, page.context.new_page, run_dir)  # one tab per notebook
     finally:
         time.sleep(0.5)
         strays = descendants() - before
