@@ -73,27 +73,20 @@ def _autocast(device: torch.device, amp: bool | None):
 
 def score_patches(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, grid: PatchGrid,
                   *, chunk_size: int | None = None, fill: float = 0.0, amp: bool | None = None,
-                  data_range: float = 1.0, win_size: int = 3,
-                  score_block: int | None = None) -> torch.Tensor:
+                  data_range: float = 1.0, win_size: int = 3) -> torch.Tensor:
     """Reconstruct masked copies of ``images`` and score their patches against the originals.
 
     ``images`` is ``(B, 3, H, W)`` (normalised) and ``masks`` is ``(B, K, gh, gw)``: copy
     ``(b, k)`` is image ``b`` with mask ``k`` applied. The ``B * K`` copies run through ``model``
     ``chunk_size`` at a time (default: all at once). If a chunk runs out of CUDA memory the chunk
-    is halved and retried, and later chunks keep the smaller size. Each reconstructed chunk is
-    scored by ``patch_loss_map`` in blocks of ``score_block`` copies (default on CPU: about
-    256K pixels, 4 copies at 256x256, small enough to stay in the cache, which runs several
-    times faster than one huge call; on GPU: the whole chunk).
-    Call it in inference mode with the model in eval mode (``selective_mask`` does).
+    is halved and retried, and later chunks keep the smaller size. Call it in inference mode
+    with the model in eval mode (``selective_mask`` does).
     Returns ``(B, K, gh, gw)`` float32.
     """
     n_img, k = masks.shape[:2]
     flat_masks = masks.reshape(n_img * k, *grid.shape)  # (B*K, gh, gw), copy j is image j // K
     scores = torch.empty(n_img * k, *grid.shape, device=images.device)  # (B*K, gh, gw)
     chunk = chunk_size or n_img * k
-    if score_block is None:
-        cpu_block = max(1, 2 ** 18 // (grid.height * grid.width))  # 4 copies at 256x256
-        score_block = n_img * k if images.device.type == "cuda" else cpu_block
     start = 0
     while start < n_img * k:
         stop = min(start + chunk, n_img * k)
@@ -102,14 +95,15 @@ def score_patches(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, g
         try:
             with _autocast(images.device, amp):
                 recon = model(mask_images(originals, flat_masks[start:stop], grid, fill))
-            for i in range(0, stop - start, score_block):  # blocks small enough for the cache
-                j = min(i + score_block, stop - start)
-                scores[start + i:start + j] = patch_loss_map(
-                    recon[i:j], originals[i:j], grid, win_size=win_size, data_range=data_range)
+            scores[start:stop] = patch_loss_map(recon, originals, grid, win_size=win_size,
+                                                data_range=data_range)
+            out_of_memory = False
         except torch.cuda.OutOfMemoryError:
             if chunk == 1:
                 raise
-            recon = None
+            out_of_memory = True
+        if out_of_memory:  # outside the except block, so the failed chunk's tensors are freed
+            originals = recon = None
             torch.cuda.empty_cache()
             chunk = max(1, chunk // 2)  # retry this chunk, smaller
             continue

@@ -33,6 +33,15 @@ def test_patch_loss_map_equals_per_patch_loop(n, height, width, n_patches):
                                rtol=0, atol=1e-5)
 
 
+def test_blocks_give_the_same_map_as_one_pass():
+    grid = patch_grid(64, 64)
+    pred, target = random_pair(5, 64, 64, seed=3)
+    whole = patch_loss_map(pred, target, grid, block_pixels=0)
+    for block_pixels in (1, 2 * 64 * 64, 3 * 64 * 64):  # 1, 2 and 3 images per block
+        torch.testing.assert_close(patch_loss_map(pred, target, grid, block_pixels=block_pixels),
+                                   whole, rtol=0, atol=1e-6)
+
+
 def test_patch_loss_map_float64_matches_loop_tightly():
     grid = patch_grid(48, 40, 60)
     pred, target = random_pair(1, 48, 40, seed=1)

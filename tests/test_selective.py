@@ -156,7 +156,7 @@ def test_score_patches_direct_call_shape():
     grid = patch_grid(64, 64, 64)
     masks = torch.zeros(2, 3, *grid.shape, dtype=torch.bool)
     with torch.inference_mode():
-        scores = score_patches(Blur(), textured_corner_images(2), masks, grid, score_block=2)
+        scores = score_patches(Blur(), textured_corner_images(2), masks, grid)
     assert scores.shape == (2, 3, 8, 8)
 
 
