@@ -386,3 +386,20 @@ def miou_bars(mean: Mapping[str, float], std: Mapping[str, float] | None = None,
     ax.set_title(title)
     ax.tick_params(axis="x", labelsize=9)
     return fig
+
+
+def metric_curves(curves: Mapping[str, Sequence[float]], *, ylabel: str = "value",
+                  title: str | None = None) -> Figure:
+    """One line per initialisation (e.g. validation mIoU per epoch), coloured like the bar charts."""
+    fig = Figure(figsize=(6.5, 3.4), layout="constrained")
+    ax = fig.subplots()
+    for name, values in curves.items():
+        xs = np.arange(1, len(values) + 1)
+        ax.plot(xs, values, marker="." if len(values) < 40 else None, label=name, color=INIT_COLORS.get(name))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=8)
+    return fig

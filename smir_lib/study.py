@@ -165,8 +165,8 @@ INIT_LABELS = {"scratch": "scratch", "imagenet": "ImageNet encoder", "random": "
 
 #: Budgets of the reproduction study on top of the profile ("profile": the profile as it is).
 STUDY_BUDGETS: dict[str, dict] = {
-    "tiny": {"pool_size": 24, "partitions": 2, "pretrain_epochs": 1, "finetune_epochs": 3,
-             "train_size": 16, "val_size": 4, "test_size": 8},
+    "tiny": {"pool_size": 16, "partitions": 2, "pretrain_epochs": 1, "finetune_epochs": 2,
+             "train_size": 8, "val_size": 4, "test_size": 4},
     "profile": {},
 }
 
