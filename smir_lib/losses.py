@@ -79,13 +79,15 @@ def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, *, data_range:
 
     ``pred`` and ``target`` are ``(B, C, H, W)``, normalised images in the authors' setting, with
     ``data_range = 1.0`` as they use it. The loss covers every pixel, hidden or visible. It is
-    computed in float32 even under autocast. Returns a scalar.
+    computed in float32 even under autocast (half-precision MS-SSIM is fragile). Returns a
+    scalar.
     """
-    pred, target = pred.float(), target.float()
-    l1 = (pred - target).abs().mean()
-    similarity = ms_ssim(pred, target, data_range=data_range, win_size=win_size,
-                         win_sigma=win_sigma, ms_weights=ms_weights)
-    return l1_weight * l1 + msssim_weight * (1.0 - similarity)
+    with torch.autocast(pred.device.type, enabled=False):
+        pred, target = pred.float(), target.float()
+        l1 = (pred - target).abs().mean()
+        similarity = ms_ssim(pred, target, data_range=data_range, win_size=win_size,
+                             win_sigma=win_sigma, ms_weights=ms_weights)
+        return l1_weight * l1 + msssim_weight * (1.0 - similarity)
 
 
 class _Side(NamedTuple):
@@ -169,6 +171,15 @@ def patch_loss_map(pred: torch.Tensor, target: torch.Tensor, grid: PatchGrid, *,
     if tuple(pred.shape[-2:]) != (grid.height, grid.width) or pred.shape != target.shape:
         raise ValueError(f"pred is {tuple(pred.shape)}, target {tuple(target.shape)}, the grid "
                          f"is for {grid.height}x{grid.width}: pass (B, C, H, W) pairs on its size")
+    with torch.autocast(pred.device.type, enabled=False):  # float32 sums, even under AMP
+        return _patch_loss_blocks(pred, target, grid, win_size=win_size, data_range=data_range,
+                                  win_sigma=win_sigma, K=K, block_pixels=block_pixels)
+
+
+def _patch_loss_blocks(pred: torch.Tensor, target: torch.Tensor, grid: PatchGrid, *,
+                       win_size: int, data_range: float, win_sigma: float,
+                       K: tuple[float, float], block_pixels: int | None) -> torch.Tensor:
+    """Split the batch into blocks (see ``patch_loss_map``) and score each."""
     dtype = torch.float64 if pred.dtype == torch.float64 else torch.float32
     n_img = pred.shape[0]
     if block_pixels is None:

@@ -105,3 +105,13 @@ def test_image_too_small_for_msssim_names_size_limit_and_fix():
     check_msssim_size(161, 200)  # just large enough
     with pytest.raises(ValueError, match="> 24 px"):
         check_msssim_size(24, 100, win_size=7, levels=3)
+
+
+def test_losses_stay_float32_under_autocast():
+    grid = patch_grid(176, 176)
+    pred, target = random_pair(1, 176, 176, noise=0.2)
+    expected_map = patch_loss_map(pred, target, grid)
+    expected_loss = reconstruction_loss(pred, target)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.testing.assert_close(patch_loss_map(pred, target, grid), expected_map)
+        torch.testing.assert_close(reconstruction_loss(pred, target), expected_loss)
