@@ -364,9 +364,9 @@ def iou_bars(per_class: Mapping[str, Sequence[float]], class_names: Sequence[str
                label=init, color=INIT_COLORS.get(init), edgecolor="black", zorder=2)
     ax.set_xticks(x, [f"{n}\n(lowest)" if j in lowest else n for j, n in enumerate(class_names)])
     ax.set_ylabel("IoU")
-    ax.set_ylim(0, max(1.0, float(np.nanmax(values)) * 1.1))
+    ax.set_ylim(0, max(1.0, float(np.nanmax(values))) * 1.2)  # headroom for the legend
     ax.set_title(title)
-    ax.legend(fontsize=8, ncol=min(len(inits), 5), loc="upper right")
+    ax.legend(fontsize=8, ncol=min(len(inits), 5), loc="upper center")
     return fig
 
 
