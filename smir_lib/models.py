@@ -254,7 +254,8 @@ def load_imagenet_encoder(model: ResNetUNet, path) -> None:
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     problem = _mismatch(model.encoder.state_dict(), state)
     if problem:
-        raise ValueError(f"{path!s} does not fit the {type(model.encoder).__name__} of this model "
+        name = str(path) if isinstance(path, (str, os.PathLike)) else "the state dict"
+        raise ValueError(f"{name} does not fit the {type(model.encoder).__name__} of this model "
                          f"({problem}): pass a torchvision resnet file matching the preset "
                          "(resnet34 / resnet18; the tiny preset has no ImageNet weights)")
     model.encoder.load_state_dict(state, strict=True)
