@@ -135,3 +135,11 @@ def test_end_to_end_reads_timings_and_ci_log(tmp_path):
     assert result.values["make test (s)"] == 321.0
     missing = bench_end_to_end(notebook_run=tmp_path / "nothing")
     assert "not measured" in missing.values["notebooks"] and "not measured" in missing.values["make test"]
+
+
+def test_markdown_table_from_the_json(quick_report):
+    from benchmarks.markdown import to_markdown
+
+    text = to_markdown(quick_report)
+    assert "| scoring.patch_loss_map |" in text and "max \\|vectorised - loop\\|" in text
+    assert quick_report["machine"]["cpu"] in text
