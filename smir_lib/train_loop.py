@@ -53,10 +53,15 @@ def seeded_generator(*parts, device: torch.device | str = "cpu") -> torch.Genera
 
 
 def setup_determinism(cfg: Config) -> None:
-    """``deterministic=True``: deterministic kernels only (errors on ops that have none)."""
+    """``deterministic=True``: deterministic kernels only.
+
+    On the CPU every op used here has one, so runs repeat bit for bit. On CUDA a few ops have no
+    deterministic kernel (the backward of bilinear upsampling in the head): they only warn
+    (``warn_only``) instead of stopping the run, so GPU runs repeat closely but not bit for bit.
+    """
     if cfg.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
+        torch.use_deterministic_algorithms(True, warn_only=torch.cuda.is_available())
         torch.backends.cudnn.benchmark = False
     elif torch.cuda.is_available():
         torch.backends.cudnn.benchmark = True

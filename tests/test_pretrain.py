@@ -12,8 +12,6 @@ from smir_lib.patches import n_hidden, patch_grid, random_patch_mask
 from smir_lib.pretrain import build_model, pretrain_random, pretrain_selective
 from smir_lib.pretrain_data import MaskedPoolSet, load_masks, partition_indices, score_partition
 
-pytestmark = pytest.mark.unit
-
 TINY = dict(model="tiny", synthetic_size=72, image_size=64, msssim_win=3, n_patches=64, k=2,
             partitions=2, pool_size=12, pretrain_epochs=2, pretrain_batch=4, warmup_epochs=0,
             workers=0, score_batch=4, progress=False)
@@ -23,6 +21,7 @@ def tiny(**changes):
     return load_config("fast", {**TINY, **changes})
 
 
+@pytest.mark.unit
 def test_partitions_interleave_and_split():
     parts = partition_indices(40, 4, 0.1)
     assert parts[1] == ([1, 5, 9, 13, 17, 21, 25, 29, 33], [37])
@@ -31,6 +30,7 @@ def test_partitions_interleave_and_split():
         partition_indices(5, 4)
 
 
+@pytest.mark.unit
 def test_selective_masks_hide_high_error_and_differ_from_random():
     cfg = tiny(k=3)
     pool = get_dataset("synthetic", "pool", n_images=6, size=72)
@@ -51,6 +51,7 @@ def test_selective_masks_hide_high_error_and_differ_from_random():
     assert torch.equal(again["masks"][0], masks[3]) and torch.equal(again["masks"][1], masks[1])
 
 
+@pytest.mark.unit
 def test_scoring_retries_smaller_chunks_on_out_of_memory():
     cfg = tiny(score_chunk=8)
     pool = get_dataset("synthetic", "pool", n_images=4, size=72)
@@ -74,6 +75,7 @@ def test_scoring_retries_smaller_chunks_on_out_of_memory():
     assert torch.equal(out["masks"], reference["masks"])
 
 
+@pytest.mark.unit
 def test_selective_training_item_carries_the_cropped_mask():
     cfg = tiny()
     pool = get_dataset("synthetic", "pool", n_images=3, size=72)
