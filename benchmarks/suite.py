@@ -114,7 +114,7 @@ def run_suite(profile: Profile, *, device: torch.device, sections: tuple[str, ..
         for name in profile.data_datasets:
             run(f"data pipeline [{name}]", data_pipeline.bench_data_pipeline, dataset=name,
                 batch=profile.data_batch, n_batches=profile.data_batches, size=profile.size,
-                workers=profile.data_workers, repeats=profile.repeats,
+                workers=profile.data_workers, repeats=profile.repeats, clock=clock,
                 training_images_per_s=training_ips)
     if "memory" in sections:
         run("memory: scoring a partition (child processes)", memory.bench_memory,

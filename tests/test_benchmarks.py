@@ -76,7 +76,7 @@ def test_ratios_and_targets_are_computed(quick_report):
         assert math.isfinite(training["ratios"][key])
     assert training["targets"]["masking + data handling, timed alone / step"]["at_most"] == 0.15
     data = _result(quick_report, "data_pipeline[synthetic]")
-    assert data["ratios"]["loader / training images/s [tiny]"] > 0
+    assert data["ratios"]["data / training images/s [tiny] (loader, wall clock)"] > 0
 
 
 def test_memory_and_end_to_end_figures(quick_report):
