@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-__all__ = ["Config", "PRESETS", "PRETRAIN_BATCH", "load_config", "parse_overrides", "save_config",
+__all__ = ["Config", "PRESETS", "PRETRAIN_BATCH", "load_config", "packaged_configs", "parse_overrides", "save_config",
            "config_diff"]
 
 PRETRAIN_BATCH: dict[str, int] = {"voc": 128, "cityscapes": 128, "nassar": 256, "sugarbeets": 64}
@@ -169,6 +169,15 @@ PRESETS: dict[str, dict] = {
 """Preset overrides on the ``Config`` defaults (which are the paper's numbers)."""
 
 
+PACKAGED = Path(__file__).parent / "configs"
+"""Example config files shipped with the package, loadable by name (``load_config("cwfid_fast")``)."""
+
+
+def packaged_configs() -> list[str]:
+    """Names of the packaged example configs."""
+    return sorted(p.stem for p in PACKAGED.glob("*.yaml"))
+
+
 def _valid_keys() -> list[str]:
     return [f.name for f in fields(Config)]
 
@@ -239,7 +248,7 @@ def _read_file(path: Path) -> dict:
 
 def load_config(preset_or_path: str | Path = "paper",
                 overrides: Mapping | Sequence[str] | None = None) -> Config:
-    """Build a :class:`Config` from a preset name or a YAML/JSON file, then apply ``overrides``.
+    """Build a :class:`Config` from a preset, a YAML/JSON file or a packaged config, then ``overrides``.
 
     ``overrides`` is a dict, or a list of ``key=value`` strings (the command line); values are
     converted to each field's type. Unknown keys raise ``ValueError`` listing the valid keys.
@@ -250,9 +259,11 @@ def load_config(preset_or_path: str | Path = "paper",
         base = dict(PRESETS[str(preset_or_path)])
     elif Path(preset_or_path).is_file():
         base = _read_file(Path(preset_or_path))
+    elif (PACKAGED / f"{preset_or_path}.yaml").is_file():
+        base = _read_file(PACKAGED / f"{preset_or_path}.yaml")
     else:
-        raise ValueError(f"config {str(preset_or_path)!r} is neither a preset ({sorted(PRESETS)}) "
-                         "nor an existing .yaml/.json file")
+        raise ValueError(f"config {str(preset_or_path)!r} is neither a preset ({sorted(PRESETS)}), "
+                         f"a packaged config ({packaged_configs()}) nor an existing .yaml/.json file")
     if overrides is not None and not isinstance(overrides, Mapping):
         overrides = parse_overrides(overrides)
     return _build({**base, **dict(overrides or {})})

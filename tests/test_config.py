@@ -82,3 +82,12 @@ def test_replace_and_diff_ignore_execution_keys():
     assert config_diff(cfg.to_dict(), other.to_dict()) == {"seed": (0, 9)}
     with pytest.raises(ValueError, match="unknown config key"):
         cfg.replace(nope=1)
+
+
+def test_packaged_configs_load_by_name():
+    from smir_lib.config import packaged_configs
+
+    assert {"cwfid_fast", "voc_paper"} <= set(packaged_configs())
+    cfg = load_config("cwfid_fast")
+    assert cfg.dataset == "cwfid" and cfg.pool_size is None and cfg.model == "tiny"
+    assert load_config("voc_paper").batch_for_pretraining == 128
