@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["Timing", "BenchResult", "synchronize", "compare", "describe_machine",
+__all__ = ["Timing", "BenchResult", "synchronize", "compare", "ratio", "describe_machine",
            "resolve_device", "format_table"]
 
 
