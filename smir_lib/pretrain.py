@@ -41,7 +41,8 @@ from .pretrain_data import (FixedMaskValSet, MaskedPoolSet, load_masks, load_spl
 from .train_loop import (autocast, derive_seed, prepare_model, setup_determinism, to_device,
                          train_stage, write_history)
 
-__all__ = ["PretrainResult", "pretrain_random", "pretrain_selective", "build_model"]
+__all__ = ["PretrainResult", "pretrain_random", "pretrain_selective", "load_pretrain_result",
+           "build_model"]
 
 
 @dataclass
@@ -227,3 +228,20 @@ def _step_masks(model, previous: Path, pool, train_idx, cfg, ctx, step, stage_di
             save_masks(masks, path)
         barrier(ctx)
     return load_masks(path)
+
+
+def load_pretrain_result(run_dir: str | Path) -> PretrainResult:
+    """The :class:`PretrainResult` of a finished run folder, without training anything.
+
+    For notebooks that find a trained model already there. Raises ``FileNotFoundError`` naming
+    the folder when the run has not finished.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / "result.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no finished pretraining run in {run_dir} (result.json missing): "
+                                "run pretrain_random / pretrain_selective there first")
+    summary = json.loads(path.read_text())
+    history = json.loads((run_dir / "history.json").read_text())
+    return PretrainResult(summary["method"], run_dir, Path(summary["best_checkpoint"]), history,
+                          summary["steps"])

@@ -19,6 +19,15 @@ MIOU_FLOOR = 0.38
 classes), so the floor sits between the trivial answer and what training reaches."""
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: tiny tensors gain nothing from two, and a busy machine loses a lot."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def cfg(**changes):
     return load_config("fast", {**FT, **changes})
 

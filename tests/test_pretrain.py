@@ -9,12 +9,21 @@ from smir_lib.config import load_config
 from smir_lib.data import get_dataset
 from smir_lib.data.transforms import normalize, resize_short_side
 from smir_lib.patches import n_hidden, patch_grid, random_patch_mask
-from smir_lib.pretrain import build_model, pretrain_random, pretrain_selective
+from smir_lib.pretrain import build_model, load_pretrain_result, pretrain_random, pretrain_selective
 from smir_lib.pretrain_data import MaskedPoolSet, load_masks, partition_indices, score_partition
 
 TINY = dict(model="tiny", synthetic_size=72, image_size=64, msssim_win=3, n_patches=64, k=2,
             partitions=2, pool_size=12, pretrain_epochs=2, pretrain_batch=4, warmup_epochs=0,
             workers=0, score_batch=4, progress=False)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: tiny tensors gain nothing from two, and a busy machine loses a lot."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def tiny(**changes):
@@ -118,5 +127,9 @@ def test_selective_pretraining_writes_steps_masks_and_checkpoint(tmp_path):
     assert saved["stage"] == "step_1"
     summary = json.loads((tmp_path / "sel" / "result.json").read_text())
     assert summary["steps"][1]["best_val_loss"] == result.steps[1]["best_val_loss"]
+    loaded = load_pretrain_result(tmp_path / "sel")
+    assert loaded.steps == result.steps and loaded.history == result.history
+    again = pretrain_selective(tiny(progress=True), tmp_path / "sel")  # finished: nothing retrained
+    assert again.history == result.history
     with pytest.raises(ValueError, match="another configuration"):
         pretrain_selective(tiny(seed=1), tmp_path / "sel")
