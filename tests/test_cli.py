@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from smir_lib.cli import build_parser, main
 
@@ -10,6 +11,15 @@ TINY = ["model=tiny", "synthetic_size=72", "image_size=64", "msssim_win=3", "n_p
         "partitions=2", "pool_size=10", "pretrain_epochs=1", "pretrain_batch=4", "warmup_epochs=0",
         "workers=0", "score_batch=4", "train_size=4", "val_size=2", "test_size=2",
         "finetune_epochs=1", "finetune_batch=2"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: tiny tensors gain nothing from two, and a busy machine loses a lot."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.mark.unit
