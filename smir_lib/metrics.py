@@ -32,9 +32,12 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
     if pred.shape != target.shape:
         raise ValueError(f"pred is {tuple(pred.shape)}, target {tuple(target.shape)}: pass class "
                          "indices of the same shape (take logits.argmax(1) first)")
-    valid = (target != ignore_index) & (target >= 0) & (target < num_classes)
-    pairs = target[valid] * num_classes + pred[valid]  # (n,) flat (true, pred) index
-    return torch.bincount(pairs, minlength=num_classes ** 2).view(num_classes, num_classes)
+    from torchmetrics.functional.classification import multiclass_confusion_matrix
+
+    valid = (target != ignore_index) & (target >= 0) & (target < num_classes)  # (n,) kept pixels
+    # torchmetrics counts the (true, predicted) pairs; arguments are already checked above.
+    return multiclass_confusion_matrix(pred[valid], target[valid], num_classes,
+                                       validate_args=False).long()
 
 
 def segmentation_metrics(confusion: torch.Tensor, class_names: Sequence[str] | None = None,
