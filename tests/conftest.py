@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CWFID_ROOT = REPO_ROOT.parent / "shared" / "data" / "cwfid"
@@ -26,3 +27,13 @@ def cwfid_root() -> Path:
         pytest.skip(f"real CWFID data not found at {CWFID_ROOT}: get it with "
                     "`python data_download.py cwfid` and set SMIR_DATA_DIR")
     return CWFID_ROOT
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for in-process training tests: tiny tensors gain nothing from two
+    threads, and on a busy machine OpenMP spin-waiting makes two threads several times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -13,13 +13,7 @@ TINY = ["model=tiny", "synthetic_size=72", "image_size=64", "msssim_win=3", "n_p
         "finetune_epochs=1", "finetune_batch=2"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: tiny tensors gain nothing from two, and a busy machine loses a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.unit

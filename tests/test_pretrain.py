@@ -17,13 +17,7 @@ TINY = dict(model="tiny", synthetic_size=72, image_size=64, msssim_win=3, n_patc
             workers=0, score_batch=4, progress=False)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: tiny tensors gain nothing from two, and a busy machine loses a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(**changes):
