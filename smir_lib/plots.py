@@ -365,6 +365,7 @@ def iou_bars(per_class: Mapping[str, Sequence[float]], class_names: Sequence[str
     ax.set_xticks(x, [f"{n}\n(lowest)" if j in lowest else n for j, n in enumerate(class_names)])
     ax.set_ylabel("IoU")
     ax.set_ylim(0, max(1.0, float(np.nanmax(values))) * 1.2)  # headroom for the legend
+    ax.set_yticks(np.linspace(0, 1, 6))
     ax.set_title(title)
     ax.legend(fontsize=8, ncol=min(len(inits), 5), loc="upper center")
     return fig
