@@ -10,7 +10,7 @@ import torch
 
 from smir_lib.study import run_study
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 #: A study small enough for the suite: 64 px images, 2 partitions of a 6-image pool, 1 epoch.
 TOY = dict(model="tiny", synthetic_size=72, image_size=64, msssim_win=3, n_patches=64, k=2,
@@ -75,12 +75,17 @@ def test_reduced_study_synthetic_two_seeds_and_report(tmp_path):
                       cross_dataset="synthetic", n_share_images=2)  # read back, not retrained
     assert again["inits"]["selective"]["miou_per_seed"] == res["inits"]["selective"]["miou_per_seed"]
 
-    combined = _driver().report({"synthetic": res}, "python test", 1.0, tmp_path / "report")
+    combined = _driver().report({"synthetic": res}, "python test", 1.0, tmp_path / "report",
+                                {"synthetic": run_dir}, note="a note")
     assert (tmp_path / "report.md").is_file() and (tmp_path / "report.json").is_file()
     row = combined["datasets"]["synthetic"]
     assert set(row["lowest_class_per_init"]) == set(res["inits"])
     assert len(row["verdicts"]) >= 4
     assert "Produced by: `python test`" in (tmp_path / "report.md").read_text()
+    spent = row["budget_per_seed"]
+    assert spent["pretrain_random"]["images_seen"] == 5  # 5 of 6 pool images train (1 validates), 1 epoch
+    assert [s["n_train"] for s in spent["pretrain_selective"]["stages"]] == [2, 2]
+    assert spent["finetune"]["iterations"] == 1
 
 
 @pytest.mark.realdata
@@ -95,3 +100,6 @@ def test_reduced_study_cwfid_with_cross_pool(tmp_path, cwfid_root, monkeypatch):
     assert res["class_names"] == ["soil", "crop", "weed"]
     cross = json.loads((run_dir / "seed_0" / "pretrain_selective_cross" / "config.json").read_text())
     assert cross["pool_dataset"] == "synthetic" and cross["dataset"] == "cwfid"
+    shares = _driver().stored_mask_shares(run_dir, [0], "cwfid")  # masks the selective step trained with
+    assert set(shares) == {"image", "random", "selective"}
+    assert all(0.0 <= v["mean"] <= 1.0 and len(v["per_seed"]) == 1 for v in shares.values())
