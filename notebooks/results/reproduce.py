@@ -4,16 +4,27 @@ The study itself is ``smir_lib.study.run_study`` (the loop notebook 07 calls); t
 runs it for the datasets asked for, each with the other one as the "cross" pretraining pool, and
 writes one combined table. Each dataset can run in its own process (``--datasets cwfid``), and
 ``--seeds`` may be split between processes: every finished part is read back, not redone, so
-calling it again with all seeds and ``--report`` only collects the results::
+calling it again with all seeds and ``--report`` only collects the results (it re-tests each
+fine-tuned checkpoint and re-measures the mask shares, about two minutes)::
 
-    OMP_NUM_THREADS=1 python notebooks/results/reproduce.py --datasets cwfid --seeds 0 1 2
-    OMP_NUM_THREADS=1 python notebooks/results/reproduce.py --datasets synthetic --seeds 0 1 2
-    OMP_NUM_THREADS=1 python notebooks/results/reproduce.py --datasets cwfid synthetic \
-        --seeds 0 1 2 --report notebooks/results/reproduction_cpu
+    export OMP_NUM_THREADS=1
+    python notebooks/results/reproduce.py --datasets cwfid --seeds 0 1 --cache-files &
+    python notebooks/results/reproduce.py --datasets cwfid --seeds 2 --cache-files &
+    python notebooks/results/reproduce.py --datasets synthetic --seeds 0 1 2 --cache-files; wait
+    python notebooks/results/reproduce.py --datasets cwfid synthetic --seeds 0 1 2 --cache-files \
+        --report notebooks/results/reproduction_cpu
+
+The budget is ``smir_lib/configs/study_cpu.yaml`` (``--config``, default); ``key=value``
+arguments override it. ``GPU_COMMAND`` below runs the paper preset instead.
 
 One thread per process: on a busy 2-core machine two threads per process ran ~10x slower.
-``--cache-files`` keeps decoded image and label files in memory (the same tensors, returned as
-copies): CWFID decodes 1296x966 PNGs for every item otherwise, which doubles the time.
+``--cache-files`` keeps decoded image and label files (and the pool images resized for the
+selective steps) in memory, returning copies of the same tensors: CWFID otherwise decodes and
+resizes 1296x966 PNGs for every item, which made a selective step about 6x slower.
+
+Besides ``run_study``'s measurements, the report reads the masks the selective steps really
+trained with (:func:`stored_mask_shares`) and each run's budget in images and iterations
+(:func:`budget`), and checks the paper's claims one by one against the table.
 """
 
 from __future__ import annotations
