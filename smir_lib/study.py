@@ -270,9 +270,13 @@ def verdict(summary: dict, better: str = "selective", than: str = "random") -> s
     else:
         noise = "one seed only, so no spread to compare with"
     beat = "beat" if diff > 0 else "did NOT beat"
+    # Short names ("selective IR") unless they would read the same, as self against cross does.
+    name_a, name_b = a["label"].split(" (")[0], b["label"].split(" (")[0]
+    if name_a == name_b:
+        name_a, name_b = a["label"], b["label"]
     return (f"In this run {a['label']} reached {a['miou_mean']:.3f} mIoU against {b['miou_mean']:.3f} for "
-            f"{b['label']}: {a['label'].split(' (')[0]} {beat} {b['label'].split(' (')[0]} "
-            f"(difference {diff:+.3f}, {noise}).")
+            f"{b['label']}: {name_a} {beat} {name_b} (difference {diff:+.3f}, {noise})"
+            + (": no clear winner." if seeds > 1 and abs(diff) <= spread else "."))
 
 
 def run_study(dataset: str, seeds: Sequence[int], run_dir: Path | str, *, profile: str = "fast",
