@@ -1,6 +1,6 @@
 """How much memory scoring a partition takes, and how little its masks take to store.
 
-Scoring a pretraining partition (SPEC: each of the 10 steps scores a tenth of the pool) streams
+Scoring a pretraining partition (the paper: each of the 10 steps scores a tenth of the pool) streams
 the images through :func:`smir_lib.selective.selective_mask` a chunk at a time and keeps only the
 grid masks: one bit of information per patch, never a masked copy of the image. So the peak
 memory should not grow with the partition size, and the stored result should be tiny:

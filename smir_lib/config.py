@@ -13,7 +13,7 @@ that the configuration still matches.
 
 Presets:
 
-* ``paper``: the numbers of SPEC (ResNet-34 U-Net, 256 px, 512 patches, K = 5, 10 partitions,
+* ``paper``: the paper's numbers (ResNet-34 U-Net, 256 px, 512 patches, K = 5, 10 partitions,
   1000 pretraining epochs per step, batch by dataset, Adam 3e-3 with 10 warm-up epochs, 500
   fine-tuning epochs of batch 8).
 * ``fast``: minutes on a laptop CPU: the ``tiny`` network on synthetic fields of 144 px, a pool
@@ -65,7 +65,7 @@ class Config:
             ``min_lr_factor * lr`` then cosine down to it, stepped per epoch.
         pretrain_epochs: epochs per selective step. random_epochs: epochs of the random-masking
             baseline on the whole pool (None = ``pretrain_epochs``: the same number of iterations
-            as the selective loop, as in SPEC).
+            as the selective loop, as in the paper's recipe).
         pretrain_batch: None = the per-dataset table ``PRETRAIN_BATCH``.
         val_fraction: share of each partition (and of the random baseline's pool) kept for validation.
         finetune_epochs, finetune_batch, finetune_loss (``jaccard`` or ``ce``).

@@ -5,7 +5,7 @@
 * ``init="scratch"``: random initialisation;
 * ``init="imagenet:<path>"``: a torchvision ResNet file loaded into the encoder only;
 * ``init=<path to a pretraining checkpoint>``: the *whole* network (encoder and decoder), with
-  only the final 1x1 head re-initialised, as SPEC prescribes.
+  only the final 1x1 head re-initialised, as the paper's recipe prescribes.
 
 Training: augmented crops (geometry on image and label, jitter on the image), soft Jaccard loss
 (``finetune_loss="ce"`` for cross-entropy), Adam with warm-up + cosine. After every epoch the
@@ -38,7 +38,7 @@ __all__ = ["finetune", "evaluate", "initialise", "LabelledSet"]
 
 
 class LabelledSet(Dataset):
-    """A labelled split with SPEC's transform: ``train`` augmented per item (seeded by
+    """A labelled split with the paper's transform: ``train`` augmented per item (seeded by
     ``(seed, stage, epoch, index)``), ``val`` short side + centre crop, ``test`` short side only."""
 
     def __init__(self, base: Dataset, split: str, cfg: Config, stage: str = "finetune"):

@@ -2,7 +2,7 @@
 
 * :func:`confusion_matrix` counts ``(true class, predicted class)`` pairs of a batch with one
   ``bincount``; summing it over the whole test set and only then dividing (``segmentation_metrics``)
-  is what SPEC asks for: IoU from the accumulated counts, not a mean of per-image IoUs.
+  is what the paper's recipe asks for: IoU from the accumulated counts, not a mean of per-image IoUs.
 * :func:`segmentation_metrics`: per-class ``IoU = TP / (TP + FP + FN)`` and their mean (mIoU).
   Pixels labelled with the ignore index are never counted. A class that appears neither in the
   labels nor in the predictions has no IoU (NaN, written as ``null`` in JSON) and is left out of
@@ -87,7 +87,7 @@ def soft_jaccard_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: 
 
 def segmentation_loss(name: str, logits: torch.Tensor, target: torch.Tensor,
                       ignore_index: int = 255) -> torch.Tensor:
-    """The fine-tuning loss by name: ``jaccard`` (SPEC) or ``ce`` (cross-entropy)."""
+    """The fine-tuning loss by name: ``jaccard`` (the paper's recipe) or ``ce`` (cross-entropy)."""
     if name == "jaccard":
         return soft_jaccard_loss(logits, target, ignore_index)
     if name == "ce":

@@ -5,7 +5,7 @@ batch is augmented, normalised, and masked with fresh random patch masks drawn f
 seeded by ``(seed, epoch)``; the network reconstructs the whole normalised image
 (``L1 + 1 - MS-SSIM`` over every pixel).
 
-``pretrain_selective(cfg, run_dir)``: SPEC's partitioned loop.
+``pretrain_selective(cfg, run_dir)``: the paper's partitioned loop.
 
 1. The pool is cut into ``cfg.partitions`` interleaved partitions ``pool[i::P]``, 90/10 train/val.
 2. Step 0 trains from scratch on partition 0 with random masks, like the baseline.
@@ -189,7 +189,7 @@ def pretrain_random(cfg: Config, run_dir: str | Path) -> PretrainResult:
 
 
 def pretrain_selective(cfg: Config, run_dir: str | Path) -> PretrainResult:
-    """Partitioned selective pretraining (SPEC): ``cfg.partitions`` steps of ``cfg.pretrain_epochs``.
+    """Partitioned selective pretraining (the paper's recipe): ``cfg.partitions`` steps of ``cfg.pretrain_epochs``.
 
     Writes ``run_dir/step_k/{masks.pt (k > 0), best.pt, state.pt, history.*, done.json}`` and the
     run-level ``history.*``, ``pretrained.pt`` (the last step's best checkpoint), ``result.json``.

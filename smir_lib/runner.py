@@ -95,7 +95,7 @@ def _build_report(run_dir: Path) -> Path | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the SMIR notebook series with papermill.")
     parser.add_argument("--profile", default="fast", choices=["fast", "paper"],
-                        help="fast: minutes on a CPU with synthetic data; paper: SPEC's recipe")
+                        help="fast: minutes on a CPU with synthetic data; paper: the paper's recipe")
     parser.add_argument("--out", default=None, help="run folder (default runs/<timestamp>)")
     parser.add_argument("--only", nargs="*", default=None,
                         help="run only notebooks whose names start with these prefixes, e.g. 01 03")

@@ -1,6 +1,6 @@
 """The optimiser and learning-rate schedule shared by pretraining and fine-tuning.
 
-SPEC: Adam, learning rate 3e-3, no weight decay; a linear warm-up over ``warmup_epochs`` from
+The paper's recipe: Adam, learning rate 3e-3, no weight decay; a linear warm-up over ``warmup_epochs`` from
 ``0.01 x`` to ``1 x`` the base rate, then a cosine decay back to ``0.01 x`` at the last epoch.
 The schedule is stepped once per epoch (``scheduler.step()`` after each epoch), so epoch ``e``
 trains with ``lr * lr_factor(e, ...)``.
@@ -34,7 +34,7 @@ def lr_factor(epoch: int, epochs: int, warmup_epochs: int = 10, min_factor: floa
 
 
 def build_optimizer(model: nn.Module, lr: float = 3e-3) -> torch.optim.Adam:
-    """Adam over every trainable parameter, no weight decay (SPEC)."""
+    """Adam over every trainable parameter, no weight decay (the paper's recipe)."""
     return torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
 
 

@@ -1,6 +1,6 @@
 """Selective masks: hide the patches that the current model reconstructs worst.
 
-For every image the recipe is (SPEC, "Selective mask for one image"):
+For every image the recipe is (the authors' recipe):
 
 1. draw ``K = 5`` independent random masks hiding 50 % of the patches;
 2. reconstruct each masked copy with the model;

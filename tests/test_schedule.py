@@ -1,4 +1,4 @@
-"""Warm-up + cosine learning-rate schedule and the Adam optimiser of SPEC."""
+"""Warm-up + cosine learning-rate schedule and the Adam optimiser of the paper."""
 
 import math
 

@@ -5,7 +5,7 @@ Layout after ``python data_download.py cityscapes`` (the official zips, extracte
     cityscapes/leftImg8bit/{train,val,test,train_extra}/<city>/<city>_<seq>_<frame>_leftImg8bit.png
     cityscapes/gtFine/{train,val,test}/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png
 
-Splits (SPEC): ``train`` = first 80 % of the official train images in sorted file order (2380),
+Splits (the paper's recipe): ``train`` = first 80 % of the official train images in sorted file order (2380),
 ``val`` = the last 20 % (595), ``test`` = the official val set (500). Labels: the labelIds
 images are mapped to the 19 trainIds of cityscapesscripts' label table; the other labelIds
 (void, license plate, ...) become 255 (ignored); a value outside 0..33 raises an error.

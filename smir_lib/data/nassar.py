@@ -8,7 +8,7 @@ extracted under ``nassar/``; the folder holding ``data_list`` is found at any de
     nassar/.../train/data_list/{train,val,test}.txt
     nassar/ortho_tiles/*.png                    optional: 256x256 tiles of the orthomosaic (the pool)
 
-Splits (SPEC): the first fifth of ``train.txt`` (356) / first fifth of ``val.txt`` (33) / all of
+Splits (the paper's recipe): the first fifth of ``train.txt`` (356) / first fifth of ``val.txt`` (33) / all of
 ``test.txt`` (266); ``first_fifth=False`` uses the whole lists.
 
 Pool: ``pool_source="ortho"`` (default) is the 40,710 orthomosaic tiles in ``ortho_tiles/``

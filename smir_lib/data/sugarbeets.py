@@ -11,7 +11,7 @@ Labels use the dataset's official values: crop 10000, 10001, 10002; weed 2, 2000
 file and the value. (The authors' code mapped only 10000 to crop, every value above 10000 to
 weed, and left weed value 2 as soil; we do not copy that.)
 
-Splits (SPEC): the labelled frames that contain weed, in sorted file order, split 70/10/20.
+Splits (the paper's recipe): the labelled frames that contain weed, in sorted file order, split 70/10/20.
 Which frames contain weed is found once by reading every label (a few minutes, with a
 progress bar) and cached in ``sugarbeets/smir_weed_frames.txt``. Our weed test uses the
 official mapping, so the list can differ from the authors' 757 frames.

@@ -132,7 +132,7 @@ class EvalTransform:
 
     @classmethod
     def for_split(cls, split: str, size: int = 256) -> EvalTransform:
-        """The SPEC transform for ``split``: centre crop for ``val`` (and ``train``), none for ``test``."""
+        """The paper's transform for ``split``: centre crop for ``val`` (and ``train``), none for ``test``."""
         return cls(size, crop=split != "test")
 
     def __call__(self, image: torch.Tensor, *extras: torch.Tensor) -> tuple[torch.Tensor, ...]:
