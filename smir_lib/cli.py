@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -66,30 +67,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if args.command == "pretrain":
-        from .pretrain import pretrain_random, pretrain_selective
+    from .data.base import DatasetNotFoundError, ImageLoadError, LabelError
 
-        run = pretrain_random if args.method == "random" else pretrain_selective
-        result = run(cfg, args.out)
-        summary = {"best_checkpoint": str(result.best_checkpoint),
-                   "best_val_loss": result.steps[-1]["best_val_loss"]}
-    elif args.command == "finetune":
-        from .finetune import finetune
+    try:  # a user's mistake (bad value, missing file or dataset) is one clear line, not a traceback
+        if args.command == "pretrain":
+            from .pretrain import pretrain_random, pretrain_selective
 
-        result = finetune(cfg, args.out, init=args.init)
-        summary = {"best_val_miou": result["best_val_miou"], "test_miou": result["test"]["miou"],
-                   "per_class_iou": dict(zip(result["test"]["class_names"],
-                                             result["test"]["per_class_iou"]))}
-    else:
-        from .finetune import evaluate
+            run = pretrain_random if args.method == "random" else pretrain_selective
+            result = run(cfg, args.out)
+            summary = {"best_checkpoint": str(result.best_checkpoint),
+                       "best_val_loss": result.steps[-1]["best_val_loss"]}
+        elif args.command == "finetune":
+            from .finetune import finetune
 
-        summary = evaluate(cfg, args.checkpoint, split=args.split)
-        if args.out:
-            with open(args.out, "w") as f:
-                json.dump(summary, f, indent=2)
-        summary = {k: v for k, v in summary.items() if k != "confusion"}
-    import os
+            result = finetune(cfg, args.out, init=args.init)
+            summary = {"best_val_miou": result["best_val_miou"], "test_miou": result["test"]["miou"],
+                       "per_class_iou": dict(zip(result["test"]["class_names"],
+                                                 result["test"]["per_class_iou"]))}
+        else:
+            from .finetune import evaluate
 
+            summary = evaluate(cfg, args.checkpoint, split=args.split)
+            if args.out:
+                with open(args.out, "w") as f:
+                    json.dump(summary, f, indent=2)
+            summary = {k: v for k, v in summary.items() if k != "confusion"}
+    except (ValueError, FileNotFoundError, DatasetNotFoundError, ImageLoadError, LabelError) as err:
+        if os.environ.get("SMIR_DEBUG"):
+            raise
+        print(f"error: {err}\n(set SMIR_DEBUG=1 for the full traceback)", file=sys.stderr)
+        return 2
     if os.environ.get("RANK", "0") == "0":
         print(json.dumps(summary, indent=2, default=str))
     return 0

@@ -156,6 +156,10 @@ class Config:
         return _build({**self.to_dict(), **_checked(changes)})
 
 
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string"}
+"""How a type is named in error messages."""
+
+
 PRESETS: dict[str, dict] = {
     "paper": {"model": "resnet34", "image_size": 256, "n_patches": 512, "k": 5, "partitions": 10,
               "pretrain_epochs": 1000, "finetune_epochs": 500, "finetune_batch": 8,
@@ -198,7 +202,7 @@ def _coerce(key: str, value):
     if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null", "")):
         if optional:
             return None
-        raise ValueError(f"config {key} cannot be None: expected a {base.__name__}")
+        raise ValueError(f"config {key} cannot be None: expected {_TYPE_NAMES.get(base, base.__name__)}")
     if base is bool:
         if isinstance(value, str):
             if value.lower() in ("1", "true", "yes", "on"):
@@ -213,7 +217,7 @@ def _coerce(key: str, value):
         return base(float(value)) if base is int and isinstance(value, str) and "e" in value.lower() \
             else base(value)
     except (TypeError, ValueError):
-        raise ValueError(f"config {key}={value!r}: expected a {base.__name__}") from None
+        raise ValueError(f"config {key}={value!r}: expected {_TYPE_NAMES.get(base, base.__name__)}") from None
 
 
 def _build(values: Mapping) -> Config:

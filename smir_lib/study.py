@@ -269,14 +269,17 @@ def verdict(summary: dict, better: str = "selective", than: str = "random") -> s
                  else f"larger than the seed spread of {spread:.3f}")
     else:
         noise = "one seed only, so no spread to compare with"
-    beat = "beat" if diff > 0 else "did NOT beat"
     # Short names ("selective IR") unless they would read the same, as self against cross does.
     name_a, name_b = a["label"].split(" (")[0], b["label"].split(" (")[0]
     if name_a == name_b:
         name_a, name_b = a["label"], b["label"]
-    return (f"In this run {a['label']} reached {a['miou_mean']:.3f} mIoU against {b['miou_mean']:.3f} for "
-            f"{b['label']}: {name_a} {beat} {name_b} (difference {diff:+.3f}, {noise})"
-            + (": no clear winner." if seeds > 1 and abs(diff) <= spread else "."))
+    head = (f"In this run {a['label']} reached {a['miou_mean']:.3f} mIoU against {b['miou_mean']:.3f} for "
+            f"{b['label']}: ")
+    if seeds > 1 and abs(diff) <= spread:  # inside the noise: no winner either way
+        return head + (f"no clear winner, {name_a} did NOT beat {name_b} beyond the noise "
+                       f"(difference {diff:+.3f}, {noise}).")
+    beat = "beat" if diff > 0 else "did NOT beat"
+    return head + f"{name_a} {beat} {name_b} (difference {diff:+.3f}, {noise})."
 
 
 def run_study(dataset: str, seeds: Sequence[int], run_dir: Path | str, *, profile: str = "fast",

@@ -46,7 +46,7 @@ def test_unknown_key_lists_valid_keys():
 
 
 @pytest.mark.parametrize("override, match", [
-    ({"seed": "abc"}, "seed='abc': expected a int"),
+    ({"seed": "abc"}, "seed='abc': expected an integer"),
     ({"finetune_loss": "dice"}, "finetune_loss"),
     ({"image_size": 128, "msssim_win": 11}, "image_size=128 is too small"),
     ({"deterministic": "maybe"}, "expected true or false"),
