@@ -91,6 +91,8 @@ class NotebookContext:
             from smir_lib.config import load_config
 
             overrides = {"seed": self.seed, **self.overrides}
+            if os.environ.get("SMIR_PROGRESS", "1") == "0":  # batch runs: no frozen bars in the copies
+                overrides["progress"] = False
             try:
                 self._config = load_config(self.profile, overrides={"dataset": self.dataset, **overrides})
             except (KeyError, TypeError, ValueError):

@@ -103,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     run_dir = Path(args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
     os.environ.setdefault("MPLBACKEND", "Agg")
+    # Progress bars in an executed copy are widgets frozen at their first frame: switch them off
+    # (the runner prints its own per-notebook progress). The kernels inherit this environment.
+    os.environ.setdefault("SMIR_PROGRESS", "0")
     result = run_series(run_dir, args.profile, notebooks=notebook_paths(only=args.only),
                         progress=not args.quiet)
     total = sum(result.seconds.values())
