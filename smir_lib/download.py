@@ -192,10 +192,14 @@ class Downloader:
                 reason = f"HTTP {err.code}"
             except (urllib.error.URLError, http.client.HTTPException, ConnectionError, socket.timeout,
                     TimeoutError) as err:
+                if isinstance(getattr(err, "reason", None), socket.gaierror):  # DNS: retrying won't help
+                    raise DownloadError(f"{spec.url}: cannot resolve the host ({err.reason}); check your "
+                                        "internet connection or proxy settings") from err
                 reason = f"{type(err).__name__}: {err}"
             if attempt == self.retries:
-                raise DownloadError(f"{spec.url}: failed after {self.retries + 1} attempts ({reason}); "
-                                    f"run the command again to resume from {part}")
+                resume = (f"run the command again to resume from {part}" if part.is_file()
+                          else "run the command again when the host answers")
+                raise DownloadError(f"{spec.url}: failed after {self.retries + 1} attempts ({reason}); {resume}")
             delay = self.backoff * 2 ** attempt
             self.log(f"{spec.filename}: {reason}; retrying in {delay:.0f} s "
                      f"(attempt {attempt + 2} of {self.retries + 1})")

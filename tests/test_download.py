@@ -343,3 +343,22 @@ def test_cityscapes_login_flow_against_local_server(monkeypatch):
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_unresolvable_host_fails_at_once_without_a_false_resume_hint(monkeypatch, tmp_path):
+    """A DNS failure is not retried (it will not heal in seconds) and names the likely cause."""
+    import socket
+    import urllib.error
+
+    calls = []
+
+    def no_dns(self, spec, part):
+        calls.append(spec.url)
+        raise urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))
+
+    monkeypatch.setattr(Downloader, "_stream", no_dns)
+    spec = RemoteFile("http://example.invalid/data.tar", "data.tar")
+    with pytest.raises(DownloadError, match="cannot resolve the host.*internet connection") as err:
+        quiet_downloader(retries=3).fetch(spec, tmp_path / "data.tar")
+    assert len(calls) == 1 and "resume" not in str(err.value)
+    assert not (tmp_path / "data.tar.part").exists()
