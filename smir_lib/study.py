@@ -83,17 +83,20 @@ def load_batch(ds, indices: Sequence[int], size: int | None = 256):
 
 
 def load_pretrain_result(folder: Path):
-    """The ``PretrainResult`` a finished run left in ``folder`` (its ``result.json``), or None."""
-    import json
+    """The ``PretrainResult`` a finished run left in ``folder``, or None when it has not finished.
 
-    from smir_lib.pretrain import PretrainResult
+    The engine's ``smir_lib.pretrain.load_pretrain_result`` reads it; this only turns "not
+    finished" (no ``result.json`` or no ``pretrained.pt``) into None for "found it, loading it".
+    """
+    from smir_lib.pretrain import load_pretrain_result as load_finished
 
     folder = Path(folder)
-    if not (folder / "result.json").is_file() or not (folder / "pretrained.pt").is_file():
+    if not (folder / "pretrained.pt").is_file():
         return None
-    result = json.loads((folder / "result.json").read_text())
-    history = json.loads((folder / "history.json").read_text()) if (folder / "history.json").is_file() else []
-    return PretrainResult(result["method"], folder, Path(result["best_checkpoint"]), history, result["steps"])
+    try:
+        return load_finished(folder)
+    except FileNotFoundError:
+        return None
 
 
 def pretrained(ctx, kind: str = "random", cfg=None):
@@ -255,14 +258,19 @@ def results_markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def miou_gap(a: dict, b: dict) -> tuple[float, float]:
+    """``(difference of mean mIoU, seed spread)`` of two summary rows; the spread is the larger
+    of the two standard deviations, the yardstick every verdict compares a difference with."""
+    return a["miou_mean"] - b["miou_mean"], max(a["miou_std"], b["miou_std"])
+
+
 def verdict(summary: dict, better: str = "selective", than: str = "random") -> str:
     """A sentence, built from the numbers, saying whether ``better`` beat ``than`` in mIoU."""
     rows = summary["inits"]
     if better not in rows or than not in rows:
         return f"No comparison: {better!r} or {than!r} was not run."
     a, b = rows[better], rows[than]
-    diff = a["miou_mean"] - b["miou_mean"]
-    spread = max(a["miou_std"], b["miou_std"])
+    diff, spread = miou_gap(a, b)
     seeds = a["n_seeds"]
     if seeds > 1:
         noise = (f"within the seed spread of {spread:.3f}" if abs(diff) <= spread

@@ -169,11 +169,13 @@ GPU_COMMAND = ("SMIR_IMAGENET_WEIGHTS=/path/to/resnet34-b627a593.pth python note
 
 def _compare(res: dict, a: str, b: str) -> str:
     """``a`` against ``b`` in mIoU, with full labels, the difference and the seed spread."""
+    from smir_lib.study import miou_gap
+
     rows = res["inits"]
     if a not in rows or b not in rows:
         return f"{a} against {b}: not run."
     x, y = rows[a], rows[b]
-    diff, spread = x["miou_mean"] - y["miou_mean"], max(x["miou_std"], y["miou_std"])
+    diff, spread = miou_gap(x, y)
     where = "within" if abs(diff) <= spread else "larger than"
     return (f"{x['label']} {x['miou_mean']:.3f} ± {x['miou_std']:.3f} against {y['label']} "
             f"{y['miou_mean']:.3f} ± {y['miou_std']:.3f}: {'higher' if diff > 0 else 'NOT higher'} "
