@@ -75,11 +75,15 @@ def partition_indices(n_images: int, partitions: int, val_fraction: float = 0.1
     return out
 
 
+def pool_image(pool: Dataset, index: int) -> torch.Tensor:
+    """Image ``index`` of a pool, ``(3, H, W)`` in [0, 1]; a labelled dataset's label is dropped."""
+    item = pool[index]
+    return item[0] if isinstance(item, (tuple, list)) else item
+
+
 def _scoring_image(pool: Dataset, index: int, size: int) -> torch.Tensor:
     """Pool image ``index`` resized to short side ``size``, no augmentation: ``(3, h, w)``."""
-    image = pool[index]
-    image = image[0] if isinstance(image, (tuple, list)) else image
-    return resize_short_side(image, size)
+    return resize_short_side(pool_image(pool, index), size)
 
 
 @torch.no_grad()
@@ -189,8 +193,7 @@ class MaskedPoolSet(Dataset):
     def __getitem__(self, n: int):
         index = self.indices[n]
         generator = seeded_generator(self.cfg.seed, self.stage, self.epoch, index)
-        image = self.pool[index]
-        image = image[0] if isinstance(image, (tuple, list)) else image
+        image = pool_image(self.pool, index)
         if self.masks is None:
             return self.augment(image, generator=generator)[0]
         image = resize_short_side(image, self.cfg.image_size)
@@ -219,8 +222,7 @@ class FixedMaskValSet(Dataset):
 
     def __getitem__(self, n: int):
         index = self.indices[n]
-        image = self.pool[index]
-        image = image[0] if isinstance(image, (tuple, list)) else image
+        image = pool_image(self.pool, index)
         mask = random_patch_mask(1, self.grid, self.cfg.mask_ratio,
                                  generator=seeded_generator(self.cfg.seed, "val", index))[0]
         return self.transform(image)[0], mask
