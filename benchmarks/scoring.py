@@ -102,12 +102,14 @@ def bench_selective_mask(*, preset: str = "tiny", images: int = 8, k: int = 5, s
     chunk = chunk_size or n
     copies = _masked_copies(images_t, grid, k, 0.5, gen, 0.0)  # (B*K, 3, H, W)
 
-    use_amp = bool(amp and device.type == "cuda")
-    # The same precision selective_mask picks under AMP: bfloat16 where the GPU has it.
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    from smir_lib.runtime import amp_dtype as amp_dtype_of, autocast
+
+    mode = "auto" if amp else "off"  # the engine's policy: mixed precision on CUDA only
+    amp_dtype = amp_dtype_of(mode, device)
+    use_amp = amp_dtype is not None
 
     def floor() -> None:
-        with torch.inference_mode(), torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+        with torch.inference_mode(), autocast(mode, device):
             for start in range(0, n, chunk):
                 model(copies[start:start + chunk])
 
@@ -115,7 +117,7 @@ def bench_selective_mask(*, preset: str = "tiny", images: int = 8, k: int = 5, s
 
     def selective() -> None:
         selective_mask(model, images_t, grid, k=k, generator=mask_gen, chunk_size=chunk,
-                       amp=use_amp)
+                       amp=mode)
 
     timings = compare({f"selective_mask (B={images}, K={k})": (selective, images),
                        f"floor: {n} forward passes": (floor, images)},

@@ -28,11 +28,10 @@ from .config import Config
 from .data.transforms import EvalTransform, TrainAugment, normalize
 from .distributed import DistContext, all_reduce_sum, barrier, init_distributed
 from .metrics import confusion_matrix, segmentation_loss, segmentation_metrics
-from .models import load_imagenet_encoder, load_pretrained
-from .pretrain import build_model
+from .models import build_model, load_imagenet_encoder, load_pretrained
 from .pretrain_data import load_split
-from .train_loop import (autocast, derive_seed, prepare_model, seeded_generator, setup_determinism, to_device,
-                         train_stage)
+from .runtime import autocast, derive_seed, prepare_model, seeded_generator, setup_determinism, to_device
+from .train_loop import train_stage
 
 __all__ = ["finetune", "evaluate", "initialise", "LabelledSet"]
 
@@ -93,7 +92,7 @@ def _confusion(model: nn.Module, dataset: Dataset, batch_size: int, cfg: Config,
     model.eval()
     with torch.no_grad():
         for images, labels in loader:
-            with autocast(cfg, ctx.device):
+            with autocast(cfg.amp, ctx.device):
                 logits = model(normalize(to_device(images, cfg, ctx.device)))  # (B, C, H, W)
             confusion += confusion_matrix(logits.argmax(1), labels.to(ctx.device), n_classes, ignore)
     return all_reduce_sum(confusion, ctx).cpu()

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["BasicBlock", "ResNetEncoder", "UNetDecoder", "ResNetUNet", "PRESETS", "build_unet",
+__all__ = ["BasicBlock", "ResNetEncoder", "UNetDecoder", "ResNetUNet", "PRESETS", "build_unet", "build_model",
            "count_parameters", "load_imagenet_encoder", "load_pretrained"]
 
 RESNET_LAYERS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
@@ -194,6 +194,19 @@ def build_unet(preset: str = "resnet34", out_channels: int = 3, **overrides) -> 
     if preset not in PRESETS:
         raise ValueError(f"model preset is {preset!r}; expected one of {sorted(PRESETS)}")
     return ResNetUNet(out_channels, **{**PRESETS[preset], **overrides})
+
+
+def build_model(cfg, out_channels: int = 3) -> ResNetUNet:
+    """The network of ``cfg.model`` (a ``Config``), initialised from ``cfg.seed``.
+
+    The weights depend only on ``(cfg.seed, out_channels)``: the global random state is forked,
+    so building a model neither reads nor moves it.
+    """
+    from .runtime import derive_seed
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(cfg.seed, "init", out_channels))
+        return build_unet(cfg.model, out_channels)
 
 
 def count_parameters(model: nn.Module) -> int:

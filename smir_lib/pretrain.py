@@ -34,15 +34,14 @@ from .config import Config, save_config
 from .data.transforms import normalize
 from .distributed import DistContext, all_reduce_sum, barrier, init_distributed
 from .losses import reconstruction_loss
-from .models import build_unet, load_pretrained
+from .models import build_model, load_pretrained
 from .patches import apply_pixel_mask, mask_images, patch_grid, random_patch_mask
 from .pretrain_data import (FixedMaskValSet, MaskedPoolSet, load_masks, load_split,
                             partition_indices, save_masks, score_partition)
-from .train_loop import (autocast, derive_seed, prepare_model, setup_determinism, to_device,
-                         train_stage, write_history)
+from .runtime import autocast, prepare_model, setup_determinism, to_device
+from .train_loop import train_stage, write_history
 
-__all__ = ["PretrainResult", "pretrain_random", "pretrain_selective", "load_pretrain_result",
-           "build_model"]
+__all__ = ["PretrainResult", "pretrain_random", "pretrain_selective", "load_pretrain_result"]
 
 
 @dataclass
@@ -70,13 +69,6 @@ class PretrainResult:
         return out
 
 
-def build_model(cfg: Config, out_channels: int = 3) -> nn.Module:
-    """The network of ``cfg.model``, initialised from ``cfg.seed`` (global RNG left untouched)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(cfg.seed, "init", out_channels))
-        return build_unet(cfg.model, out_channels)
-
-
 def _start(cfg: Config, run_dir, method: str) -> tuple[DistContext, Path]:
     ctx = init_distributed(cfg.device)
     setup_determinism(cfg)
@@ -102,7 +94,7 @@ def _recon_validator(val_set: Dataset, cfg: Config, ctx: DistContext):
         totals = torch.zeros(2, dtype=torch.float64)
         for images, masks in loader:
             target = normalize(to_device(images, cfg, ctx.device))  # (B, 3, S, S)
-            with autocast(cfg, ctx.device):
+            with autocast(cfg.amp, ctx.device):
                 pred = model(mask_images(target, masks.to(ctx.device), grid))
             loss = reconstruction_loss(pred, target, win_size=cfg.msssim_win)
             totals += torch.tensor([float(loss) * len(images), len(images)], dtype=torch.float64)

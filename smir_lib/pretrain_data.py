@@ -25,9 +25,9 @@ from .config import Config
 from .data import get_dataset
 from .data.transforms import EvalTransform, TrainAugment, normalize, resize_short_side
 from .distributed import DistContext, gather_objects
-from .patches import mask_to_pixels, n_hidden, patch_grid, random_patch_mask
-from .selective import score_patches, top_patch_mask
-from .train_loop import autocast, seeded_generator
+from .patches import mask_to_pixels, patch_grid, random_patch_mask
+from .runtime import seeded_generator
+from .selective import selective_mask
 
 __all__ = ["load_split", "partition_indices", "score_partition", "save_masks", "load_masks",
            "MaskedPoolSet", "FixedMaskValSet"]
@@ -86,47 +86,41 @@ def _scoring_image(pool: Dataset, index: int, size: int) -> torch.Tensor:
     return resize_short_side(pool_image(pool, index), size)
 
 
-@torch.no_grad()
 def score_partition(model: nn.Module, pool: Dataset, indices: Sequence[int], cfg: Config,
                     step: int, ctx: DistContext = DistContext(), progress: bool = False) -> dict:
     """Selective masks and scores of pool images ``indices`` with ``model`` (the previous step's).
 
-    This rank scores ``indices[rank::world]`` in batches of ``cfg.score_batch`` images of equal
-    size; results are gathered from every rank and returned in the order of ``indices``:
-    ``{"indices" (N,), "masks" (N, GH, GW) bool, "scores" (N, GH, GW) float (NaN padding),
-    "grid_shapes" (N, 2), "image_sizes" (N, 2)}``; an image's own grid is the top-left
+    Each image goes through :func:`smir_lib.selective.selective_mask`, the function notebooks 03
+    and 04 teach, with its ``K`` random masks drawn from its own generator seeded by
+    ``(seed, "score", step, image index)``: the masks do not depend on batching or on the number
+    of processes. This rank scores ``indices[rank::world]`` in batches of ``cfg.score_batch``
+    images of equal size; results are gathered from every rank and returned in the order of
+    ``indices``: ``{"indices" (N,), "masks" (N, GH, GW) bool, "scores" (N, GH, GW) float (NaN
+    padding), "grid_shapes" (N, 2), "image_sizes" (N, 2)}``; an image's own grid is the top-left
     ``grid_shapes[i]`` corner (images of other sizes have other grids).
     """
     mine = list(indices)[ctx.rank::ctx.world_size]
     results = []
-    was_training = model.training
-    model.eval()
     batches = range(0, len(mine), cfg.score_batch)
     if progress and ctx.is_main:
         from tqdm.auto import tqdm
 
         batches = tqdm(batches, desc=f"scoring step {step}", leave=False)
-    try:
-        for start in batches:
-            chunk = mine[start:start + cfg.score_batch]
-            images = [_scoring_image(pool, i, cfg.image_size) for i in chunk]
-            for shape in dict.fromkeys(tuple(im.shape[-2:]) for im in images):  # same-size groups
-                group = [(i, im) for i, im in zip(chunk, images) if tuple(im.shape[-2:]) == shape]
-                grid = patch_grid(*shape, cfg.n_patches)
-                x = normalize(torch.stack([im for _, im in group])).to(ctx.device)  # (B, 3, h, w)
-                random_masks = torch.stack([  # (B, K, gh, gw): each image's masks from its own seed
-                    random_patch_mask(cfg.k, grid, cfg.mask_ratio,
-                                      generator=seeded_generator(cfg.seed, "score", step, i))
-                    for i, _ in group]).to(ctx.device)
-                with torch.inference_mode(), autocast(cfg, ctx.device):
-                    k_scores = score_patches(model, x, random_masks, grid, chunk_size=cfg.score_chunk,
-                                             amp=False)  # autocast is already set by the config
-                scores = k_scores.float().mean(1)  # (B, gh, gw)
-                masks = top_patch_mask(scores, n_hidden(grid, cfg.mask_ratio))
-                results += [(i, m.cpu(), s.cpu(), shape) for (i, _), m, s in
-                            zip(group, masks, scores)]
-    finally:
-        model.train(was_training)
+    for start in batches:
+        chunk = mine[start:start + cfg.score_batch]
+        images = [_scoring_image(pool, i, cfg.image_size) for i in chunk]
+        for shape in dict.fromkeys(tuple(im.shape[-2:]) for im in images):  # same-size groups
+            group = [(i, im) for i, im in zip(chunk, images) if tuple(im.shape[-2:]) == shape]
+            grid = patch_grid(*shape, cfg.n_patches)
+            x = normalize(torch.stack([im for _, im in group])).to(ctx.device)  # (B, 3, h, w)
+            random_masks = torch.stack([  # (B, K, gh, gw): each image's masks from its own seed
+                random_patch_mask(cfg.k, grid, cfg.mask_ratio,
+                                  generator=seeded_generator(cfg.seed, "score", step, i))
+                for i, _ in group])
+            found = selective_mask(model, x, grid, ratio=cfg.mask_ratio, random_masks=random_masks,
+                                   chunk_size=cfg.score_chunk, amp=cfg.amp)
+            results += [(i, m.cpu(), s.cpu(), shape) for (i, _), m, s in
+                        zip(group, found.mask, found.scores)]
     gathered = {r[0]: r for part in gather_objects(results, ctx) for r in part}
     return _pack([gathered[i] for i in indices])
 

@@ -15,13 +15,12 @@ patch rather than of one mask.
 
 The authors run this image by image, patch by patch. Here all ``B * K`` masked copies of a batch
 go through the model in as few forward passes as memory allows (``chunk_size`` copies each, in
-inference mode, with automatic mixed precision on CUDA), and every score map of a chunk comes
-from one vectorised ``patch_loss_map`` call.
+inference mode, under the engine's one mixed-precision policy ``smir_lib.runtime.autocast``), and
+every score map of a chunk comes from one vectorised ``patch_loss_map`` call.
 """
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +28,7 @@ from torch import nn
 
 from .losses import patch_loss_map
 from .patches import PatchGrid, mask_images, n_hidden, random_patch_mask
+from .runtime import autocast
 
 __all__ = ["SelectiveMasks", "top_patch_mask", "score_patches", "selective_mask"]
 
@@ -59,28 +59,18 @@ def top_patch_mask(scores: torch.Tensor, n_hidden: int) -> torch.Tensor:
     return mask.view_as(scores)
 
 
-def _autocast(device: torch.device, amp: bool | None):
-    """Mixed precision for inference: on by default on CUDA (bfloat16 where supported)."""
-    if amp is None:
-        amp = device.type == "cuda"
-    if not amp:
-        return contextlib.nullcontext()
-    dtype = torch.float16
-    if device.type != "cuda" or torch.cuda.is_bf16_supported():
-        dtype = torch.bfloat16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 def score_patches(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, grid: PatchGrid,
-                  *, chunk_size: int | None = None, fill: float = 0.0, amp: bool | None = None,
-                  data_range: float = 1.0, win_size: int = 3) -> torch.Tensor:
+                  *, chunk_size: int | None = None, fill: float = 0.0, amp: str = "auto",
+                  win_size: int = 3) -> torch.Tensor:
     """Reconstruct masked copies of ``images`` and score their patches against the originals.
 
     ``images`` is ``(B, 3, H, W)`` (normalised) and ``masks`` is ``(B, K, gh, gw)``: copy
     ``(b, k)`` is image ``b`` with mask ``k`` applied. The ``B * K`` copies run through ``model``
     ``chunk_size`` at a time (default: all at once). If a chunk runs out of CUDA memory the chunk
-    is halved and retried, and later chunks keep the smaller size. Call it in inference mode
-    with the model in eval mode (``selective_mask`` does).
+    is halved and retried, and later chunks keep the smaller size. The model runs under the
+    mixed-precision mode ``amp`` (``smir_lib.runtime.amp_dtype``: ``auto`` is bf16/fp16 on CUDA,
+    float32 on the CPU); the scores are computed in float32 whatever the mode. Call it in
+    inference mode with the model in eval mode (``selective_mask`` does).
     Returns ``(B, K, gh, gw)`` float32.
     """
     n_img, k = masks.shape[:2]
@@ -93,10 +83,9 @@ def score_patches(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, g
         source = torch.arange(start, stop, device=images.device) // k  # image of each copy
         originals = images.index_select(0, source)  # (n, 3, H, W)
         try:
-            with _autocast(images.device, amp):
+            with autocast(amp, images.device):
                 recon = model(mask_images(originals, flat_masks[start:stop], grid, fill))
-            scores[start:stop] = patch_loss_map(recon, originals, grid, win_size=win_size,
-                                                data_range=data_range)
+            scores[start:stop] = patch_loss_map(recon, originals, grid, win_size=win_size)
             out_of_memory = False
         except torch.cuda.OutOfMemoryError:
             if chunk == 1:
@@ -113,17 +102,19 @@ def score_patches(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, g
 
 def selective_mask(model: nn.Module, images: torch.Tensor, grid: PatchGrid, *, k: int = 5,
                    ratio: float = 0.5, generator: torch.Generator | None = None,
-                   chunk_size: int | None = None, fill: float = 0.0, amp: bool | None = None,
-                   data_range: float = 1.0, random_ratio: float | None = None,
-                   win_size: int = 3, return_all: bool = False) -> SelectiveMasks:
+                   random_masks: torch.Tensor | None = None, chunk_size: int | None = None,
+                   fill: float = 0.0, amp: str = "auto", win_size: int = 3,
+                   return_all: bool = False) -> SelectiveMasks:
     """Selective masks for a batch of normalised images ``(B, 3, H, W)`` on ``grid``.
 
-    ``k`` random masks of ``random_ratio`` (default: ``ratio``) per image, drawn from
-    ``generator``; their reconstructions are scored against the original images; the score maps
-    are averaged over ``k``; the top ``floor(ratio * n_patches)`` patches are hidden (ties: lower
-    flat index first). The model runs in eval and inference mode, with mixed precision on CUDA
-    unless ``amp=False``, and its train/eval state is restored afterwards. ``chunk_size`` limits
-    how many of the ``B * K`` copies go through the model at once (see ``score_patches``).
+    ``k`` random masks hiding ``ratio`` of the patches per image, drawn from ``generator``, or
+    the given ``random_masks`` ``(B, K, gh, gw)`` (then ``k`` is their ``K``; the engine draws
+    each image's masks from its own seed so that sharded scoring equals one process); their
+    reconstructions are scored against the original images; the score maps are averaged over
+    ``K``; the top ``floor(ratio * n_patches)`` patches are hidden (ties: lower flat index
+    first). The model runs in eval and inference mode under the mixed-precision mode ``amp``
+    (see ``score_patches``), and its train/eval state is restored afterwards. ``chunk_size``
+    limits how many of the ``B * K`` copies go through the model at once.
 
     Returns ``SelectiveMasks`` with the masks, the averaged scores and the random masks used
     (and every copy's score map when ``return_all``).
@@ -131,20 +122,23 @@ def selective_mask(model: nn.Module, images: torch.Tensor, grid: PatchGrid, *, k
     if images.ndim != 4 or tuple(images.shape[-2:]) != (grid.height, grid.width):
         raise ValueError(f"images are {tuple(images.shape)}; expected (B, 3, {grid.height}, "
                          f"{grid.width}) to match the grid: build the grid from the image size")
-    if k < 1:
-        raise ValueError(f"k is {k}; expected at least 1 random mask per image (the paper uses 5)")
     n_img = images.shape[0]
-    draw_ratio = ratio if random_ratio is None else random_ratio
-    random_masks = random_patch_mask(n_img * k, grid, draw_ratio, generator=generator,
-                                     device=images.device)
-    random_masks = random_masks.view(n_img, k, *grid.shape)  # (B, K, gh, gw)
+    if random_masks is None:
+        if k < 1:
+            raise ValueError(f"k is {k}; expected at least 1 random mask per image (the paper uses 5)")
+        random_masks = random_patch_mask(n_img * k, grid, ratio, generator=generator,
+                                         device=images.device).view(n_img, k, *grid.shape)
+    elif random_masks.ndim != 4 or (random_masks.shape[0], *random_masks.shape[2:]) != (n_img, *grid.shape):
+        raise ValueError(f"random_masks are {tuple(random_masks.shape)}; expected (B={n_img}, K, "
+                         f"{grid.shape[0]}, {grid.shape[1]}): one (K, gh, gw) stack per image")
+    random_masks = random_masks.to(images.device)  # (B, K, gh, gw)
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
             k_scores = score_patches(model, images, random_masks, grid, chunk_size=chunk_size,
-                                     fill=fill, amp=amp, data_range=data_range, win_size=win_size)
-            scores = k_scores.mean(dim=1)  # (B, gh, gw)
+                                     fill=fill, amp=amp, win_size=win_size)  # (B, K, gh, gw)
+            scores = k_scores.mean(dim=1)  # (B, gh, gw): a property of the patch, not of one mask
             mask = top_patch_mask(scores, n_hidden(grid, ratio))
     finally:
         model.train(was_training)

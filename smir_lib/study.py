@@ -124,7 +124,7 @@ def reconstruction_model(ctx, kind: str = "random", cfg=None):
     See :func:`pretrained`. Returns ``(model, message)``.
     """
     from smir_lib.models import load_pretrained
-    from smir_lib.pretrain import build_model
+    from smir_lib.models import build_model
 
     cfg = cfg or ctx.config()
     result, message = pretrained(ctx, kind, cfg)
@@ -305,7 +305,8 @@ def run_study(dataset: str, seeds: Sequence[int], run_dir: Path | str, *, profil
 
     from smir_lib.config import load_config
     from smir_lib.models import load_pretrained
-    from smir_lib.pretrain import build_model, pretrain_random, pretrain_selective
+    from smir_lib.models import build_model
+    from smir_lib.pretrain import pretrain_random, pretrain_selective
     from smir_lib.pretrain_data import load_split
 
     run_dir = Path(run_dir)

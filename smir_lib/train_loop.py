@@ -16,10 +16,7 @@ scaler), channels-last memory, pinned host memory and non-blocking copies.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,70 +29,10 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from .checkpoint import atomic_save, atomic_write_text, load_checkpoint
 from .config import Config
 from .distributed import DistContext, all_reduce_sum, barrier
+from .runtime import amp_dtype, autocast, derive_seed, seeded_generator
 from .schedule import build_optimizer, build_scheduler
 
-__all__ = ["derive_seed", "seeded_generator", "setup_determinism", "amp_dtype", "autocast",
-           "prepare_model", "to_device", "StageResult", "train_stage", "write_history"]
-
-
-def derive_seed(*parts) -> int:
-    """A 62-bit seed from any tuple of ints and strings, e.g. ``(seed, "step_3", epoch)``.
-
-    Hashing (not adding) the parts keeps streams independent: ``(0, 1)`` and ``(1, 0)`` differ.
-    """
-    digest = hashlib.sha256(repr(tuple(parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 2
-
-
-def seeded_generator(*parts, device: torch.device | str = "cpu") -> torch.Generator:
-    """A ``torch.Generator`` seeded with ``derive_seed(*parts)``."""
-    return torch.Generator(device=device).manual_seed(derive_seed(*parts))
-
-
-def setup_determinism(cfg: Config) -> None:
-    """``deterministic=True``: deterministic kernels only.
-
-    On the CPU every op used here has one, so runs repeat bit for bit. On CUDA a few ops have no
-    deterministic kernel (the backward of bilinear upsampling in the head): they only warn
-    (``warn_only``) instead of stopping the run, so GPU runs repeat closely but not bit for bit.
-    """
-    if cfg.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=torch.cuda.is_available())
-        torch.backends.cudnn.benchmark = False
-    elif torch.cuda.is_available():
-        torch.backends.cudnn.benchmark = True
-
-
-def amp_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype: ``auto`` = bf16 on CUDA when supported, else fp16; None on CPU / ``off``."""
-    if cfg.amp == "off" or (cfg.amp == "auto" and device.type != "cuda"):
-        return None
-    if cfg.amp == "fp16" or (cfg.amp == "auto" and not torch.cuda.is_bf16_supported()):
-        return torch.float16
-    return torch.bfloat16
-
-
-def autocast(cfg: Config, device: torch.device):
-    """The mixed-precision context of ``cfg`` on ``device`` (a no-op on CPU by default)."""
-    dtype = amp_dtype(cfg, device)
-    return torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
-
-
-def prepare_model(model: nn.Module, cfg: Config, device: torch.device) -> nn.Module:
-    """Move ``model`` to ``device``; channels-last memory on CUDA when ``cfg.channels_last``."""
-    model = model.to(device)
-    if cfg.channels_last and device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    return model
-
-
-def to_device(x: torch.Tensor, cfg: Config, device: torch.device) -> torch.Tensor:
-    """Copy a batch to ``device`` without blocking; images ``(B, 3, H, W)`` go channels-last on CUDA."""
-    x = x.to(device, non_blocking=True)
-    if device.type == "cuda" and cfg.channels_last and x.ndim == 4:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x
+__all__ = ["StageResult", "train_stage", "write_history"]
 
 
 @dataclass
@@ -137,7 +74,7 @@ def train_stage(model: nn.Module, train_set: Dataset,
     stage_dir = Path(stage_dir)
     optimizer = build_optimizer(model, cfg.lr)
     scheduler = build_scheduler(optimizer, epochs, cfg.warmup_epochs, cfg.min_lr_factor)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype(cfg, ctx.device) == torch.float16)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype(cfg.amp, ctx.device) == torch.float16)
     start, best, history = 0, None, []
     state_path, best_path = stage_dir / "state.pt", stage_dir / "best.pt"
     if state_path.is_file():  # a killed run: continue after its last completed epoch
@@ -165,7 +102,7 @@ def train_stage(model: nn.Module, train_set: Dataset,
             model.train()
             bar = _progress(loader, cfg, ctx, f"{stage} {epoch + 1}/{epochs}")
             for batch in bar:
-                with autocast(cfg, ctx.device):
+                with autocast(cfg.amp, ctx.device):
                     loss, n = batch_loss(net, batch, generator)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()

@@ -11,7 +11,7 @@ import torch
 from smir_lib.config import load_config
 from smir_lib.distributed import DistContext, init_distributed
 from smir_lib.models import load_pretrained
-from smir_lib.pretrain import build_model
+from smir_lib.models import build_model
 from smir_lib.pretrain_data import load_split, partition_indices, score_partition
 
 REPO = Path(__file__).resolve().parent.parent

@@ -7,7 +7,7 @@ import torch
 
 from smir_lib.config import load_config
 from smir_lib.finetune import evaluate, finetune, initialise
-from smir_lib.pretrain import build_model
+from smir_lib.models import build_model
 
 FT = dict(model="tiny", synthetic_size=96, image_size=80, msssim_win=3, train_size=16, val_size=4,
           test_size=6, finetune_epochs=14, finetune_batch=4, warmup_epochs=1, workers=0,

@@ -9,7 +9,8 @@ from smir_lib.config import load_config
 from smir_lib.data import get_dataset
 from smir_lib.data.transforms import normalize, resize_short_side
 from smir_lib.patches import n_hidden, patch_grid, random_patch_mask
-from smir_lib.pretrain import build_model, load_pretrain_result, pretrain_random, pretrain_selective
+from smir_lib.models import build_model
+from smir_lib.pretrain import load_pretrain_result, pretrain_random, pretrain_selective
 from smir_lib.pretrain_data import MaskedPoolSet, load_masks, partition_indices, score_partition
 
 TINY = dict(model="tiny", synthetic_size=72, image_size=64, msssim_win=3, n_patches=64, k=2,

@@ -1,0 +1,96 @@
+"""Seeds, devices and mixed precision: the run-time choices every other module shares.
+
+Small on purpose, and free of the training loop, so that data code (which seeds its
+augmentation) and the selective scorer (which needs the autocast policy) can import it without
+importing the engine.
+
+* Every random stream derives from a tuple such as ``(seed, "step_3", epoch)`` through
+  :func:`derive_seed`; hashing keeps ``(0, 1)`` and ``(1, 0)`` independent.
+* One mixed-precision policy, :func:`amp_dtype`, serves training, validation and scoring.
+* :func:`prepare_model` and :func:`to_device` put a network and its batches where they run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+
+import torch
+from torch import nn
+
+from .config import Config
+
+__all__ = ["derive_seed", "seeded_generator", "setup_determinism", "AMP_MODES", "amp_dtype", "autocast",
+           "prepare_model", "to_device"]
+
+
+def derive_seed(*parts) -> int:
+    """A 62-bit seed from any tuple of ints and strings, e.g. ``(seed, "step_3", epoch)``.
+
+    Hashing (not adding) the parts keeps streams independent: ``(0, 1)`` and ``(1, 0)`` differ.
+    """
+    digest = hashlib.sha256(repr(tuple(parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 2
+
+
+def seeded_generator(*parts, device: torch.device | str = "cpu") -> torch.Generator:
+    """A ``torch.Generator`` seeded with ``derive_seed(*parts)``."""
+    return torch.Generator(device=device).manual_seed(derive_seed(*parts))
+
+
+def setup_determinism(cfg: Config) -> None:
+    """``deterministic=True``: deterministic kernels only.
+
+    On the CPU every op used here has one, so runs repeat bit for bit. On CUDA a few ops have no
+    deterministic kernel (the backward of bilinear upsampling in the head): they only warn
+    (``warn_only``) instead of stopping the run, so GPU runs repeat closely but not bit for bit.
+    """
+    if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=torch.cuda.is_available())
+        torch.backends.cudnn.benchmark = False
+    elif torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True
+
+
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+"""Values of ``Config.amp`` (and of ``selective_mask(amp=...)``)."""
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of mode ``amp`` on ``device``; None means full float32.
+
+    ``auto``: bf16 on CUDA when supported, else fp16; float32 on the CPU. ``off``: float32.
+    ``bf16`` / ``fp16``: that dtype. Training, validation and selective scoring all use this one
+    policy; the losses and patch scores are computed in float32 whatever it says.
+    """
+    if amp not in AMP_MODES:
+        raise ValueError(f"amp is {amp!r}; expected one of {', '.join(AMP_MODES)}")
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):
+        return torch.float16
+    return torch.bfloat16
+
+
+def autocast(amp: str, device: torch.device):
+    """The mixed-precision context of mode ``amp`` on ``device`` (see :func:`amp_dtype`)."""
+    dtype = amp_dtype(amp, device)
+    return torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+
+
+def prepare_model(model: nn.Module, cfg: Config, device: torch.device) -> nn.Module:
+    """Move ``model`` to ``device``; channels-last memory on CUDA when ``cfg.channels_last``."""
+    model = model.to(device)
+    if cfg.channels_last and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def to_device(x: torch.Tensor, cfg: Config, device: torch.device) -> torch.Tensor:
+    """Copy a batch to ``device`` without blocking; images ``(B, 3, H, W)`` go channels-last on CUDA."""
+    x = x.to(device, non_blocking=True)
+    if device.type == "cuda" and cfg.channels_last and x.ndim == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
