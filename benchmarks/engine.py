@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from .harness import BenchResult, Timing, compare
+from .harness import BenchResult, compare
 
 __all__ = ["BUDGETS", "reference_tree", "bench_engine", "bench_bare_step", "matmul_peak"]
 
@@ -69,7 +69,7 @@ def _data_dir() -> str | None:
         return None
 
 
-def _run_child(tree: Path, kind: str, config: str, overrides: list[str], epochs: int,
+def _run_child(tree: Path, kind: str, config: str, overrides: list[str], epochs: list[int],
                threads: int, data_dir: str | None) -> dict:
     """One engine run in a subprocess; its JSON line plus the CPU seconds of it and its workers."""
     env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": str(threads)}
@@ -78,7 +78,7 @@ def _run_child(tree: Path, kind: str, config: str, overrides: list[str], epochs:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with tempfile.TemporaryDirectory() as run_dir:
         done = subprocess.run([sys.executable, str(CHILD), "--kind", kind, "--config", config,
-                               "--epochs", str(epochs), "--threads", str(threads), "--run-dir",
+                               "--epochs", *map(str, epochs), "--threads", str(threads), "--run-dir",
                                run_dir, *overrides], cwd=run_dir, env=env, capture_output=True,
                               text=True)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -91,21 +91,34 @@ def _run_child(tree: Path, kind: str, config: str, overrides: list[str], epochs:
     return out
 
 
-def _median_rate(run: dict) -> float:
-    """Median training images/s over the epochs after the first (the first pays for start-up)."""
-    rates = run["images_per_s"]
+def _wall_rate(child: dict) -> float:
+    """The engine's training images/s (wall): median over the longest run's epochs after the first."""
+    rates = child["runs"][-1]["images_per_s"]
     return statistics.median(rates[1:] if len(rates) > 1 else rates)
 
 
+def _cpu_rate(child: dict) -> float:
+    """Images per CPU second of the epochs the longest run has over the shorter warm one."""
+    short, long = child["runs"][-2], child["runs"][-1]
+    extra_epochs = long["epochs"] - short["epochs"]
+    return extra_epochs * long["images_per_epoch"] / (long["cpu_s"] - short["cpu_s"])
+
+
 def bench_engine(*, reference: str = "2a67cec", budgets: dict[str, tuple[str, list[str]]] | None = None,
-                 kinds: tuple[str, ...] = ("pretrain", "finetune"), epochs: int = 3,
-                 repeats: int = 2, threads: int = 1, log: Callable[[str], None] = print,
-                 workdir: Path | None = None) -> BenchResult:
-    """Engine images/s of this tree against ``reference``'s, per budget and kind (see module doc)."""
+                 kinds: tuple[str, ...] = ("pretrain", "finetune"), epochs: tuple[int, int] = (1, 4),
+                 repeats: int = 2, threads: int = 1, clock: str = "cpu",
+                 log: Callable[[str], None] = print, workdir: Path | None = None) -> BenchResult:
+    """Engine images/s of this tree against ``reference``'s, per budget and kind (see module doc).
+
+    Each child runs 1 epoch (warm-up: imports, lazy initialisation), then ``epochs[0]`` and
+    ``epochs[1]`` epochs. ``clock="cpu"``: the figure is images per CPU second of the epochs the
+    long run has over the short one (training, validation, checkpoints; steady on a busy
+    machine, with ``workers=0`` as the presets have). ``clock="wall"``: the engine's own
+    per-epoch training images/s of the long run. Both are recorded; ``clock`` picks the target's.
+    """
     budgets = BUDGETS if budgets is None else budgets
-    result = BenchResult("engine", params={"reference": reference, "epochs": epochs,
-                                           "repeats": repeats, "threads": threads,
-                                           "clock": "wall (the engine's own per-epoch images/s)"})
+    result = BenchResult("engine", params={"reference": reference, "epochs": list(epochs),
+                                           "repeats": repeats, "threads": threads, "clock": clock})
     workdir = Path(workdir or REPO / "runs" / "bench")  # git ignores runs/; the checkout is reused
     try:
         old = reference_tree(reference, workdir / f"engine-{reference}")
@@ -122,23 +135,21 @@ def bench_engine(*, reference: str = "2a67cec", budgets: dict[str, tuple[str, li
                     for side in (("reference", "this") if r % 2 == 0 else ("this", "reference")):
                         log(f"[bench]   engine {budget} {kind}: {side} ({r + 1}/{repeats})")
                         runs[side].append(_run_child(trees[side], kind, config, overrides,
-                                                     epochs, threads, data_dir))
+                                                     [1, *epochs], threads, data_dir))
             except (RuntimeError, json.JSONDecodeError) as err:
                 result.notes.append(f"{budget} {kind}: skipped: {str(err).splitlines()[-1][:300]}")
                 continue
-            rates = {side: statistics.median(_median_rate(x) for x in rs) for side, rs in runs.items()}
-            cpu = {side: statistics.median(x["process_tree_cpu_s"] for x in rs) for side, rs in runs.items()}
             key = f"{budget} {kind}"
-            result.values[f"{key}: images/s, {reference}"] = round(rates["reference"], 1)
-            result.values[f"{key}: images/s, this engine"] = round(rates["this"], 1)
-            speedup = rates["this"] / rates["reference"]
-            result.ratios[f"{key}: this / {reference} images/s"] = speedup
-            bound = 5.0 if "cwfid" in budget and budget.startswith("fast") else 3.0
-            if budget.startswith("fast"):
-                result.add_target(f"{key}: this / {reference} images/s", speedup, at_least=bound,
-                                  description=f"the fast budget trains >= {bound:g}x faster than {reference}")
-            result.ratios[f"{key}: {reference} / this CPU s of the whole run (info)"] = (
-                cpu["reference"] / cpu["this"])
+            for what, rate in (("CPU clock", _cpu_rate), ("wall clock", _wall_rate)):
+                rates = {side: statistics.median(rate(x) for x in rs) for side, rs in runs.items()}
+                result.values[f"{key}: images/s ({what}), {reference}"] = round(rates["reference"], 1)
+                result.values[f"{key}: images/s ({what}), this engine"] = round(rates["this"], 1)
+                name = f"{key}: this / {reference} images/s ({what})"
+                result.ratios[name] = speedup = rates["this"] / rates["reference"]
+                if budget.startswith("fast") and what.startswith(clock):
+                    bound = 5.0 if "cwfid" in budget else 3.0
+                    result.add_target(name, speedup, at_least=bound,
+                                      description=f"the fast budget trains >= {bound:g}x faster than {reference}")
             result.params[f"{key} config"] = runs["this"][0]["config"]
     return result
 
@@ -272,10 +283,8 @@ def bench_bare_step(*, config: str = "fast", batch: int | None = None, device: t
         result.values[f"matmul peak GFLOP/s ({str(peak_dtype).replace('torch.', '')})"] = peak / 1e9
         result.values["achieved GFLOP/s"] = achieved / 1e9
         result.ratios["achieved / matmul peak FLOP/s"] = achieved / peak
-    if engine_images_per_s is not None:
-        wall = Timing("wall", base.items, seconds=list(base.wall_seconds))
-        frac = engine_images_per_s / wall.items_per_second
-        result.ratios["engine pretraining / bare step images/s (wall)"] = frac
-        result.add_target("engine pretraining / bare step images/s (wall)", frac, at_least=0.5,
-                          description="the engine reaches half of its bare step")
+    if engine_images_per_s is not None:  # both in the suite's clock
+        name = f"engine pretraining / bare step images/s ({clock} clock)"
+        result.ratios[name] = frac = engine_images_per_s / base.items_per_second
+        result.add_target(name, frac, at_least=0.5, description="the engine reaches half of its bare step")
     return result

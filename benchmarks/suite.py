@@ -56,7 +56,7 @@ class Profile:
     repeats: int = 3
     # engine (issue 13): the engine against an older commit, each budget in subprocesses
     engine_budgets: tuple[str, ...] = ("fast (synthetic)", "fast (cwfid)", "study (cwfid)")
-    engine_epochs: int = 3
+    engine_epochs: tuple[int, int] = (1, 4)  # after a 1-epoch warm-up run
     engine_repeats: int = 2
     bare_batch: int | None = None  # None: the config's pretraining batch
 
@@ -124,9 +124,11 @@ def run_suite(profile: Profile, *, device: torch.device, sections: tuple[str, ..
         if profile.engine_budgets and device.type == "cpu":
             result = run(f"engine against {reference} (subprocesses)", engine.bench_engine,
                          reference=reference, epochs=profile.engine_epochs,
-                         repeats=profile.engine_repeats, threads=torch.get_num_threads(), log=log,
+                         repeats=profile.engine_repeats, threads=torch.get_num_threads(),
+                         clock=clock, log=log,
                          budgets={b: engine.BUDGETS[b] for b in profile.engine_budgets})
-            engine_ips = result.values.get("fast (synthetic) pretrain: images/s, this engine")
+            what = "CPU clock" if clock == "cpu" else "wall clock"
+            engine_ips = result.values.get(f"fast (synthetic) pretrain: images/s ({what}), this engine")
         for config in ("fast", "study_cpu") if profile.engine_budgets else ("fast",):
             run(f"bare step [{config}] and FLOP/s", engine.bench_bare_step, config=config,
                 batch=profile.bare_batch, engine_images_per_s=engine_ips if config == "fast" else None,

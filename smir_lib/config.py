@@ -71,8 +71,9 @@ class Config:
         finetune_epochs, finetune_batch, finetune_loss (``jaccard`` or ``ce``).
     Machinery
         seed, deterministic (``torch.use_deterministic_algorithms``), workers (DataLoader
-        processes), amp (``auto``: bf16/fp16 on CUDA only; ``off``, ``bf16``, ``fp16``),
-        channels_last (CUDA only), device (``auto``, ``cpu``, ``cuda``, ``cuda:1``),
+        processes; persistent for a whole stage), amp (``auto``: bf16/fp16 on CUDA, bf16 on a
+        CPU with AMX-BF16, else float32, see ``runtime.amp_dtype``; ``off``, ``bf16``, ``fp16``),
+        channels_last (CUDA and CPU), device (``auto``, ``cpu``, ``cuda``, ``cuda:1``),
         score_batch (images per scoring batch), score_chunk (masked copies per forward pass,
         None = a whole batch; halved on out-of-memory), progress (tqdm bars).
     """

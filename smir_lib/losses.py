@@ -14,10 +14,12 @@ only the window positions that lie entirely inside a patch. That gives the same 
 loop (the tests check it to 1e-5) for a whole batch of images at once.
 
 ``ms_ssim`` follows pytorch-msssim's arithmetic, but filters each scale's five local statistics
-(x, y, x^2, y^2, xy) with two grouped 1-D convolutions (one per direction) instead of ten, and
-back-propagates only through the three that depend on the prediction: MS-SSIM with its
-backward is about 1.5x cheaper on a CPU (one thread, 8 x 128 px) and equals
-``pytorch_msssim.ms_ssim`` to 1e-4 in value and gradient (tested).
+(x, y, x^2, y^2, xy) with two grouped 1-D convolutions (one per direction) instead of ten, on
+channels-last tensors (where oneDNN's depthwise filters are fastest), and back-propagates only
+through the three statistics that depend on the prediction. With its backward it costs about
+half of pytorch-msssim on NCHW tensors and about 0.9x of pytorch-msssim on channels-last ones
+(one CPU thread, 8 x 128 px, window 7), and equals ``pytorch_msssim.ms_ssim`` to 1e-4 in value
+and gradient (tested).
 """
 
 from __future__ import annotations
@@ -64,7 +66,9 @@ def ms_ssim(pred: torch.Tensor, target: torch.Tensor, *, data_range: float = 1.0
     weights = pred.new_tensor(MS_WEIGHTS if ms_weights is None else tuple(ms_weights))
     check_msssim_size(pred.shape[-2], pred.shape[-1], win_size, len(weights))
     taps = _fspecial_gauss_1d(win_size, win_sigma).to(pred.device, pred.dtype)  # (1, 1, win)
-    x, y = pred.contiguous(), target.contiguous()  # NCHW: channels-last filters slower here
+    # channels-last: oneDNN runs these depthwise filters about 1.7x faster than on NCHW tensors
+    x = pred.contiguous(memory_format=torch.channels_last)  # (B, C, H, W)
+    y = target.contiguous(memory_format=torch.channels_last)
     terms = []
     for level in range(len(weights)):
         ssim_per_channel, cs = _ssim_terms(x, y, taps, data_range)  # (B, C) each
