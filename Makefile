@@ -12,6 +12,10 @@ STAMP := $(VENV)/.installed
 RUN ?= runs/$(shell date +%Y%m%d-%H%M%S)
 PROFILE ?= fast
 PYTEST_ARGS ?=
+# The development copy of the real data (../shared/data, when it exists) is the data folder of
+# `make demo` and `make test`; an explicit SMIR_DATA_DIR wins. The library itself never looks there.
+SMIR_DATA_DIR ?= $(if $(wildcard ../shared/data/cwfid),$(abspath ../shared/data))
+export SMIR_DATA_DIR
 
 .PHONY: demo test unit bench venv clean-venv help
 

@@ -74,7 +74,10 @@ class Config:
         processes), amp (``auto``: bf16/fp16 on CUDA only; ``off``, ``bf16``, ``fp16``),
         channels_last (CUDA only), device (``auto``, ``cpu``, ``cuda``, ``cuda:1``),
         score_batch (images per scoring batch), score_chunk (masked copies per forward pass,
-        None = a whole batch; halved on out-of-memory), progress (tqdm bars).
+        None = a whole batch; halved on out-of-memory), progress (tqdm bars), cache_images
+        (decode every image once and keep it in memory, 8-bit images as uint8; the pool resized
+        for the selective steps too: same results, no file decoding per item; for datasets
+        that fit in memory).
     """
 
     dataset: str = "synthetic"
@@ -113,6 +116,7 @@ class Config:
     score_batch: int = 16
     score_chunk: int | None = None
     progress: bool = True
+    cache_images: bool = False
 
     def __post_init__(self) -> None:
         checks = [
@@ -247,6 +251,7 @@ def _read_file(path: Path) -> dict:
         raise ValueError(f"config file {path} holds a {type(data).__name__}; expected a mapping of keys")
     data = dict(data)
     base = data.pop("preset", None)  # a file may start from a preset: `preset: fast`
+    data.pop("method", None)  # a run folder's config.json names its method (see save_config)
     return {**(PRESETS[base] if base else {}), **data}
 
 
@@ -273,15 +278,20 @@ def load_config(preset_or_path: str | Path = "paper",
     return _build({**base, **dict(overrides or {})})
 
 
-def save_config(cfg: Config, run_dir: str | Path) -> Path:
-    """Write the resolved configuration to ``run_dir/config.json``; return the path."""
-    path = Path(run_dir) / "config.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(cfg.to_dict(), indent=2))
-    return path
+def save_config(cfg: Config, run_dir: str | Path, method: str | None = None) -> Path:
+    """Write the resolved configuration to ``run_dir/config.json`` atomically; return the path.
+
+    The one writer of a run's ``config.json``: the engine adds the run's ``method`` (``random``,
+    ``selective``, ``finetune:<init>``), which ``load_config`` reads back as metadata, so the
+    file loads as a config (``load_config("runs/x/config.json")``).
+    """
+    from .checkpoint import atomic_write_text
+
+    payload = {**cfg.to_dict(), **({"method": method} if method else {})}
+    return atomic_write_text(json.dumps(payload, indent=2), Path(run_dir) / "config.json")
 
 
-_NOT_RESULTS = ("progress", "workers", "device", "score_batch", "score_chunk", "data_root")
+_NOT_RESULTS = ("progress", "workers", "device", "score_batch", "score_chunk", "data_root", "cache_images")
 """Keys that change how a run executes but not what it computes (a resume may change them)."""
 
 

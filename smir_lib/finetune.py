@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from .checkpoint import atomic_write_text, check_run_config, load_checkpoint, read_done, write_done
-from .config import Config
+from .config import Config, save_config
 from .data.transforms import EvalTransform, TrainAugment, normalize
 from .distributed import DistContext, all_reduce_sum, barrier, init_distributed
 from .metrics import confusion_matrix, segmentation_loss, segmentation_metrics
@@ -102,17 +102,15 @@ def finetune(cfg: Config, run_dir: str | Path, init: str | Path = "scratch") -> 
     """Fine-tune on ``cfg.dataset`` from ``init``, test the best-validation-mIoU checkpoint.
 
     Returns (and writes to ``run_dir/results.json``) ``{"init", "best_val_miou", "best_epoch",
-    "checkpoint", "history", "test": {miou, per_class_iou, class_names, lowest_classes,
-    pixel_accuracy, confusion}}``.
+    "checkpoint", "n_train", "n_val", "history", "test": {miou, per_class_iou, class_names,
+    lowest_classes, pixel_accuracy, confusion, n_images}}``.
     """
     ctx = init_distributed(cfg.device)
     setup_determinism(cfg)
     run_dir = Path(run_dir)
     check_run_config(run_dir, cfg.to_dict(), f"finetune:{init}")
     if ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(
-            json.dumps({**cfg.to_dict(), "method": f"finetune:{init}"}, indent=2))
+        save_config(cfg, run_dir, f"finetune:{init}")
     barrier(ctx)
     train, val = load_split(cfg, "train"), load_split(cfg, "val")
     class_names, ignore = _meta(train)
@@ -141,7 +139,8 @@ def finetune(cfg: Config, run_dir: str | Path, init: str | Path = "scratch") -> 
                              monitor="val_miou", mode="max")
         best_epoch = max(result.history, key=lambda r: r["val_miou"])["epoch"]
         done = {"init": str(init), "loaded": loaded, "best_val_miou": result.best_value,
-                "best_epoch": best_epoch, "checkpoint": str(result.best_checkpoint)}
+                "best_epoch": best_epoch, "checkpoint": str(result.best_checkpoint),
+                "n_train": len(train), "n_val": len(val)}  # what ran, not what the config asked
         if ctx.is_main:
             write_done(stage_dir, done)
         barrier(ctx)

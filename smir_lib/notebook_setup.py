@@ -93,10 +93,8 @@ class NotebookContext:
             overrides = {"seed": self.seed, **self.overrides}
             if os.environ.get("SMIR_PROGRESS", "1") == "0":  # batch runs: no frozen bars in the copies
                 overrides["progress"] = False
-            try:
-                self._config = load_config(self.profile, overrides={"dataset": self.dataset, **overrides})
-            except (KeyError, TypeError, ValueError):
-                self._config = load_config(self.profile, overrides=overrides)
+            # No fallback: a dataset the config rejects is an error, never another dataset.
+            self._config = load_config(self.profile, overrides={"dataset": self.dataset, **overrides})
         return self._config
 
     def path(self, name: str) -> Path:
@@ -168,19 +166,21 @@ def download_command(dataset: str) -> str:
 
 
 def check_data(dataset: str, split: str = "train", root: str | Path | None = None, **options):
-    """Open ``dataset``/``split`` and print what was found, or the exact command that gets it.
+    """Open ``dataset``/``split``, print what was found and return it.
 
-    Returns the dataset, or ``None`` when its files are missing (the message says how to get them).
+    Missing files raise ``DatasetNotFoundError`` with the folders searched and the exact command
+    that gets them: a notebook asked for one dataset never goes on with another.
     """
     from smir_lib.data import get_dataset
+    from smir_lib.data.base import DatasetNotFoundError
 
     try:
         ds = get_dataset(dataset, split, root=root, **options)
-    except (FileNotFoundError, OSError) as err:
-        print(f"{dataset!r} ({split}) is not on this machine: {err}\n"
-              f"Get it with (at the repository root):\n    {download_command(dataset)}\n"
-              "then point SMIR_DATA_DIR at the data folder if it is not ./data.")
-        return None
+    except DatasetNotFoundError as err:
+        raise DatasetNotFoundError(
+            f"{dataset!r} ({split}) is not on this machine. {err}\nGet it with (at the repository "
+            f"root):\n    {download_command(dataset)}\nthen point SMIR_DATA_DIR at the data folder "
+            "if it is not ./data, or set DATASET = 'synthetic'.") from None
     names = getattr(ds, "class_names", None)
     classes = f", classes {names}" if names else ""
     print(f"{dataset!r} {split}: {len(ds)} items{classes}")

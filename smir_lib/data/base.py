@@ -62,8 +62,7 @@ def data_dir_candidates(root: str | os.PathLike | None = None) -> list[Path]:
     return list(dict.fromkeys(candidates))
 
 
-def resolve_root(name: str, root: str | os.PathLike | None, is_complete: Callable[[Path], bool],
-                 extra_candidates: Sequence[Path] = ()) -> Path:
+def resolve_root(name: str, root: str | os.PathLike | None, is_complete: Callable[[Path], bool]) -> Path:
     """Find the folder of dataset ``name``.
 
     ``root`` (or ``$SMIR_DATA_DIR``, or ``./data``) is the *data folder* holding one sub-folder per
@@ -78,10 +77,6 @@ def resolve_root(name: str, root: str | os.PathLike | None, is_complete: Callabl
                 tried.append(folder)
                 if is_complete(folder):
                     return folder
-    for folder in extra_candidates:
-        tried.append(folder)
-        if is_complete(folder):
-            return folder
     target = data_dir_candidates(root)[0]
     raise DatasetNotFoundError(
         f"dataset '{name}' not found; looked in: {', '.join(str(p) for p in tried)}. "
