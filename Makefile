@@ -17,13 +17,14 @@ PYTEST_ARGS ?=
 SMIR_DATA_DIR ?= $(if $(wildcard ../shared/data/cwfid),$(abspath ../shared/data))
 export SMIR_DATA_DIR
 
-.PHONY: demo test unit bench venv clean-venv help
+.PHONY: demo test unit bench models venv clean-venv help
 
 help:
 	@echo "make demo   run the notebook series (fast profile, synthetic data) into runs/<timestamp>/"
 	@echo "make test   run the whole test suite (unit, notebooks, nbval, ui, realdata, slow)"
 	@echo "make unit   only the fast unit tests"
 	@echo "make bench  run the benchmarks (benchmarks/)"
+	@echo "make models train the teaching models (synthetic; CWFID too when its data is found)"
 
 $(STAMP): pyproject.toml constraints.txt
 	@if [ -z "$(PYTHON)" ]; then \
@@ -47,6 +48,11 @@ test: $(STAMP)
 
 unit: $(STAMP)
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)
+
+# The teaching models (smir_lib.zoo): synthetic, plus CWFID when its data is found. Resumable.
+MODEL_DATASETS ?= synthetic $(if $(wildcard $(SMIR_DATA_DIR)/cwfid/train_test_split.yaml data/cwfid/train_test_split.yaml),cwfid)
+models: $(STAMP)
+	$(PY) -m smir_lib.zoo --dataset $(MODEL_DATASETS)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks $(BENCH_ARGS)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 __all__ = ["class_pixel_counts", "class_pixel_shares", "hidden_class_shares", "dataset_class_shares",
-           "load_batch", "mae_views", "mask_object_shares", "stored_mask_shares"]
+           "load_batch", "mae_views", "reconstruction_quality", "mask_object_shares", "stored_mask_shares"]
 
 
 def class_pixel_counts(labels: torch.Tensor, num_classes: int, ignore_index: int = 255,
@@ -111,6 +111,39 @@ def mae_views(model, images: torch.Tensor, grid, mask: torch.Tensor, *, fill: fl
               for name, v in (("masked", masked), ("reconstruction", recon), ("pasted", pasted))}
     return {"original": denormalize(images), "masked": denormalize(masked), "reconstruction": denormalize(recon),
             "pasted": denormalize(pasted), "loss_map": patch_loss_map(recon, images, grid), "losses": losses}
+
+
+def reconstruction_quality(model, images: torch.Tensor, grid, mask: torch.Tensor) -> dict:
+    """How much a reconstruction model has learned, measured on normalised ``images`` (B, 3, H, W).
+
+    With grid ``mask`` (B, gh, gw) hidden, in display space ([0, 1], clamped):
+
+    * ``psnr_hidden``: PSNR of the reconstruction on the hidden pixels;
+    * ``psnr_fill``: PSNR of the mean-colour fill there (what the masked input shows);
+    * ``gain_db``: their difference, ``10 log10(MSE_fill / MSE_reconstruction)``: above 0 dB the
+      model's guess beats the mean colour; an untrained network scores below 0;
+    * ``hidden_visible_ratio``: mean patch score (L1 + 1 - SSIM, ``patch_loss_map``) of the
+      hidden patches over that of the visible ones; above 1 the loss map "sees" the mask.
+    """
+    from smir_lib.data.transforms import denormalize
+    from smir_lib.losses import patch_loss_map
+    from smir_lib.patches import apply_pixel_mask, mask_to_pixels
+
+    pixels = mask_to_pixels(mask, grid)  # (B, H, W) bool, True = hidden
+    masked = apply_pixel_mask(images, pixels)  # hidden pixels: the mean colour (0 when normalised)
+    was_training = model.training
+    with torch.inference_mode():
+        recon = model.eval()(masked).float()  # (B, 3, H, W), normalised
+    model.train(was_training)
+    target = denormalize(images)
+    hidden = pixels[:, None].expand_as(target)  # (B, 3, H, W)
+    mse = {name: ((denormalize(v).clamp(0, 1) - target)[hidden] ** 2).mean().item()
+           for name, v in (("reconstruction", recon), ("fill", masked))}
+    scores = patch_loss_map(recon, images, grid)  # (B, gh, gw)
+    return {"psnr_hidden": -10 * torch.log10(torch.tensor(mse["reconstruction"])).item(),
+            "psnr_fill": -10 * torch.log10(torch.tensor(mse["fill"])).item(),
+            "gain_db": 10 * torch.log10(torch.tensor(mse["fill"] / mse["reconstruction"])).item(),
+            "hidden_visible_ratio": (scores[mask].mean() / scores[~mask].mean()).item()}
 
 
 def mask_object_shares(model, ds, cfg, n_images: int = 8, seed: int = 0) -> dict:

@@ -81,6 +81,7 @@ class NotebookContext:
     interactive: bool
     dataset: str
     seed: int
+    train_own: bool = False   # True: train a quick model now instead of loading a teaching model
     overrides: dict = field(default_factory=dict)
     figures: list[Path] = field(default_factory=list)
     _config: Any = None
@@ -121,10 +122,12 @@ class NotebookContext:
 
 def setup_notebook(stem: str, *, profile: str = "fast", run_dir: str | Path | None = "",
                    interactive: bool = False, dataset: str = "synthetic", seed: int = 0,
-                   overrides: dict | None = None) -> NotebookContext:
+                   train_own: bool = False, overrides: dict | None = None) -> NotebookContext:
     """Derive the run folder, profile and output folder from a notebook's parameters.
 
-    ``overrides`` go to ``smir_lib.config.load_config`` (e.g. a smaller budget for a quick look).
+    ``train_own``: models the run folder lacks are trained now with the profile, instead of
+    loading the teaching models (``smir_lib.zoo``). ``overrides`` go to
+    ``smir_lib.config.load_config`` (e.g. a smaller budget for a quick look).
     Creates ``run_dir/stem/``. Does not import torch.
     """
     profile = resolve_profile(profile)
@@ -134,7 +137,7 @@ def setup_notebook(stem: str, *, profile: str = "fast", run_dir: str | Path | No
     out_dir.mkdir(parents=True, exist_ok=True)
     return NotebookContext(stem=stem, profile=profile, run_dir=root, out_dir=out_dir,
                            interactive=bool(interactive), dataset=dataset, seed=int(seed),
-                           overrides=dict(overrides or {}))
+                           train_own=bool(train_own), overrides=dict(overrides or {}))
 
 
 def version_report(ctx: NotebookContext | None = None) -> dict:

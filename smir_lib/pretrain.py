@@ -242,5 +242,11 @@ def load_pretrain_result(run_dir: str | Path) -> PretrainResult:
                                 "there first")
     summary = json.loads(path.read_text())
     history = json.loads((run_dir / "history.json").read_text())
-    return PretrainResult(summary["method"], run_dir, Path(summary["best_checkpoint"]), history,
-                          summary["steps"])
+
+    def located(value):  # a path relative to the run folder (a moved or shipped run) made usable
+        return None if value is None else str(run_dir / value) if not Path(value).is_absolute() else value
+
+    steps = [{**s, "checkpoint": located(s.get("checkpoint")), "masks": located(s.get("masks"))}
+             for s in summary["steps"]]
+    return PretrainResult(summary["method"], run_dir, Path(located(summary["best_checkpoint"])),
+                          history, steps)
