@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("evaluate", help="mIoU of a fine-tuned checkpoint")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--split", default="test", choices=("val", "test"))
-    p.add_argument("--out", default=None, help="write the metrics JSON here (a file)")
+    p.add_argument("--out", default=None,
+                   help="write the metrics JSON here (a file; only an earlier evaluate output is overwritten)")
     common(p)
     return parser
 
