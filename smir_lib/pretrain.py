@@ -21,6 +21,7 @@ Both functions resume a killed run (see ``checkpoint``) and run under ``torchrun
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .checkpoint import atomic_write_text, check_run_config, read_done, write_done
+from .checkpoint import (atomic_write_text, check_run_config, from_run_relative, locked_run, read_done, read_json,
+                         to_run_relative, write_done)
 from .config import Config, save_config
 from .data.transforms import normalize
 from .distributed import DistContext, all_reduce_sum, barrier, init_distributed
@@ -156,17 +158,20 @@ def _finish(method, cfg, ctx, run_dir, steps) -> PretrainResult:
     history = []
     for s in steps:
         path = run_dir / s["stage"] / "history.json"
-        history += json.loads(path.read_text()) if path.is_file() else []
+        history += read_json(path) if path.is_file() else []
     best = Path(steps[-1]["checkpoint"])
     if ctx.is_main:
         write_history(history, run_dir)
-        shutil.copyfile(best, run_dir / "pretrained.pt")
-        atomic_write_text(json.dumps({"method": method, "best_checkpoint": str(run_dir / "pretrained.pt"),
-                                      "steps": steps}, indent=2), run_dir / "result.json")
+        shutil.copyfile(best, run_dir / "pretrained.pt.tmp")  # atomic, like every file of a run
+        os.replace(run_dir / "pretrained.pt.tmp", run_dir / "pretrained.pt")
+        result = {"method": method, "best_checkpoint": "pretrained.pt",  # paths relative to run_dir
+                  "steps": [to_run_relative(s, run_dir) for s in steps]}
+        atomic_write_text(json.dumps(result, indent=2), run_dir / "result.json")
     barrier(ctx)
     return PretrainResult(method, run_dir, run_dir / "pretrained.pt", history, steps)
 
 
+@locked_run
 def pretrain_random(cfg: Config, run_dir: str | Path) -> PretrainResult:
     """Random-masking pretraining on the whole pool for ``cfg.epochs_for_random`` epochs.
 
@@ -174,7 +179,7 @@ def pretrain_random(cfg: Config, run_dir: str | Path) -> PretrainResult:
     result.json}`` and returns a :class:`PretrainResult`.
     """
     ctx, run_dir = _start(cfg, run_dir, "random")
-    pool = load_split(cfg, "pool")
+    pool = load_split(cfg, "pool", announce=True)
     (train_idx, val_idx), = partition_indices(len(pool), 1, cfg.val_fraction)
     summary = read_done(run_dir / "random")
     if summary is None:
@@ -184,6 +189,7 @@ def pretrain_random(cfg: Config, run_dir: str | Path) -> PretrainResult:
     return _finish("random", cfg, ctx, run_dir, [{"step": 0, **summary}])
 
 
+@locked_run
 def pretrain_selective(cfg: Config, run_dir: str | Path) -> PretrainResult:
     """Partitioned selective pretraining (the paper's recipe): ``cfg.partitions`` steps of ``cfg.pretrain_epochs``.
 
@@ -191,7 +197,7 @@ def pretrain_selective(cfg: Config, run_dir: str | Path) -> PretrainResult:
     run-level ``history.*``, ``pretrained.pt`` (the last step's best checkpoint), ``result.json``.
     """
     ctx, run_dir = _start(cfg, run_dir, "selective")
-    pool = load_split(cfg, "pool")
+    pool = load_split(cfg, "pool", announce=True)
     parts = partition_indices(len(pool), cfg.partitions, cfg.val_fraction)
     steps_pool = scoring_pool(pool, cfg) if cfg.partitions > 1 else None
     model = prepare_model(build_model(cfg), cfg, ctx.device)
@@ -240,13 +246,7 @@ def load_pretrain_result(run_dir: str | Path) -> PretrainResult:
         raise FileNotFoundError(f"no finished pretraining run in {run_dir} (result.json or "
                                 "pretrained.pt missing): run pretrain_random / pretrain_selective "
                                 "there first")
-    summary = json.loads(path.read_text())
-    history = json.loads((run_dir / "history.json").read_text())
-
-    def located(value):  # a path relative to the run folder (a moved or shipped run) made usable
-        return None if value is None else str(run_dir / value) if not Path(value).is_absolute() else value
-
-    steps = [{**s, "checkpoint": located(s.get("checkpoint")), "masks": located(s.get("masks"))}
-             for s in summary["steps"]]
-    return PretrainResult(summary["method"], run_dir, Path(located(summary["best_checkpoint"])),
-                          history, steps)
+    summary = from_run_relative(read_json(path), run_dir)
+    history = read_json(run_dir / "history.json")
+    return PretrainResult(summary["method"], run_dir, Path(summary["best_checkpoint"]), history,
+                          [from_run_relative(s, run_dir) for s in summary["steps"]])

@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,13 +40,30 @@ DATA_SEED = 0
 """Seed of the synthetic images: the data stay the same when ``cfg.seed`` (training) changes."""
 
 
-def load_split(cfg: Config, split: str, name: str | None = None) -> Dataset:
+def load_split(cfg: Config, split: str, name: str | None = None, announce: bool = False) -> Dataset:
     """Dataset ``name`` (default ``cfg.dataset``; the pool: ``cfg.pool_name``) for ``split``.
 
     Trimmed to the first ``cfg.<split>_size`` items (``pool_size`` for the pool) and, with
     ``cfg.cache_images``, decoded once and kept in memory (:class:`~smir_lib.data.views.CachedItems`:
-    the same items, without decoding a file per item).
+    the same items, without decoding a file per item). ``announce``: print (to stderr) which
+    folder the split is read from (runs do, at their start).
     """
+    ds = _load_split(cfg, split, name)
+    if announce and os.environ.get("RANK", "0") == "0":
+        print(f"data: {split} of {name or getattr(ds, 'name', cfg.dataset)}, {len(ds)} images, "
+              f"{data_origin(ds)}", file=sys.stderr, flush=True)  # stdout stays the CLI's JSON
+    return ds
+
+
+def data_origin(ds: Dataset) -> str:
+    """Where a dataset's images come from: ``read from <folder>``, or generated in memory."""
+    root = getattr(ds, "root", None)  # views forward it from the dataset they wrap
+    if root is not None:
+        return f"read from {Path(root).resolve()}"
+    return f"generated in memory (seed {DATA_SEED}; nothing read from disk)"
+
+
+def _load_split(cfg: Config, split: str, name: str | None) -> Dataset:
     name = name or (cfg.pool_name if split == "pool" else cfg.dataset)
     limit = {"pool": cfg.pool_size, "train": cfg.train_size, "val": cfg.val_size,
              "test": cfg.test_size}[split]
@@ -155,7 +174,9 @@ def save_masks(masks: dict, path: str | Path) -> Path:
 
 def load_masks(path: str | Path) -> dict:
     """A step's stored masks, plus ``"grids"``: each image's mask cropped to its own grid shape."""
-    data = torch.load(Path(path), map_location="cpu", weights_only=True)
+    from .checkpoint import load_checkpoint
+
+    data = load_checkpoint(path)  # a truncated file: one line saying to delete the step
     data["grids"] = [m[:h, :w] for m, (h, w) in zip(data["masks"], data["grid_shapes"].tolist())]
     return data
 
