@@ -12,8 +12,12 @@ STAMP := $(VENV)/.installed
 RUN ?= runs/$(shell date +%Y%m%d-%H%M%S)
 PROFILE ?= fast
 PYTEST_ARGS ?=
+# The development copy of the real data (../shared/data, when it exists) is the data folder of
+# `make demo` and `make test`; an explicit SMIR_DATA_DIR wins. The library itself never looks there.
+SMIR_DATA_DIR ?= $(if $(wildcard ../shared/data/cwfid),$(abspath ../shared/data))
+export SMIR_DATA_DIR
 
-.PHONY: demo test unit bench gpu-check venv clean-venv help
+.PHONY: demo test unit bench gpu-check models venv clean-venv help
 
 help:
 	@echo "make demo   run the notebook series (fast profile, synthetic data) into runs/<timestamp>/"
@@ -21,6 +25,7 @@ help:
 	@echo "make unit   only the fast unit tests"
 	@echo "make bench  run the benchmarks (benchmarks/)"
 	@echo "make gpu-check  on an NVIDIA GPU machine: <= 8 min check, results in benchmarks/results/"
+	@echo "make models train the teaching models (synthetic; CWFID too when its data is found)"
 
 $(STAMP): pyproject.toml constraints.txt
 	@if [ -z "$(PYTHON)" ]; then \
@@ -44,6 +49,11 @@ test: $(STAMP)
 
 unit: $(STAMP)
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)
+
+# The teaching models (smir_lib.zoo): synthetic, plus CWFID when its data is found. Resumable.
+MODEL_DATASETS ?= synthetic $(if $(wildcard $(SMIR_DATA_DIR)/cwfid/train_test_split.yaml data/cwfid/train_test_split.yaml),cwfid)
+models: $(STAMP)
+	$(PY) -m smir_lib.zoo --dataset $(MODEL_DATASETS)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks $(BENCH_ARGS)

@@ -2,15 +2,40 @@
 
 Selective Masking Image Reconstruction (SMIR) pretrains a CNN U-Net to rebuild images whose
 *hardest* patches are hidden, as chosen by the model trained so far, and then fine-tunes it for
-semantic segmentation. Each module is short and teaches one idea:
+semantic segmentation. Each module is short and teaches one idea. The map, in four groups:
 
-- ``patches``: the patch grid, random masks, hiding pixels;
-- ``losses``: the reconstruction loss and the per-patch loss map;
-- ``selective``: choosing the hardest patches with the current model;
-- ``models``: the ResNet U-Net;
-- ``data``: datasets, transforms and the synthetic field images;
-- ``pretrain`` / ``finetune`` / ``metrics``: the training engine;
-- ``plots`` / ``widgets`` / ``report``: what the notebooks draw.
+The method (what the notebooks teach, and what the engine trains with)
+    - ``patches``: the authors' patch grid, random patch masks, hiding pixels.
+    - ``losses``: the reconstruction loss (L1 + 1 - MS-SSIM) and the per-patch loss map.
+    - ``selective``: choosing the hardest patches with the current model (``selective_mask``).
+    - ``models``: the ResNet U-Net with torchvision's names, and moving weights into it.
+
+The engine (training runs that resume, on one CPU or many GPUs)
+    - ``config``: one typed configuration with the ``paper`` and ``fast`` presets.
+    - ``runtime``: seeds, devices and the one mixed-precision policy.
+    - ``schedule``: Adam with linear warm-up and cosine decay.
+    - ``train_loop``: one resumable training loop for every stage.
+    - ``pretrain_data``: the pool, its partitions, scoring a partition, the stored masks.
+    - ``pretrain``: random-masking and partitioned selective pretraining.
+    - ``metrics`` / ``finetune``: the Jaccard loss and mIoU; fine-tuning and evaluation.
+    - ``checkpoint`` / ``distributed``: atomic run files; torchrun and DDP.
+    - ``cli`` (``python -m smir_lib``): pretrain, finetune and evaluate from the shell.
+
+The data (every dataset behind one entry point)
+    - ``data.registry`` (``get_dataset``) with one module per dataset (``data.synthetic``,
+      ``data.cwfid``, ``data.voc``, ``data.cityscapes``, ``data.nassar``, ``data.sugarbeets``).
+    - ``data.base``: reading image and label files with errors that say how to fix them.
+    - ``data.transforms``: kornia augmentation and the evaluation transforms.
+    - ``data.views``: first-n, in-memory (``cache_images``) and resized views of a dataset.
+    - ``download``: verified, resumable, atomic downloads of the real datasets and weights.
+
+Notebook support (what the notebooks draw, measure and run)
+    - ``notebook_setup``: parameters, run folders, the version report, the data check.
+    - ``measure``: class shares, hidden-pixel shares, batch loading, the MAE-style views.
+    - ``trained``: "found a trained model, loading it", or train it now.
+    - ``plots`` / ``widgets``: static figures and the JupyterLab explorers.
+    - ``study`` / ``study_report``: the reproduction study loop and its report.
+    - ``runner`` / ``report``: the notebook series with papermill and its summary report.
 
 Importing the package does no work: submodules are imported where they are used.
 """

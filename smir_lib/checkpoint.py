@@ -11,19 +11,71 @@ the best validation epoch. A finished stage writes ``done.json``. A run started 
 
 Every file is written to a temporary name and moved into place with ``os.replace``, which is
 atomic: a run killed while writing leaves the previous complete file, never a half-written one.
+
+Issue 18 adds three guarantees. Paths stored in a run folder (``done.json``, ``result.json``,
+``results.json``) are relative to it, so a moved folder resumes and a copy never reads the
+original's files; in memory they are absolute again (:func:`read_done`). :func:`run_lock` lets
+one process at a time work in a run folder (``fcntl.flock``: a killed process releases it). A
+truncated or corrupt file raises :class:`RunFileError`, one line naming the file and what to do.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
 import json
 import os
-from collections.abc import Mapping
+import pickle
+import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
 
-__all__ = ["atomic_save", "atomic_write_text", "load_checkpoint", "read_done", "write_done",
-           "check_run_config"]
+__all__ = ["atomic_save", "atomic_write_text", "load_checkpoint", "read_torch_file", "read_done", "write_done",
+           "check_run_config", "RunFileError", "run_lock", "locked_run", "to_run_relative", "from_run_relative",
+           "check_run_folder"]
+
+PATH_KEYS = ("checkpoint", "masks", "best_checkpoint")
+"""Summary keys holding a file of the run folder: stored relative to it, absolute in memory."""
+
+
+class RunFileError(ValueError):
+    """A checkpoint, state, mask or summary file cannot be read (truncated, corrupt, not ours)."""
+
+
+def _fix_for(path: Path) -> str:
+    """What a user does about an unreadable ``path``, from where it lives in a run folder."""
+    if path.name in ("best.pt", "state.pt", "masks.pt", "done.json", "history.json"):
+        return f"delete the folder {path.parent} to redo that step (the rest of the run is kept)"
+    if path.name in ("pretrained.pt", "result.json", "results.json"):
+        return f"delete {path} and run the same command on {path.parent} again to rewrite it"
+    return ("pass a checkpoint written by this kit (a pretraining run's pretrained.pt or a "
+            "fine-tuning run's finetune/best.pt)")
+
+
+def read_torch_file(path: str | Path, fix: str | None = None) -> object:
+    """``torch.load(path, weights_only=True)`` on the CPU; an unreadable file is one clear line.
+
+    Raises :class:`RunFileError` naming the file and ``fix`` (default: what to delete, from the
+    file's place in a run folder) when the file is truncated, corrupt, not a torch file, or holds
+    pickled objects other than tensors and plain values (refused: unpickling them could run code).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    fix = fix or _fix_for(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "Unsupported global" in str(err):
+            raise RunFileError(f"{path} holds pickled Python objects, not only tensors: refused, since "
+                               f"loading it could run code; {fix}") from None
+        raise RunFileError(f"{path} is not a torch checkpoint or is corrupt; {fix}") from None
+    except (RuntimeError, EOFError, KeyError, OSError, ValueError) as err:
+        kind = "empty" if path.stat().st_size == 0 else "truncated or corrupt"
+        raise RunFileError(f"{path} is {kind} ({type(err).__name__}); {fix}") from None
 
 
 def atomic_save(obj, path: str | Path) -> Path:
@@ -46,21 +98,123 @@ def atomic_write_text(text: str, path: str | Path) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """Read a checkpoint written by this engine (tensors and plain Python values only)."""
-    return torch.load(Path(path), map_location="cpu", weights_only=True)
+def load_checkpoint(path: str | Path, fix: str | None = None) -> dict:
+    """Read a checkpoint written by this engine (tensors and plain Python values only).
+
+    A file that is not one (truncated, corrupt, another format) raises :class:`RunFileError`.
+    """
+    path = Path(path)
+    data = read_torch_file(path, fix)
+    if not isinstance(data, dict):
+        raise RunFileError(f"{path} holds a {type(data).__name__}, not a checkpoint dict; {fix or _fix_for(path)}")
+    return data
+
+
+def read_json(path: str | Path, fix: str | None = None):
+    """A JSON file of a run folder; a truncated or corrupt one raises :class:`RunFileError`."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RunFileError(f"{path} is truncated or corrupt (line {getattr(err, 'lineno', '?')}: "
+                           f"{getattr(err, 'msg', err)}); {fix or _fix_for(path)}") from None
+
+
+def to_run_relative(summary: Mapping, run_dir: str | Path) -> dict:
+    """``summary`` with its file paths (``PATH_KEYS``) relative to ``run_dir``, for writing."""
+    run_dir = Path(os.path.abspath(run_dir))
+    out = dict(summary)
+    for key in PATH_KEYS:
+        if out.get(key) is not None:
+            path = Path(os.path.abspath(out[key]))
+            out[key] = path.relative_to(run_dir).as_posix() if run_dir in path.parents else str(path)
+    return out
+
+
+def from_run_relative(summary: Mapping, run_dir: str | Path) -> dict:
+    """``summary`` as read from ``run_dir``, its relative file paths made absolute again."""
+    run_dir = Path(os.path.abspath(run_dir))
+    out = dict(summary)
+    for key in PATH_KEYS:
+        if out.get(key) is not None:
+            out[key] = str(run_dir / out[key])  # an absolute path (older folders) stays as it is
+    return out
 
 
 def read_done(stage_dir: str | Path) -> dict | None:
-    """The summary of a finished stage, or None while it is unfinished."""
+    """The summary of a finished stage (paths absolute), or None while it is unfinished."""
     path = Path(stage_dir) / "done.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    return from_run_relative(read_json(path), Path(stage_dir).parent)
 
 
 def write_done(stage_dir: str | Path, summary: Mapping) -> Path:
-    """Mark a stage finished (written last, after its checkpoints)."""
-    return atomic_write_text(json.dumps(dict(summary), indent=2, default=str),
-                             Path(stage_dir) / "done.json")
+    """Mark a stage finished (written last, after its checkpoints); paths relative to the run folder."""
+    summary = to_run_relative(summary, Path(stage_dir).parent)
+    return atomic_write_text(json.dumps(summary, indent=2, default=str), Path(stage_dir) / "done.json")
+
+
+def check_run_folder(run_dir: str | Path) -> Path:
+    """Create the run folder ``run_dir``; a path that is (or runs through) a file is a clear error."""
+    run_dir = Path(run_dir)
+    for parent in (run_dir, *run_dir.parents):
+        if parent.exists() and not parent.is_dir():
+            raise ValueError(f"run folder {run_dir}: {parent} is a file, not a folder; pass a folder "
+                             f"for --out (a new one, or a run folder to resume)")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str | Path) -> Iterator[Path]:
+    """Hold ``run_dir/.lock`` while the block runs; a second process on the folder is refused.
+
+    The lock is ``fcntl.flock`` on an open file: the kernel releases it when the process ends,
+    however it ends, so a killed run never leaves the folder locked. The file records the pid of
+    the holder for the message. Where ``fcntl`` is missing (Windows) no lock is taken.
+    """
+    run_dir = check_run_folder(run_dir)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield run_dir
+        return
+    path = run_dir / ".lock"
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise ValueError(f"run folder {run_dir} is in use by {holder}: wait until it ends, or pass "
+                             f"another --out folder") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()} (started {time.strftime('%Y-%m-%d %H:%M:%S')})")
+        handle.flush()
+        try:
+            yield run_dir
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def locked_run(function):
+    """Decorator: run ``function(cfg, run_dir, ...)`` holding :func:`run_lock` on ``run_dir``.
+
+    Under ``torchrun`` only rank 0 takes the lock (all ranks share the folder by design).
+    """
+    signature = inspect.signature(function)
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        run_dir = signature.bind(*args, **kwargs).arguments["run_dir"]
+        if os.environ.get("RANK", "0") != "0":
+            return function(*args, **kwargs)
+        with run_lock(run_dir):
+            return function(*args, **kwargs)
+
+    return wrapper
 
 
 def check_run_config(run_dir: str | Path, cfg_dict: Mapping, method: str) -> None:
@@ -73,10 +227,24 @@ def check_run_config(run_dir: str | Path, cfg_dict: Mapping, method: str) -> Non
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         return
-    saved = json.loads(path.read_text())
+    saved = read_json(path, f"delete {run_dir} to start the run again")
     saved_method = saved.pop("method", method)
     diff = config_diff(saved, cfg_dict)
     if diff or saved_method != method:
         changes = {**diff, **({"method": (saved_method, method)} if saved_method != method else {})}
         raise ValueError(f"run folder {run_dir} holds a run with another configuration "
                          f"(saved vs now: {changes}); use a new --out folder, or delete {run_dir}")
+
+
+def check_pretraining_checkpoint(state: Mapping, path: str | Path) -> None:
+    """Refuse to evaluate a pretraining checkpoint (its head reconstructs images, it does not segment).
+
+    Checkpoints of this engine record their ``stage``: ``finetune`` for a segmentation model,
+    ``random`` / ``step_k`` for pretraining (``pretrained.pt`` is a copy of such a ``best.pt``).
+    A 3-class dataset would otherwise load the 3-channel colour head and report an mIoU near 0.
+    """
+    stage = state.get("stage") if isinstance(state, Mapping) else None
+    if stage is not None and stage != "finetune":
+        raise ValueError(f"{path} is a pretraining checkpoint (stage {stage!r}, a 3-channel image "
+                         f"reconstruction head), not a segmentation model: fine-tune it first "
+                         f"(smir finetune --init {path} --out RUN) and evaluate RUN/finetune/best.pt")

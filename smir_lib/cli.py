@@ -18,10 +18,47 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "check_metrics_out", "user_message"]
+
+WRITTEN_BY = "smir evaluate"
+"""Marks a metrics file as written by ``evaluate --out``: only such a file may be overwritten."""
+
+
+def check_metrics_out(path: str | Path) -> Path:
+    """Refuse a bad ``evaluate --out`` before any work: a folder, a path through a file, or an
+    existing file that is not an earlier ``evaluate`` output (a checkpoint, say)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"--out {path} is a folder; evaluate writes one JSON file: pass a file name "
+                         f"such as {path / 'metrics.json'}")
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise ValueError(f"--out {path}: {parent} is a file, not a folder; pass a path in a folder")
+    if path.exists():
+        try:
+            ours = json.loads(path.read_text()).get("written_by") == WRITTEN_BY
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+            ours = False
+        if not ours:
+            raise ValueError(f"--out {path} exists and is not an earlier `smir evaluate` output: refusing "
+                             f"to overwrite it; pass a new file name, or delete the file first")
+    return path
+
+
+def user_message(err: BaseException) -> str:
+    """The message of ``err``; for an error re-raised from a DataLoader worker, the original
+    message (torch wraps it in 'Caught X in DataLoader worker process N' and a traceback)."""
+    text = str(err)
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        found = re.search(rf"(?:^|\n)[\w.]*{re.escape(type(err).__name__)}: (.*)\Z", text, re.S)
+        if found:
+            return found.group(1).strip()
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("evaluate", help="mIoU of a fine-tuned checkpoint")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--split", default="test", choices=("val", "test"))
-    p.add_argument("--out", default=None, help="write the metrics JSON here (a file)")
+    p.add_argument("--out", default=None,
+                   help="write the metrics JSON here (a file; only an earlier evaluate output is overwritten)")
     common(p)
     return parser
 
@@ -85,17 +123,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                        "per_class_iou": dict(zip(result["test"]["class_names"],
                                                  result["test"]["per_class_iou"]))}
         else:
+            from .checkpoint import atomic_write_text
             from .finetune import evaluate
 
+            out = check_metrics_out(args.out) if args.out else None  # before any work
             summary = evaluate(cfg, args.checkpoint, split=args.split)
-            if args.out:
-                with open(args.out, "w") as f:
-                    json.dump(summary, f, indent=2)
+            if out is not None:
+                atomic_write_text(json.dumps({"written_by": WRITTEN_BY, **summary}, indent=2), out)
             summary = {k: v for k, v in summary.items() if k != "confusion"}
     except (ValueError, FileNotFoundError, DatasetNotFoundError, ImageLoadError, LabelError) as err:
         if os.environ.get("SMIR_DEBUG"):
             raise
-        print(f"error: {err}\n(set SMIR_DEBUG=1 for the full traceback)", file=sys.stderr)
+        print(f"error: {user_message(err)}\n(set SMIR_DEBUG=1 for the full traceback)", file=sys.stderr)
         return 2
     if os.environ.get("RANK", "0") == "0":
         print(json.dumps(summary, indent=2, default=str))

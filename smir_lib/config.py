@@ -31,8 +31,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-__all__ = ["Config", "PRESETS", "PRETRAIN_BATCH", "load_config", "packaged_configs", "parse_overrides", "save_config",
+__all__ = ["Config", "ConfigValueError", "PRESETS", "PRETRAIN_BATCH", "load_config", "packaged_configs", "parse_overrides", "save_config",
            "config_diff"]
+
+class ConfigValueError(ValueError):
+    """A config value is invalid; ``key`` names the field (so a file's line can be named too)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
 
 PRETRAIN_BATCH: dict[str, int] = {"voc": 128, "cityscapes": 128, "nassar": 256, "sugarbeets": 64}
 """The authors' pretraining batch size per dataset; any other dataset gets 128."""
@@ -75,7 +83,10 @@ class Config:
         CPU with AMX-BF16, else float32, see ``runtime.amp_dtype``; ``off``, ``bf16``, ``fp16``),
         channels_last (CUDA and CPU), device (``auto``, ``cpu``, ``cuda``, ``cuda:1``),
         score_batch (images per scoring batch), score_chunk (masked copies per forward pass,
-        None = a whole batch; halved on out-of-memory), progress (tqdm bars).
+        None = a whole batch; halved on out-of-memory), progress (tqdm bars), cache_images
+        (decode every image once and keep it in memory, 8-bit images as uint8; the pool resized
+        for the selective steps too: same results, no file decoding per item; for datasets
+        that fit in memory).
     """
 
     dataset: str = "synthetic"
@@ -114,6 +125,7 @@ class Config:
     score_batch: int = 16
     score_chunk: int | None = None
     progress: bool = True
+    cache_images: bool = False
 
     def __post_init__(self) -> None:
         checks = [
@@ -125,14 +137,43 @@ class Config:
             (self.k >= 1, "k", "at least 1 random mask per image (the paper uses 5)"),
             (self.msssim_win % 2 == 1, "msssim_win", "an odd window size, e.g. 11 or 7"),
         ]
+        # Issue 18: counts that would silently mean something else (0 -> the default batch) or
+        # end in an unrelated error far from the config.
+        checks += [
+            (self.pretrain_batch is None or self.pretrain_batch >= 1, "pretrain_batch",
+             "at least 1, or None for the per-dataset table (128 for most datasets)"),
+            (self.pretrain_epochs >= 1, "pretrain_epochs", "at least 1 epoch per step (the paper uses 1000)"),
+            (self.random_epochs is None or self.random_epochs >= 1, "random_epochs",
+             "at least 1, or None for pretrain_epochs"),
+            (self.finetune_epochs >= 1, "finetune_epochs", "at least 1 (the paper uses 500)"),
+            (self.finetune_batch >= 1, "finetune_batch", "at least 1 (the paper uses 8)"),
+            (self.score_batch >= 1, "score_batch", "at least 1 image per scoring batch, e.g. 16"),
+            (self.score_chunk is None or self.score_chunk >= 1, "score_chunk",
+             "at least 1, or None for a whole batch"),
+            (self.workers >= 0, "workers", "0 (load in the main process) or more DataLoader processes"),
+            (self.n_patches >= 1, "n_patches", "at least 1 (the paper uses 512)"),
+            (self.image_size >= 1, "image_size", "a side in pixels, e.g. 256"),
+        ]
         for ok, key, expected in checks:
             if not ok:
-                raise ValueError(f"config {key}={getattr(self, key)!r} is invalid: expected {expected}")
+                raise ConfigValueError(key, f"config {key}={getattr(self, key)!r} is invalid: expected {expected}")
         limit = (self.msssim_win - 1) * 16
         if self.image_size <= limit:
-            raise ValueError(f"config image_size={self.image_size} is too small for MS-SSIM with a "
-                             f"{self.msssim_win}x{self.msssim_win} window (needs > {limit} px): raise "
-                             f"image_size or lower msssim_win (7 needs > 96 px, 5 needs > 64 px)")
+            raise ConfigValueError("image_size", f"config image_size={self.image_size} is too small for MS-SSIM with a "
+                                   f"{self.msssim_win}x{self.msssim_win} window (needs > {limit} px): raise "
+                                   f"image_size or lower msssim_win (7 needs > 96 px, 5 needs > 64 px)")
+        self._check_hidden_patches()
+
+    def _check_hidden_patches(self) -> None:
+        """``mask_ratio`` must hide at least one patch of the actual grid of an ``image_size`` crop."""
+        from .patches import n_hidden, patch_grid
+
+        grid = patch_grid(self.image_size, self.image_size, self.n_patches)
+        if n_hidden(grid, self.mask_ratio) == 0:
+            raise ConfigValueError(
+                "mask_ratio", f"config mask_ratio={self.mask_ratio} hides no patch: the {self.image_size} px "
+                f"crop has {grid.n_patches} patches ({grid.gh}x{grid.gw}) and floor({self.mask_ratio} * "
+                f"{grid.n_patches}) = 0; use mask_ratio >= {1 / grid.n_patches:.4g} (the paper uses 0.5)")
 
     @property
     def pool_name(self) -> str:
@@ -190,7 +231,8 @@ def _valid_keys() -> list[str]:
 def _checked(values: Mapping) -> dict:
     unknown = [k for k in values if k not in _valid_keys()]
     if unknown:
-        raise ValueError(f"unknown config key(s) {unknown}; valid keys are: {', '.join(_valid_keys())}")
+        raise ConfigValueError(unknown[0], f"unknown config key(s) {unknown}; valid keys are: "
+                               f"{', '.join(_valid_keys())}")
     return dict(values)
 
 
@@ -203,14 +245,14 @@ def _coerce(key: str, value):
     if value is None or (optional and isinstance(value, str) and value.lower() in ("none", "null", "")):
         if optional:
             return None
-        raise ValueError(f"config {key} cannot be None: expected {_TYPE_NAMES.get(base, base.__name__)}")
+        raise ConfigValueError(key, f"config {key} cannot be None: expected {_TYPE_NAMES.get(base, base.__name__)}")
     if base is bool:
         if isinstance(value, str):
             if value.lower() in ("1", "true", "yes", "on"):
                 return True
             if value.lower() in ("0", "false", "no", "off"):
                 return False
-            raise ValueError(f"config {key}={value!r}: expected true or false")
+            raise ConfigValueError(key, f"config {key}={value!r}: expected true or false")
         return bool(value)
     try:
         if base is int and isinstance(value, float) and not value.is_integer():
@@ -218,7 +260,8 @@ def _coerce(key: str, value):
         return base(float(value)) if base is int and isinstance(value, str) and "e" in value.lower() \
             else base(value)
     except (TypeError, ValueError):
-        raise ValueError(f"config {key}={value!r}: expected {_TYPE_NAMES.get(base, base.__name__)}") from None
+        raise ConfigValueError(key, f"config {key}={value!r}: expected "
+                               f"{_TYPE_NAMES.get(base, base.__name__)}") from None
 
 
 def _build(values: Mapping) -> Config:
@@ -237,18 +280,40 @@ def parse_overrides(items: Sequence[str]) -> dict[str, str]:
 
 
 def _read_file(path: Path) -> dict:
+    """The mapping in a YAML/JSON config file; a syntax error names the file and the line."""
     text = path.read_text()
     if path.suffix == ".json":
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"config file {path}, line {err.lineno}: invalid JSON ({err.msg})") from None
     else:
         import yaml
 
-        data = yaml.safe_load(text) or {}
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f", line {mark.line + 1}" if mark is not None else ""
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ValueError(f"config file {path}{where}: invalid YAML ({problem})") from None
     if not isinstance(data, Mapping):
         raise ValueError(f"config file {path} holds a {type(data).__name__}; expected a mapping of keys")
     data = dict(data)
     base = data.pop("preset", None)  # a file may start from a preset: `preset: fast`
+    data.pop("method", None)  # a run folder's config.json names its method (see save_config)
     return {**(PRESETS[base] if base else {}), **data}
+
+
+def _key_line(path: Path, key: str) -> int | None:
+    """The line (1-based) where ``key`` is set in a YAML/JSON config file, None if not found."""
+    import re
+
+    pattern = re.compile(rf'^\s*"?{re.escape(key)}"?\s*:')
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if pattern.search(line) or (path.suffix == ".json" and f'"{key}"' in line):
+            return number
+    return None
 
 
 def load_config(preset_or_path: str | Path = "paper",
@@ -258,31 +323,46 @@ def load_config(preset_or_path: str | Path = "paper",
     ``overrides`` is a dict, or a list of ``key=value`` strings (the command line); values are
     converted to each field's type. Unknown keys raise ``ValueError`` listing the valid keys.
     """
+    file = None
     if isinstance(preset_or_path, Config):
         base = preset_or_path.to_dict()
     elif str(preset_or_path) in PRESETS:
         base = dict(PRESETS[str(preset_or_path)])
     elif Path(preset_or_path).is_file():
-        base = _read_file(Path(preset_or_path))
+        file = Path(preset_or_path)
     elif (PACKAGED / f"{preset_or_path}.yaml").is_file():
-        base = _read_file(PACKAGED / f"{preset_or_path}.yaml")
+        file = PACKAGED / f"{preset_or_path}.yaml"
     else:
         raise ValueError(f"config {str(preset_or_path)!r} is neither a preset ({sorted(PRESETS)}), "
                          f"a packaged config ({packaged_configs()}) nor an existing .yaml/.json file")
+    if file is not None:
+        base = _read_file(file)
     if overrides is not None and not isinstance(overrides, Mapping):
         overrides = parse_overrides(overrides)
-    return _build({**base, **dict(overrides or {})})
+    overrides = dict(overrides or {})
+    try:
+        return _build({**base, **overrides})
+    except ConfigValueError as err:  # a bad value read from a file: name the file and its line
+        line = _key_line(file, err.key) if file is not None and err.key not in overrides else None
+        if line is None:
+            raise
+        raise ConfigValueError(err.key, f"config file {file}, line {line}: {err}") from None
 
 
-def save_config(cfg: Config, run_dir: str | Path) -> Path:
-    """Write the resolved configuration to ``run_dir/config.json``; return the path."""
-    path = Path(run_dir) / "config.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(cfg.to_dict(), indent=2))
-    return path
+def save_config(cfg: Config, run_dir: str | Path, method: str | None = None) -> Path:
+    """Write the resolved configuration to ``run_dir/config.json`` atomically; return the path.
+
+    The one writer of a run's ``config.json``: the engine adds the run's ``method`` (``random``,
+    ``selective``, ``finetune:<init>``), which ``load_config`` reads back as metadata, so the
+    file loads as a config (``load_config("runs/x/config.json")``).
+    """
+    from .checkpoint import atomic_write_text
+
+    payload = {**cfg.to_dict(), **({"method": method} if method else {})}
+    return atomic_write_text(json.dumps(payload, indent=2), Path(run_dir) / "config.json")
 
 
-_NOT_RESULTS = ("progress", "workers", "device", "score_batch", "score_chunk", "data_root")
+_NOT_RESULTS = ("progress", "workers", "device", "score_batch", "score_chunk", "data_root", "cache_images")
 """Keys that change how a run executes but not what it computes (a resume may change them)."""
 
 

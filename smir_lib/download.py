@@ -15,11 +15,16 @@ for each file of the manifest (:data:`SOURCES`):
    with the URL and status.
 5. **Verify** size and checksum (md5, sha256, or the sha256 prefix in torchvision weight file
    names). A mismatch deletes the ``.part`` file and raises: nothing half-written stays in place.
+   A short read (fewer bytes than ``Content-Length``, ``Content-Range`` or the manifest's size
+   announce) is a failed attempt: retried, resuming the ``.part``.
 6. **Rename** ``.part`` to the final name atomically (``os.replace``).
 7. **Extract** safely: every member of a zip or tar is checked first (absolute paths, ``..``,
    links pointing outside the target, device files are rejected, naming the member) and only
    then extracted (tar with ``filter="data"``). RAR multi-part archives go through an external
    tool (``unrar``, ``7z``, ``bsdtar`` or ``unar``), and the result is checked the same way.
+   Links are checked where they finally land (after a top folder is stripped) and never followed
+   when the files are moved into place. An archive that fails to extract is reported; one the
+   manifest has no size or checksum for is deleted, so the next run downloads it again.
 8. **Check the layout** and print one summary line with the number of images per split.
 
 Credentials: Cityscapes reads ``CITYSCAPES_USERNAME`` / ``CITYSCAPES_PASSWORD`` or prompts (the
@@ -31,10 +36,12 @@ from __future__ import annotations
 
 import argparse
 import base64
+import gzip
 import hashlib
 import http.client
 import http.cookiejar
 import json
+import lzma
 import os
 import re
 import shutil
@@ -48,6 +55,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -70,6 +78,10 @@ class HtmlInsteadOfFileError(DownloadError):
 
 class UnsafeArchiveError(RuntimeError):
     """An archive member would land outside the extraction folder."""
+
+
+class CorruptArchiveError(RuntimeError):
+    """A downloaded archive cannot be extracted: truncated, corrupt, or not an archive."""
 
 
 class MissingToolError(RuntimeError):
@@ -221,7 +233,9 @@ class Downloader:
             response = self._open(spec.url, offset)
         except urllib.error.HTTPError as err:
             if err.code == 416 and offset:  # range not satisfiable: the .part is complete, or stale
-                if spec.size is None or offset == spec.size:
+                total = _range_total(err.headers.get("Content-Range", "") if err.headers else "")
+                known = spec.size if spec.size is not None else total
+                if known is None or offset == known:
                     return
                 part.unlink()
                 raise DownloadError(f"{spec.url}: server refused to resume at byte {offset}; "
@@ -237,7 +251,7 @@ class Downloader:
                     f"{spec.url} answered with an HTML page (Content-Type {content_type!r}) instead of "
                     f"{spec.filename}: usually a login, licence or error page. Check credentials/access.")
             length = response.headers.get("Content-Length")
-            total = offset + int(length) if length and length.isdigit() else spec.size
+            total = _expected_total(response, offset, spec.size)
             mode = "ab" if offset else "wb"
             with open(part, mode) as out, tqdm(total=total, initial=offset, unit="B", unit_scale=True,
                                                unit_divisor=1024, desc=spec.filename,
@@ -258,8 +272,28 @@ class Downloader:
                     out.write(block)
                     received += len(block)
                     bar.update(len(block))
-            if length and length.isdigit() and received < int(length):
-                raise http.client.IncompleteRead(b"", int(length) - received)
+            if total is not None and offset + received < total:  # a short read is a failed attempt
+                raise http.client.IncompleteRead(b"", total - offset - received)
+
+
+def _range_total(content_range: str) -> int | None:
+    """The full size in a ``Content-Range: bytes a-b/N`` (or ``bytes */N``) header, else None."""
+    found = re.fullmatch(r"\s*bytes\s+(?:\d+-\d+|\*)/(\d+)\s*", content_range or "")
+    return int(found.group(1)) if found else None
+
+
+def _expected_total(response, offset: int, size: int | None) -> int | None:
+    """Bytes the complete file has, from the answer's headers or the manifest; None when unknown.
+
+    A 206 answer names the full size in ``Content-Range``; a 200 answer's ``Content-Length`` is
+    the whole body. Without either, only the manifest's ``size`` can tell a cut connection from
+    the end of the file (the archive check after the download catches the rest).
+    """
+    total = _range_total(response.headers.get("Content-Range", "")) if offset else None
+    length = response.headers.get("Content-Length")
+    if total is None and length and length.isdigit():
+        total = offset + int(length)
+    return total if total is not None else size
 
 
 # --------------------------------------------------------------------------------------------
@@ -358,8 +392,8 @@ def extract_archive(archive: Path, target: Path, *, strip_top: bool = False, pro
             done = subprocess.run(command, stdout=subprocess.DEVNULL if not progress else None,
                                   stderr=subprocess.PIPE, text=True)
             if done.returncode != 0:
-                raise RuntimeError(f"{tool} failed on {archive} (exit {done.returncode}): {done.stderr.strip()[-500:]}")
-            check_extracted_tree(staging)
+                raise CorruptArchiveError(f"{tool} failed on {archive} (exit {done.returncode}): "
+                                          f"{done.stderr.strip()[-500:]}")
         elif tarfile.is_tarfile(archive):
             with tarfile.open(archive) as tar:
                 members = check_tar_members(tar, staging)
@@ -368,33 +402,43 @@ def extract_archive(archive: Path, target: Path, *, strip_top: bool = False, pro
                 else:  # Python without extraction filters: the explicit checks above still hold
                     tar.extractall(staging, members=members)
         else:
-            raise ValueError(f"{archive}: not a zip, tar or rar archive")
+            raise CorruptArchiveError(f"{archive}: not a zip, tar or rar archive (or a truncated one)")
         source = staging
         children = list(staging.iterdir())
-        if strip_top and len(children) == 1 and children[0].is_dir():
+        if strip_top and len(children) == 1 and _real_dir(children[0]):
             source = children[0]
-        for child in list(source.iterdir()):
-            dest = target / child.name
-            if dest.exists() and dest.is_dir() and child.is_dir():
-                _merge(child, dest)
-            else:
-                if dest.is_dir():
-                    shutil.rmtree(dest)
-                os.replace(child, dest)
+        # Links are checked where they will finally live: after stripping the top folder, a link
+        # `top/up -> ..` that stayed inside the staging folder would point outside the target.
+        check_extracted_tree(source)
+        _merge(source, target)
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError,
+            gzip.BadGzipFile) as err:
+        raise CorruptArchiveError(f"{archive} is truncated or corrupt ({type(err).__name__}: {err})") from err
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _real_dir(path: Path) -> bool:
+    """A directory that is not a symbolic link (links are never followed while moving files)."""
+    return path.is_dir() and not path.is_symlink()
+
+
 def _merge(src: Path, dst: Path) -> None:
-    """Move the tree ``src`` into the existing folder ``dst`` (files replace files)."""
+    """Move the tree ``src`` into the existing folder ``dst``; files (and links) replace what is there.
+
+    Links are never followed: a link in ``dst`` where ``src`` has a folder is replaced by the
+    folder, so nothing is ever written through a link to somewhere outside ``dst``.
+    """
     for child in src.iterdir():
         target = dst / child.name
-        if child.is_dir() and target.is_dir():
+        if _real_dir(child) and _real_dir(target):
             _merge(child, target)
-        else:
-            if target.is_dir():
-                shutil.rmtree(target)
-            os.replace(child, target)
+            continue
+        if target.is_symlink() or target.is_file():
+            target.unlink()
+        elif target.is_dir():
+            shutil.rmtree(target)
+        os.replace(child, target)
 
 
 # --------------------------------------------------------------------------------------------
@@ -418,6 +462,12 @@ CITYSCAPES_LOGIN_URL = "https://www.cityscapes-dataset.com/login/"
 KAGGLE_URL = "https://www.kaggle.com/api/v1/datasets/download/yueminwang/nassar-2020"
 SUGARBEETS_URL = "https://www.ipb.uni-bonn.de/datasets_IJRR2017/annotations/cropweed/ijrr_sugarbeets_2016_annotations.part{:02d}.rar"
 
+# Sizes and checksums: VOC (md5 from the VOC pages), Cityscapes (sha256) and the torchvision
+# weights (sha256 prefix in the name) are known. Unknown, and said so: the GitHub-generated CWFID
+# tarball (its files are checked one by one against data/cwfid_sha256.txt after extraction), the
+# Kaggle Nassar zip and the Sugarbeets RAR parts. For those, a short read is caught from the
+# Content-Length / Content-Range headers when the server sends them, and a truncated archive by
+# its failed extraction, which deletes it so that the next run downloads it again.
 SOURCES: dict[str, Source] = {
     "voc": Source("voc", (
         RemoteFile("http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar",
@@ -425,10 +475,15 @@ SOURCES: dict[str, Source] = {
         RemoteFile("http://host.robots.ox.ac.uk/pascal/VOC/voc2007/VOCtest_06-Nov-2007.tar",
                    "VOCtest_06-Nov-2007.tar", md5="b6e924de25625d8de591ea690078ad9f"),
     ), "voc", licence="Flickr images under their owners' terms; annotations for research (PASCAL VOC)"),
+    # Cityscapes sha256: torchvision's prototype dataset (pytorch/vision,
+    # torchvision/prototype/datasets/_builtin/cityscapes.py, _FILES_CHECKSUMS).
     "cityscapes": Source("cityscapes", (
-        RemoteFile(CITYSCAPES_FILE_URL.format(1), "gtFine_trainvaltest.zip"),
-        RemoteFile(CITYSCAPES_FILE_URL.format(3), "leftImg8bit_trainvaltest.zip"),
-        RemoteFile(CITYSCAPES_FILE_URL.format(4), "leftImg8bit_trainextra.zip"),
+        RemoteFile(CITYSCAPES_FILE_URL.format(1), "gtFine_trainvaltest.zip",
+                   sha256="40461a50097844f400fef147ecaf58b18fd99e14e4917fb7c3bf9c0d87d95884"),
+        RemoteFile(CITYSCAPES_FILE_URL.format(3), "leftImg8bit_trainvaltest.zip",
+                   sha256="3ccff9ac1fa1d80a6a064407e589d747ed0657aac7dc495a4403ae1235a37525"),
+        RemoteFile(CITYSCAPES_FILE_URL.format(4), "leftImg8bit_trainextra.zip",
+                   sha256="e41cc14c0c06aad051d52042465d9b8c22bacf6e4c93bb98de273ed7177b7133"),
     ), "cityscapes", auth="cityscapes", licence="Cityscapes licence: non-commercial research, account required"),
     "nassar": Source("nassar", (RemoteFile(KAGGLE_URL, "nassar-2020.zip"),), "nassar", auth="kaggle",
                      licence="see the Kaggle dataset page yueminwang/nassar-2020"),
@@ -559,6 +614,27 @@ def _marker(folder: Path, spec: RemoteFile) -> Path:
     return folder / ".smir_extracted" / f"{spec.filename}.done"
 
 
+def _verifiable(spec: RemoteFile) -> bool:
+    """Whether the manifest knows a size or checksum for ``spec`` (so a bad download is caught)."""
+    return any(v is not None for v in (spec.size, spec.md5, spec.sha256, spec.sha256_prefix))
+
+
+def _failed_extraction(err: CorruptArchiveError, source: Source, spec: RemoteFile, downloads: Path) -> str:
+    """Say that an extraction failed; delete the archives that could not be verified, so that
+    the next run downloads them again instead of 'verifying' the same truncated file forever."""
+    group = [f for f in source.files if f.filename.endswith(".rar")] if spec.filename.endswith(".rar") else [spec]
+    unverified = [f for f in group if not _verifiable(f) and (downloads / f.filename).is_file()]
+    for f in unverified:
+        (downloads / f.filename).unlink()
+    if unverified:
+        names = ", ".join(f.filename for f in unverified)
+        return (f"extracting {spec.filename} failed: {err}. The manifest has no size or checksum for "
+                f"{names}, so a cut download could not be told from a complete one: deleted; run the "
+                f"same command again to download anew")
+    return (f"extracting {spec.filename} failed: {err}. The archive passed its size/checksum check, "
+            f"so the download is complete: check the free disk space and the extractor, then run again")
+
+
 def fetch_source(name: str, data_dir: Path, *, progress: bool = True, retries: int = 4, backoff: float = 2.0,
                  delete_archives: bool = False, sources: dict[str, Source] | None = None,
                  log: Callable[[str], None] = print) -> Path:
@@ -594,7 +670,10 @@ def fetch_source(name: str, data_dir: Path, *, progress: bool = True, retries: i
     for spec in todo:
         if spec.extract:
             log(f"extracting {spec.filename} into {folder}")
-            extract_archive(downloads / spec.filename, folder, strip_top=source.strip_top, progress=progress)
+            try:
+                extract_archive(downloads / spec.filename, folder, strip_top=source.strip_top, progress=progress)
+            except CorruptArchiveError as err:
+                raise DownloadError(_failed_extraction(err, source, spec, downloads)) from err
             marker = _marker(folder, spec)
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.write_text(json.dumps({"url": spec.url, "extracted": time.strftime("%Y-%m-%d %H:%M:%S")}))

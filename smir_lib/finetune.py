@@ -23,8 +23,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from .checkpoint import atomic_write_text, check_run_config, load_checkpoint, read_done, write_done
-from .config import Config
+from .checkpoint import (atomic_write_text, check_pretraining_checkpoint, check_run_config, load_checkpoint,
+                         locked_run, read_done, read_json, to_run_relative, write_done)
+from .config import Config, save_config
 from .data.transforms import EvalTransform, TrainAugment, normalize
 from .distributed import DistContext, all_reduce_sum, barrier, init_distributed
 from .metrics import confusion_matrix, segmentation_loss, segmentation_metrics
@@ -98,23 +99,22 @@ def _confusion(model: nn.Module, dataset: Dataset, batch_size: int, cfg: Config,
     return all_reduce_sum(confusion, ctx).cpu()
 
 
+@locked_run
 def finetune(cfg: Config, run_dir: str | Path, init: str | Path = "scratch") -> dict:
     """Fine-tune on ``cfg.dataset`` from ``init``, test the best-validation-mIoU checkpoint.
 
     Returns (and writes to ``run_dir/results.json``) ``{"init", "best_val_miou", "best_epoch",
-    "checkpoint", "history", "test": {miou, per_class_iou, class_names, lowest_classes,
-    pixel_accuracy, confusion}}``.
+    "checkpoint", "n_train", "n_val", "history", "test": {miou, per_class_iou, class_names,
+    lowest_classes, pixel_accuracy, confusion, n_images}}``.
     """
     ctx = init_distributed(cfg.device)
     setup_determinism(cfg)
     run_dir = Path(run_dir)
     check_run_config(run_dir, cfg.to_dict(), f"finetune:{init}")
     if ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(
-            json.dumps({**cfg.to_dict(), "method": f"finetune:{init}"}, indent=2))
+        save_config(cfg, run_dir, f"finetune:{init}")
     barrier(ctx)
-    train, val = load_split(cfg, "train"), load_split(cfg, "val")
+    train, val = load_split(cfg, "train", announce=True), load_split(cfg, "val", announce=True)
     class_names, ignore = _meta(train)
     stage_dir = run_dir / "finetune"
     done = read_done(stage_dir)
@@ -141,15 +141,17 @@ def finetune(cfg: Config, run_dir: str | Path, init: str | Path = "scratch") -> 
                              monitor="val_miou", mode="max")
         best_epoch = max(result.history, key=lambda r: r["val_miou"])["epoch"]
         done = {"init": str(init), "loaded": loaded, "best_val_miou": result.best_value,
-                "best_epoch": best_epoch, "checkpoint": str(result.best_checkpoint)}
+                "best_epoch": best_epoch, "checkpoint": str(result.best_checkpoint),
+                "n_train": len(train), "n_val": len(val)}  # what ran, not what the config asked
         if ctx.is_main:
             write_done(stage_dir, done)
         barrier(ctx)
     test = evaluate(cfg, done["checkpoint"], split="test", ctx=ctx)
-    history = json.loads((stage_dir / "history.json").read_text())
+    history = read_json(stage_dir / "history.json")
     results = {**done, "history": history, "test": test}
-    if ctx.is_main:
-        atomic_write_text(json.dumps(results, indent=2, default=_json_default), run_dir / "results.json")
+    if ctx.is_main:  # paths relative to the run folder, as in done.json
+        stored = {**to_run_relative(results, run_dir), "test": to_run_relative(test, run_dir)}
+        atomic_write_text(json.dumps(stored, indent=2, default=_json_default), run_dir / "results.json")
     return results
 
 
@@ -167,10 +169,11 @@ def evaluate(cfg: Config, checkpoint: str | Path, split: str = "test",
     ``n_images`` and ``split``.
     """
     ctx = ctx or init_distributed(cfg.device)
-    base = load_split(cfg, split)
+    base = load_split(cfg, split, announce=True)
     class_names, ignore = _meta(base)
     model = build_model(cfg, len(class_names))
     state = load_checkpoint(checkpoint)
+    check_pretraining_checkpoint(state, checkpoint)  # a reconstruction head is no segmenter
     load_pretrained(model, state, reinit_head=False)  # strict: names every mismatched key
     model = prepare_model(model, cfg, ctx.device)
     batch = 1 if split == "test" else cfg.finetune_batch

@@ -225,7 +225,9 @@ def _read_state_dict(source) -> dict[str, torch.Tensor]:
     ``module.`` prefix left by DistributedDataParallel is removed.
     """
     if isinstance(source, (str, os.PathLike)):
-        source = torch.load(source, map_location="cpu", weights_only=True)
+        from .checkpoint import read_torch_file
+
+        source = read_torch_file(source)  # a corrupt or code-carrying file: one line naming it
     if not isinstance(source, Mapping):
         raise TypeError(f"weights source is a {type(source).__name__}; expected a file path, a "
                         "state dict, or a checkpoint dict with a 'model' state dict")

@@ -81,6 +81,7 @@ class NotebookContext:
     interactive: bool
     dataset: str
     seed: int
+    train_own: bool = False   # True: train a quick model now instead of loading a teaching model
     overrides: dict = field(default_factory=dict)
     figures: list[Path] = field(default_factory=list)
     _config: Any = None
@@ -93,10 +94,8 @@ class NotebookContext:
             overrides = {"seed": self.seed, **self.overrides}
             if os.environ.get("SMIR_PROGRESS", "1") == "0":  # batch runs: no frozen bars in the copies
                 overrides["progress"] = False
-            try:
-                self._config = load_config(self.profile, overrides={"dataset": self.dataset, **overrides})
-            except (KeyError, TypeError, ValueError):
-                self._config = load_config(self.profile, overrides=overrides)
+            # No fallback: a dataset the config rejects is an error, never another dataset.
+            self._config = load_config(self.profile, overrides={"dataset": self.dataset, **overrides})
         return self._config
 
     def path(self, name: str) -> Path:
@@ -123,10 +122,12 @@ class NotebookContext:
 
 def setup_notebook(stem: str, *, profile: str = "fast", run_dir: str | Path | None = "",
                    interactive: bool = False, dataset: str = "synthetic", seed: int = 0,
-                   overrides: dict | None = None) -> NotebookContext:
+                   train_own: bool = False, overrides: dict | None = None) -> NotebookContext:
     """Derive the run folder, profile and output folder from a notebook's parameters.
 
-    ``overrides`` go to ``smir_lib.config.load_config`` (e.g. a smaller budget for a quick look).
+    ``train_own``: models the run folder lacks are trained now with the profile, instead of
+    loading the teaching models (``smir_lib.zoo``). ``overrides`` go to
+    ``smir_lib.config.load_config`` (e.g. a smaller budget for a quick look).
     Creates ``run_dir/stem/``. Does not import torch.
     """
     profile = resolve_profile(profile)
@@ -136,7 +137,7 @@ def setup_notebook(stem: str, *, profile: str = "fast", run_dir: str | Path | No
     out_dir.mkdir(parents=True, exist_ok=True)
     return NotebookContext(stem=stem, profile=profile, run_dir=root, out_dir=out_dir,
                            interactive=bool(interactive), dataset=dataset, seed=int(seed),
-                           overrides=dict(overrides or {}))
+                           train_own=bool(train_own), overrides=dict(overrides or {}))
 
 
 def version_report(ctx: NotebookContext | None = None) -> dict:
@@ -168,19 +169,21 @@ def download_command(dataset: str) -> str:
 
 
 def check_data(dataset: str, split: str = "train", root: str | Path | None = None, **options):
-    """Open ``dataset``/``split`` and print what was found, or the exact command that gets it.
+    """Open ``dataset``/``split``, print what was found and return it.
 
-    Returns the dataset, or ``None`` when its files are missing (the message says how to get them).
+    Missing files raise ``DatasetNotFoundError`` with the folders searched and the exact command
+    that gets them: a notebook asked for one dataset never goes on with another.
     """
     from smir_lib.data import get_dataset
+    from smir_lib.data.base import DatasetNotFoundError
 
     try:
         ds = get_dataset(dataset, split, root=root, **options)
-    except (FileNotFoundError, OSError) as err:
-        print(f"{dataset!r} ({split}) is not on this machine: {err}\n"
-              f"Get it with (at the repository root):\n    {download_command(dataset)}\n"
-              "then point SMIR_DATA_DIR at the data folder if it is not ./data.")
-        return None
+    except DatasetNotFoundError as err:
+        raise DatasetNotFoundError(
+            f"{dataset!r} ({split}) is not on this machine. {err}\nGet it with (at the repository "
+            f"root):\n    {download_command(dataset)}\nthen point SMIR_DATA_DIR at the data folder "
+            "if it is not ./data, or set DATASET = 'synthetic'.") from None
     names = getattr(ds, "class_names", None)
     classes = f", classes {names}" if names else ""
     print(f"{dataset!r} {split}: {len(ds)} items{classes}")

@@ -21,6 +21,7 @@ Both functions resume a killed run (see ``checkpoint``) and run under ``torchrun
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .checkpoint import atomic_write_text, check_run_config, read_done, write_done
+from .checkpoint import (atomic_write_text, check_run_config, from_run_relative, locked_run, read_done, read_json,
+                         to_run_relative, write_done)
 from .config import Config, save_config
 from .data.transforms import normalize
 from .distributed import DistContext, all_reduce_sum, barrier, init_distributed
@@ -37,7 +39,7 @@ from .losses import reconstruction_loss
 from .models import build_model, load_pretrained
 from .patches import apply_pixel_mask, mask_images, patch_grid, random_patch_mask
 from .pretrain_data import (FixedMaskValSet, MaskedPoolSet, load_masks, load_split,
-                            partition_indices, save_masks, score_partition)
+                            partition_indices, save_masks, score_partition, scoring_pool)
 from .runtime import autocast, prepare_model, setup_determinism, to_device
 from .train_loop import train_stage, write_history
 
@@ -75,8 +77,7 @@ def _start(cfg: Config, run_dir, method: str) -> tuple[DistContext, Path]:
     run_dir = Path(run_dir)
     check_run_config(run_dir, cfg.to_dict(), method)
     if ctx.is_main:
-        path = save_config(cfg, run_dir)
-        path.write_text(json.dumps({**cfg.to_dict(), "method": method}, indent=2))
+        save_config(cfg, run_dir, method)
     barrier(ctx)
     return ctx, run_dir
 
@@ -129,10 +130,15 @@ def _selective_mask_loss(cfg: Config, ctx: DistContext):
     return batch_loss
 
 
-def _run_stage(model, pool, train_idx, val_idx, cfg, ctx, run_dir, stage, epochs, masks=None):
-    """Train one stage (resuming it if needed) and mark it done; returns its summary."""
+def _run_stage(model, pool, train_idx, val_idx, cfg, ctx, run_dir, stage, epochs, masks=None,
+               steps_pool=None):
+    """Train one stage (resuming it if needed) and mark it done; returns its summary.
+
+    A selective stage (``masks`` given) trains on ``steps_pool``, the pool resized where its
+    masks were scored (``scoring_pool``).
+    """
     stage_dir = run_dir / stage
-    train_set = MaskedPoolSet(pool, train_idx, cfg, stage, masks)
+    train_set = MaskedPoolSet(pool if masks is None else steps_pool, train_idx, cfg, stage, masks)
     batch_loss = _random_mask_loss(cfg, ctx) if masks is None else _selective_mask_loss(cfg, ctx)
     result = train_stage(model, train_set, batch_loss,
                          _recon_validator(FixedMaskValSet(pool, val_idx, cfg), cfg, ctx), cfg=cfg,
@@ -152,17 +158,20 @@ def _finish(method, cfg, ctx, run_dir, steps) -> PretrainResult:
     history = []
     for s in steps:
         path = run_dir / s["stage"] / "history.json"
-        history += json.loads(path.read_text()) if path.is_file() else []
+        history += read_json(path) if path.is_file() else []
     best = Path(steps[-1]["checkpoint"])
     if ctx.is_main:
         write_history(history, run_dir)
-        shutil.copyfile(best, run_dir / "pretrained.pt")
-        atomic_write_text(json.dumps({"method": method, "best_checkpoint": str(run_dir / "pretrained.pt"),
-                                      "steps": steps}, indent=2), run_dir / "result.json")
+        shutil.copyfile(best, run_dir / "pretrained.pt.tmp")  # atomic, like every file of a run
+        os.replace(run_dir / "pretrained.pt.tmp", run_dir / "pretrained.pt")
+        result = {"method": method, "best_checkpoint": "pretrained.pt",  # paths relative to run_dir
+                  "steps": [to_run_relative(s, run_dir) for s in steps]}
+        atomic_write_text(json.dumps(result, indent=2), run_dir / "result.json")
     barrier(ctx)
     return PretrainResult(method, run_dir, run_dir / "pretrained.pt", history, steps)
 
 
+@locked_run
 def pretrain_random(cfg: Config, run_dir: str | Path) -> PretrainResult:
     """Random-masking pretraining on the whole pool for ``cfg.epochs_for_random`` epochs.
 
@@ -170,7 +179,7 @@ def pretrain_random(cfg: Config, run_dir: str | Path) -> PretrainResult:
     result.json}`` and returns a :class:`PretrainResult`.
     """
     ctx, run_dir = _start(cfg, run_dir, "random")
-    pool = load_split(cfg, "pool")
+    pool = load_split(cfg, "pool", announce=True)
     (train_idx, val_idx), = partition_indices(len(pool), 1, cfg.val_fraction)
     summary = read_done(run_dir / "random")
     if summary is None:
@@ -180,6 +189,7 @@ def pretrain_random(cfg: Config, run_dir: str | Path) -> PretrainResult:
     return _finish("random", cfg, ctx, run_dir, [{"step": 0, **summary}])
 
 
+@locked_run
 def pretrain_selective(cfg: Config, run_dir: str | Path) -> PretrainResult:
     """Partitioned selective pretraining (the paper's recipe): ``cfg.partitions`` steps of ``cfg.pretrain_epochs``.
 
@@ -187,8 +197,9 @@ def pretrain_selective(cfg: Config, run_dir: str | Path) -> PretrainResult:
     run-level ``history.*``, ``pretrained.pt`` (the last step's best checkpoint), ``result.json``.
     """
     ctx, run_dir = _start(cfg, run_dir, "selective")
-    pool = load_split(cfg, "pool")
+    pool = load_split(cfg, "pool", announce=True)
     parts = partition_indices(len(pool), cfg.partitions, cfg.val_fraction)
+    steps_pool = scoring_pool(pool, cfg) if cfg.partitions > 1 else None
     model = prepare_model(build_model(cfg), cfg, ctx.device)
     steps: list[dict] = []
     for step, (train_idx, val_idx) in enumerate(parts):
@@ -202,9 +213,9 @@ def pretrain_selective(cfg: Config, run_dir: str | Path) -> PretrainResult:
             previous = Path(steps[-1]["checkpoint"])
             if not (stage_dir / "state.pt").is_file():  # warm start (a resumed step loads its state)
                 load_pretrained(model, previous, reinit_head=False)
-            masks = _step_masks(model, previous, pool, train_idx, cfg, ctx, step, stage_dir)
+            masks = _step_masks(model, previous, steps_pool, train_idx, cfg, ctx, step, stage_dir)
         summary = _run_stage(model, pool, train_idx, val_idx, cfg, ctx, run_dir, f"step_{step}",
-                             cfg.pretrain_epochs, masks)
+                             cfg.pretrain_epochs, masks, steps_pool)
         steps.append({"step": step, **summary})
     return _finish("selective", cfg, ctx, run_dir, steps)
 
@@ -225,15 +236,17 @@ def _step_masks(model, previous: Path, pool, train_idx, cfg, ctx, step, stage_di
 def load_pretrain_result(run_dir: str | Path) -> PretrainResult:
     """The :class:`PretrainResult` of a finished run folder, without training anything.
 
-    For notebooks that find a trained model already there. Raises ``FileNotFoundError`` naming
-    the folder when the run has not finished.
+    Raises ``FileNotFoundError`` naming the folder when the run has not finished (no
+    ``result.json`` or no ``pretrained.pt``); ``smir_lib.trained.find_pretrained`` turns that
+    into None for notebooks that look for a trained model.
     """
     run_dir = Path(run_dir)
     path = run_dir / "result.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"no finished pretraining run in {run_dir} (result.json missing): "
-                                "run pretrain_random / pretrain_selective there first")
-    summary = json.loads(path.read_text())
-    history = json.loads((run_dir / "history.json").read_text())
+    if not path.is_file() or not (run_dir / "pretrained.pt").is_file():
+        raise FileNotFoundError(f"no finished pretraining run in {run_dir} (result.json or "
+                                "pretrained.pt missing): run pretrain_random / pretrain_selective "
+                                "there first")
+    summary = from_run_relative(read_json(path), run_dir)
+    history = read_json(run_dir / "history.json")
     return PretrainResult(summary["method"], run_dir, Path(summary["best_checkpoint"]), history,
-                          summary["steps"])
+                          [from_run_relative(s, run_dir) for s in summary["steps"]])

@@ -1,7 +1,8 @@
 """What pretraining reads: the pool, its partitions, and the stored selective masks.
 
 * :func:`load_split` builds a dataset of ``cfg`` (pool or labelled split), trimmed to the sizes
-  the config asks for.
+  the config asks for and optionally kept in memory (``cache_images``); :func:`scoring_pool` is
+  the pool resized to the short side where selective masks live.
 * :func:`partition_indices` cuts the pool into interleaved partitions ``pool[i::P]`` and each
   partition into train / validation (the last ``val_fraction`` of it).
 * :func:`score_partition` runs the selective recipe (``smir_lib.selective``) over one partition,
@@ -14,16 +15,19 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
 from .config import Config
 from .data import get_dataset
 from .data.transforms import EvalTransform, TrainAugment, normalize, resize_short_side
+from .data.views import CachedItems, FirstItems, ResizedImages, item_image
 from .distributed import DistContext, gather_objects
 from .patches import mask_to_pixels, patch_grid, random_patch_mask
 from .runtime import seeded_generator
@@ -36,8 +40,30 @@ DATA_SEED = 0
 """Seed of the synthetic images: the data stay the same when ``cfg.seed`` (training) changes."""
 
 
-def load_split(cfg: Config, split: str, name: str | None = None) -> Dataset:
-    """Dataset ``name`` (default ``cfg.dataset``; the pool: ``cfg.pool_name``) for ``split``."""
+def load_split(cfg: Config, split: str, name: str | None = None, announce: bool = False) -> Dataset:
+    """Dataset ``name`` (default ``cfg.dataset``; the pool: ``cfg.pool_name``) for ``split``.
+
+    Trimmed to the first ``cfg.<split>_size`` items (``pool_size`` for the pool) and, with
+    ``cfg.cache_images``, decoded once and kept in memory (:class:`~smir_lib.data.views.CachedItems`:
+    the same items, without decoding a file per item). ``announce``: print (to stderr) which
+    folder the split is read from (runs do, at their start).
+    """
+    ds = _load_split(cfg, split, name)
+    if announce and os.environ.get("RANK", "0") == "0":
+        print(f"data: {split} of {name or getattr(ds, 'name', cfg.dataset)}, {len(ds)} images, "
+              f"{data_origin(ds)}", file=sys.stderr, flush=True)  # stdout stays the CLI's JSON
+    return ds
+
+
+def data_origin(ds: Dataset) -> str:
+    """Where a dataset's images come from: ``read from <folder>``, or generated in memory."""
+    root = getattr(ds, "root", None)  # views forward it from the dataset they wrap
+    if root is not None:
+        return f"read from {Path(root).resolve()}"
+    return f"generated in memory (seed {DATA_SEED}; nothing read from disk)"
+
+
+def _load_split(cfg: Config, split: str, name: str | None) -> Dataset:
     name = name or (cfg.pool_name if split == "pool" else cfg.dataset)
     limit = {"pool": cfg.pool_size, "train": cfg.train_size, "val": cfg.val_size,
              "test": cfg.test_size}[split]
@@ -45,17 +71,27 @@ def load_split(cfg: Config, split: str, name: str | None = None) -> Dataset:
         if split == "pool" and limit is None:
             raise ValueError("config pool_size is None but the synthetic pool is endless: "
                              "set pool_size, e.g. pool_size=1000")
-        return get_dataset(name, split, cfg.data_root, n_images=limit, seed=DATA_SEED,
-                           size=cfg.synthetic_size)
-    options = {"include_eval_in_pool": cfg.include_eval_in_pool} if split == "pool" else {}
-    ds = get_dataset(name, split, cfg.data_root, **options)
-    if limit is not None and limit < len(ds):
-        subset = Subset(ds, range(limit))
-        for attr in ("class_names", "class_colors", "ignore_index"):
-            if hasattr(ds, attr):
-                setattr(subset, attr, getattr(ds, attr))
-        return subset
+        ds = get_dataset(name, split, cfg.data_root, n_images=limit, seed=DATA_SEED,
+                         size=cfg.synthetic_size)
+    else:
+        options = {"include_eval_in_pool": cfg.include_eval_in_pool} if split == "pool" else {}
+        ds = get_dataset(name, split, cfg.data_root, **options)
+        if limit is not None and limit < len(ds):
+            ds = FirstItems(ds, limit)
+    if cfg.cache_images:
+        ds = CachedItems(ds, progress=cfg.progress, desc=f"caching {name}/{split}")
     return ds
+
+
+def scoring_pool(pool: Dataset, cfg: Config) -> Dataset:
+    """The pool as the selective steps see it: resized to short side ``cfg.image_size``.
+
+    Scoring and training both read these images (kept in memory with ``cfg.cache_images``, so a
+    step neither decodes nor resizes a file per item).
+    """
+    resized = ResizedImages(pool, cfg.image_size)
+    return CachedItems(resized, progress=cfg.progress, desc="caching resized pool") \
+        if cfg.cache_images else resized
 
 
 def partition_indices(n_images: int, partitions: int, val_fraction: float = 0.1
@@ -73,17 +109,6 @@ def partition_indices(n_images: int, partitions: int, val_fraction: float = 0.1
                              f"use a larger pool_size or fewer partitions (now {partitions})")
         out.append((part[:-n_val], part[-n_val:]))
     return out
-
-
-def pool_image(pool: Dataset, index: int) -> torch.Tensor:
-    """Image ``index`` of a pool, ``(3, H, W)`` in [0, 1]; a labelled dataset's label is dropped."""
-    item = pool[index]
-    return item[0] if isinstance(item, (tuple, list)) else item
-
-
-def _scoring_image(pool: Dataset, index: int, size: int) -> torch.Tensor:
-    """Pool image ``index`` resized to short side ``size``, no augmentation: ``(3, h, w)``."""
-    return resize_short_side(pool_image(pool, index), size)
 
 
 def score_partition(model: nn.Module, pool: Dataset, indices: Sequence[int], cfg: Config,
@@ -108,7 +133,8 @@ def score_partition(model: nn.Module, pool: Dataset, indices: Sequence[int], cfg
         batches = tqdm(batches, desc=f"scoring step {step}", leave=False)
     for start in batches:
         chunk = mine[start:start + cfg.score_batch]
-        images = [_scoring_image(pool, i, cfg.image_size) for i in chunk]
+        # (3, h, w) each, short side image_size; a no-op resize on a scoring_pool
+        images = [resize_short_side(item_image(pool[i]), cfg.image_size) for i in chunk]
         for shape in dict.fromkeys(tuple(im.shape[-2:]) for im in images):  # same-size groups
             group = [(i, im) for i, im in zip(chunk, images) if tuple(im.shape[-2:]) == shape]
             grid = patch_grid(*shape, cfg.n_patches)
@@ -148,7 +174,9 @@ def save_masks(masks: dict, path: str | Path) -> Path:
 
 def load_masks(path: str | Path) -> dict:
     """A step's stored masks, plus ``"grids"``: each image's mask cropped to its own grid shape."""
-    data = torch.load(Path(path), map_location="cpu", weights_only=True)
+    from .checkpoint import load_checkpoint
+
+    data = load_checkpoint(path)  # a truncated file: one line saying to delete the step
     data["grids"] = [m[:h, :w] for m, (h, w) in zip(data["masks"], data["grid_shapes"].tolist())]
     return data
 
@@ -187,7 +215,7 @@ class MaskedPoolSet(Dataset):
     def __getitem__(self, n: int):
         index = self.indices[n]
         generator = seeded_generator(self.cfg.seed, self.stage, self.epoch, index)
-        image = pool_image(self.pool, index)
+        image = item_image(self.pool[index])
         if self.masks is None:
             return self.augment(image, generator=generator)[0]
         image = resize_short_side(image, self.cfg.image_size)
@@ -216,7 +244,7 @@ class FixedMaskValSet(Dataset):
 
     def __getitem__(self, n: int):
         index = self.indices[n]
-        image = pool_image(self.pool, index)
+        image = item_image(self.pool[index])
         mask = random_patch_mask(1, self.grid, self.cfg.mask_ratio,
                                  generator=seeded_generator(self.cfg.seed, "val", index))[0]
         return self.transform(image)[0], mask

@@ -159,10 +159,12 @@ def train_stage(model: nn.Module, train_set: Dataset,
             if improved:
                 atomic_save({"model": model.state_dict(), "stage": stage, "epoch": epoch,
                              monitor: best, "config": cfg.to_dict()}, best_path)
+            # history before state: a run killed between the two redoes this epoch and rewrites
+            # both, while the other order could leave a finished stage with a stale history.json
+            write_history(history, stage_dir)
             atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                          "epoch": epoch, "best": best, "history": history}, state_path)
-            write_history(history, stage_dir)
         barrier(ctx)
     return StageResult(best_path, best, history)
 

@@ -13,6 +13,10 @@ CWFID_ROOT = REPO_ROOT.parent / "shared" / "data" / "cwfid"
 
 # Notebooks and subprocesses started by the tests never open windows or look for a display.
 os.environ.setdefault("MPLBACKEND", "Agg")
+# The development copy of the real data beside the project is the tests' data folder (the library
+# itself knows nothing of this layout); an explicit $SMIR_DATA_DIR wins.
+if CWFID_ROOT.is_dir():
+    os.environ.setdefault("SMIR_DATA_DIR", str(CWFID_ROOT.parent))
 
 
 @pytest.fixture(scope="session")

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import CWFID_ROOT
 from smir_lib.data import cwfid, get_dataset
 
 pytestmark = pytest.mark.realdata
-ROOT = cwfid.SHARED_COPY
+ROOT = CWFID_ROOT  # the development copy beside the project (tests/conftest.py)
 if not cwfid.is_complete(ROOT):
     pytest.skip(f"CWFID not found at {ROOT} (research-only data, not shipped with the project)",
                 allow_module_level=True)
@@ -33,10 +34,15 @@ def test_split_sizes_and_duplicate_id_28_kept_in_test_only():
     assert len(get_dataset("cwfid", "test", ROOT)) == 21
 
 
-def test_shared_copy_is_the_default_root(monkeypatch, tmp_path):
-    monkeypatch.delenv("SMIR_DATA_DIR", raising=False)
-    monkeypatch.chdir(tmp_path)  # no ./data/cwfid here
-    assert get_dataset("cwfid", "val").root == ROOT
+def test_the_library_never_falls_back_to_the_development_copy(monkeypatch, tmp_path):
+    from smir_lib.data.base import DatasetNotFoundError
+
+    monkeypatch.setenv("SMIR_DATA_DIR", str(ROOT.parent))
+    assert get_dataset("cwfid", "val").root == ROOT  # found where the data folder points
+    monkeypatch.delenv("SMIR_DATA_DIR")
+    monkeypatch.chdir(tmp_path)  # no ./data/cwfid here, and the copy beside the project is not looked at
+    with pytest.raises(DatasetNotFoundError, match="python data_download.py cwfid"):
+        get_dataset("cwfid", "val")
 
 
 def test_class_shares_labels_in_range_and_alignment():

@@ -28,9 +28,10 @@ class Route:
     """What the server does for one path."""
 
     def __init__(self, body: bytes, content_type: str = "application/octet-stream", status: int = 200,
-                 cut_first_after: int | None = None, honour_range: bool = True):
+                 cut_first_after: int | None = None, honour_range: bool = True, send_length: bool = True):
         self.body, self.content_type, self.status = body, content_type, status
         self.cut_first_after, self.honour_range = cut_first_after, honour_range
+        self.send_length = send_length  # False: the body ends when the server closes the connection
         self.requests: list[dict] = []
 
 
@@ -62,7 +63,8 @@ class Handler(BaseHTTPRequestHandler):
         payload = body[start:]
         self.send_response(status)
         self.send_header("Content-Type", route.content_type)
-        self.send_header("Content-Length", str(len(payload)))
+        if route.send_length:
+            self.send_header("Content-Length", str(len(payload)))
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
         self.end_headers()
@@ -362,3 +364,68 @@ def test_unresolvable_host_fails_at_once_without_a_false_resume_hint(monkeypatch
         quiet_downloader(retries=3).fetch(spec, tmp_path / "data.tar")
     assert len(calls) == 1 and "resume" not in str(err.value)
     assert not (tmp_path / "data.tar.part").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 18: links after a stripped top folder, merging through links, truncated downloads
+# --------------------------------------------------------------------------------------------
+
+def test_stripped_top_folder_cannot_leave_a_link_out_of_the_target(tmp_path):
+    """`ds-1.0/up -> ..` stays inside the staging folder but, once `ds-1.0/` is stripped, points
+    out of the dataset folder: refused, and nothing is moved into place."""
+    archive = tmp_path / "a.tar.gz"
+    archive.write_bytes(make_tar({"a.txt": b"x"}, links={"up": ".."}, top="ds-1.0/"))
+    target = tmp_path / "target"
+    with pytest.raises(UnsafeArchiveError, match="points outside"):
+        extract_archive(archive, target, strip_top=True, progress=False)
+    assert list(target.iterdir()) == []
+
+
+def test_merging_never_writes_through_a_link(tmp_path):
+    """A link already in the dataset folder (`up -> ../outside`) is replaced by the archive's
+    folder of that name, never followed: nothing lands outside the target."""
+    outside, target = tmp_path / "outside", tmp_path / "target"
+    outside.mkdir()
+    target.mkdir()
+    (target / "up").symlink_to(outside)
+    archive = tmp_path / "b.tar.gz"
+    archive.write_bytes(make_tar({"up/evil.txt": b"evil"}, top="ds-1.0/"))
+    extract_archive(archive, target, strip_top=True, progress=False)
+    assert list(outside.iterdir()) == []
+    assert not (target / "up").is_symlink() and (target / "up" / "evil.txt").read_bytes() == b"evil"
+
+
+def test_truncated_download_without_length_or_checksum_fails_and_is_fetched_again(server, tmp_path):
+    """No Content-Length, no size, no checksum: the cut archive fails to extract, says so, is
+    deleted, and the next run downloads it again instead of re-'verifying' the truncated file."""
+    base, routes = server
+    body = make_tar({f"f{i}.bin": os.urandom(20_000) for i in range(5)})
+    routes["/ds.tar.gz"] = Route(body, cut_first_after=len(body) // 2, send_length=False)
+    sources = {"toy": Source("toy", (RemoteFile(f"{base}/ds.tar.gz", "ds.tar.gz"),), "toy")}
+    quiet = dict(progress=False, backoff=0, sources=sources, log=lambda m: None)
+    with pytest.raises(DownloadError, match=r"extracting ds\.tar\.gz failed.*truncated or corrupt.*deleted"):
+        fetch_source("toy", tmp_path, **quiet)
+    assert not (tmp_path / "toy" / "downloads" / "ds.tar.gz").exists()
+    folder = fetch_source("toy", tmp_path, **quiet)
+    assert (folder / "f4.bin").is_file() and len(routes["/ds.tar.gz"].requests) == 2
+
+
+def test_short_read_against_the_manifest_size_is_resumed(server, tmp_path):
+    """Without a Content-Length, the manifest's size tells a cut connection from the end of the
+    file: the attempt fails and the next one resumes with a Range request."""
+    base, routes = server
+    body = os.urandom(400_000)
+    routes["/s.bin"] = Route(body, cut_first_after=150_000, send_length=False)
+    spec = RemoteFile(f"{base}/s.bin", "s.bin", size=len(body))
+    assert quiet_downloader(retries=2).fetch(spec, tmp_path / "s.bin").read_bytes() == body
+    assert routes["/s.bin"].requests[1]["range"] == "bytes=150000-"
+
+
+def test_every_source_has_a_size_or_checksum_where_one_is_known():
+    """Only the files no public record gives a size or checksum for go without one."""
+    unknown = {("cwfid", "cwfid-dataset-v1.0.tar.gz"), ("nassar", "nassar-2020.zip")} | {
+        ("sugarbeets", f.filename) for f in dl.SOURCES["sugarbeets"].files}
+    for name, source in dl.SOURCES.items():
+        for f in source.files:
+            known = any(v is not None for v in (f.size, f.md5, f.sha256, f.sha256_prefix))
+            assert known or (name, f.filename) in unknown, f"{name}: {f.filename} has no size or checksum"

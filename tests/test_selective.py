@@ -163,3 +163,19 @@ def test_score_patches_direct_call_shape():
 def test_wrong_image_size_is_a_clear_error():
     with pytest.raises(ValueError, match=r"images are \(1, 3, 32, 32\); expected \(B, 3, 64, 64\)"):
         selective_mask(Blur(), torch.zeros(1, 3, 32, 32), patch_grid(64, 64))
+
+
+def test_given_random_masks_are_the_ones_scored():
+    """The engine passes each image's own random masks; hiding every patch in copy 0 and none in
+    copy 1 gives scores equal to the average of the two hand-built copies' loss maps."""
+    grid = patch_grid(64, 64, 64)
+    images = textured_corner_images(2)
+    given = torch.zeros(2, 2, *grid.shape, dtype=torch.bool)
+    given[:, 0] = True  # copy 0: everything hidden (the whole image is the mean colour 0)
+    result = selective_mask(Blur(), images, grid, random_masks=given, k=99)  # k is taken from the masks
+    assert torch.equal(result.random_masks, given)
+    hidden_all = patch_loss_map(torch.zeros_like(images), images, grid)  # the blur of a zero image is 0
+    shown_all = patch_loss_map(Blur()(images), images, grid)
+    torch.testing.assert_close(result.scores, (hidden_all + shown_all) / 2)
+    with pytest.raises(ValueError, match=r"random_masks are \(2, 8, 8\)"):
+        selective_mask(Blur(), images, grid, random_masks=given[:, 0])

@@ -1,14 +1,15 @@
 """The reproduction study end to end, at toy size: every initialisation, statistics over seeds,
 hidden-pixel shares and the written files. It checks the pipeline, never which method wins."""
 
-import importlib.util
 import json
 import math
 
 import pytest
 import torch
 
+from smir_lib.measure import stored_mask_shares
 from smir_lib.study import run_study
+from smir_lib.study_report import report
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
@@ -18,17 +19,6 @@ TOY = dict(model="tiny", synthetic_size=72, image_size=64, msssim_win=3, n_patch
            finetune_epochs=1, finetune_batch=4, train_size=4, val_size=2, test_size=2,
            workers=0, score_batch=4, progress=False)
 INITS = {"scratch", "random", "selective", "selective_cross"}
-
-
-def _driver():
-    """``notebooks/results/reproduce.py`` (the script that made the committed table)."""
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parent.parent / "notebooks" / "results" / "reproduce.py"
-    spec = importlib.util.spec_from_file_location("reproduce", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _check_results(res: dict, dataset: str, seeds: list[int]) -> None:
@@ -75,7 +65,7 @@ def test_reduced_study_synthetic_two_seeds_and_report(tmp_path):
                       cross_dataset="synthetic", n_share_images=2)  # read back, not retrained
     assert again["inits"]["selective"]["miou_per_seed"] == res["inits"]["selective"]["miou_per_seed"]
 
-    combined = _driver().report({"synthetic": res}, "python test", 1.0, tmp_path / "report",
+    combined = report({"synthetic": res}, "python test", 1.0, tmp_path / "report",
                                 {"synthetic": run_dir}, note="a note")
     assert (tmp_path / "report.md").is_file() and (tmp_path / "report.json").is_file()
     row = combined["datasets"]["synthetic"]
@@ -91,15 +81,16 @@ def test_reduced_study_synthetic_two_seeds_and_report(tmp_path):
 @pytest.mark.realdata
 def test_reduced_study_cwfid_with_cross_pool(tmp_path, cwfid_root, monkeypatch):
     monkeypatch.setenv("SMIR_DATA_DIR", str(cwfid_root.parent))
-    _driver().cache_decoded_files(monkeypatch.setattr)  # decode each 1296x966 PNG once
     run_dir = tmp_path / "cwfid"
-    res = run_study("cwfid", [0], run_dir, profile="fast", budget={**TOY, "image_size": 64},
+    res = run_study("cwfid", [0], run_dir, profile="fast",  # cache: decode each 1296x966 PNG once
+                    budget={**TOY, "image_size": 64, "cache_images": True},
                     cross_dataset="synthetic", n_share_images=2)
     _check_results(res, "cwfid", [0])
     _check_files(run_dir, res)
     assert res["class_names"] == ["soil", "crop", "weed"]
     cross = json.loads((run_dir / "seed_0" / "pretrain_selective_cross" / "config.json").read_text())
     assert cross["pool_dataset"] == "synthetic" and cross["dataset"] == "cwfid"
-    shares = _driver().stored_mask_shares(run_dir, [0], "cwfid")  # masks the selective step trained with
+    shares = stored_mask_shares(run_dir / "seed_0" / "pretrain_selective")  # masks it trained with
     assert set(shares) == {"image", "random", "selective"}
-    assert all(0.0 <= v["mean"] <= 1.0 and len(v["per_seed"]) == 1 for v in shares.values())
+    assert all(0.0 < v < 1.0 for v in shares.values())
+    assert stored_mask_shares(run_dir / "seed_0" / "pretrain_selective_cross") is None  # synthetic pool

@@ -62,14 +62,17 @@ def data_dir_candidates(root: str | os.PathLike | None = None) -> list[Path]:
     return list(dict.fromkeys(candidates))
 
 
-def resolve_root(name: str, root: str | os.PathLike | None, is_complete: Callable[[Path], bool],
-                 extra_candidates: Sequence[Path] = ()) -> Path:
+def resolve_root(name: str, root: str | os.PathLike | None, is_complete: Callable[[Path], bool]) -> Path:
     """Find the folder of dataset ``name``.
 
     ``root`` (or ``$SMIR_DATA_DIR``, or ``./data``) is the *data folder* holding one sub-folder per
     dataset (``data/voc``, ``data/cwfid``, ...); a dataset folder itself is accepted too. The first
     candidate for which ``is_complete(folder)`` holds wins. Nothing found raises
     :class:`DatasetNotFoundError` with the folders tried and the command that downloads it.
+
+    A folder named explicitly (``root``, or ``$SMIR_DATA_DIR``) is the only place looked at: when it
+    lacks the dataset the error names it, and ``extra_candidates`` (fallback copies) are never
+    used, so a run never trains on another copy than the one asked for.
     """
     tried: list[Path] = []
     for data_dir in data_dir_candidates(root):
@@ -78,11 +81,14 @@ def resolve_root(name: str, root: str | os.PathLike | None, is_complete: Callabl
                 tried.append(folder)
                 if is_complete(folder):
                     return folder
-    for folder in extra_candidates:
-        tried.append(folder)
-        if is_complete(folder):
-            return folder
     target = data_dir_candidates(root)[0]
+    explicit = root is not None or bool(os.environ.get("SMIR_DATA_DIR"))
+    if explicit:
+        given = f"root={root}" if root is not None else f"SMIR_DATA_DIR={os.environ['SMIR_DATA_DIR']}"
+        raise DatasetNotFoundError(
+            f"dataset '{name}' not found in {target} ({given}); looked in: {', '.join(str(p) for p in tried)}. "
+            f"Download it there with:\n    {download_command(name, target)}\n"
+            f"or point {'root' if root is not None else 'SMIR_DATA_DIR'} at the data folder that holds '{name}/'.")
     raise DatasetNotFoundError(
         f"dataset '{name}' not found; looked in: {', '.join(str(p) for p in tried)}. "
         f"Download it with:\n    {download_command(name, target)}\n"
@@ -264,8 +270,9 @@ class SegmentationFiles(Dataset):
 _WARNED: set[str] = set()
 
 
-def warn_once(message: str) -> None:
-    """Emit ``message`` as a ``UserWarning`` once per process (``_WARNED`` remembers it)."""
-    if message not in _WARNED:
-        _WARNED.add(message)
+def warn_once(message: str, key: str | None = None) -> None:
+    """Emit ``message`` as a ``UserWarning`` once per process per ``key`` (default: the message)."""
+    key = message if key is None else key
+    if key not in _WARNED:
+        _WARNED.add(key)
         warnings.warn(message, UserWarning, stacklevel=3)

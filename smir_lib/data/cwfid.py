@@ -17,8 +17,8 @@ last 10 % of the (sorted) train ids, 4 images, are carved off as ``val``, leavin
 ``train``. The unlabelled ``pool`` is the train + val images (39); ``include_eval_in_pool=True``
 adds the test images (all 60), as the authors' code does with its pools.
 
-Root: ``root`` argument, else ``$SMIR_DATA_DIR/cwfid``, else ``./data/cwfid``; as a development
-convenience the copy at ``<repository>/../shared/data/cwfid`` is used when present.
+Root: ``root`` argument, else ``$SMIR_DATA_DIR/cwfid``, else ``./data/cwfid`` (``python
+data_download.py cwfid`` puts it there).
 """
 
 from __future__ import annotations
@@ -29,14 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import REPO_ROOT, SegmentationFiles, check_split, colors_to_index, open_image_array, resolve_root, warn_once
+from .base import SegmentationFiles, check_split, colors_to_index, open_image_array, resolve_root, warn_once
 
 CLASS_NAMES = ["soil", "crop", "weed"]
 CLASS_COLORS = [(120, 85, 50), (0, 200, 0), (230, 30, 30)]  # display colours, shared with `synthetic`
 ANNOTATION_COLORS = {(0, 0, 0): 0, (0, 255, 0): 1, (255, 0, 0): 2}  # as stored in the files
 DUPLICATE_POLICY = "test"  # where an id listed in both official splits goes
 VAL_FRACTION = 0.1
-SHARED_COPY = REPO_ROOT.parent / "shared" / "data" / "cwfid"
 
 
 def is_complete(folder: Path) -> bool:
@@ -47,7 +46,7 @@ def is_complete(folder: Path) -> bool:
 
 def find_root(root: str | os.PathLike | None = None) -> Path:
     """The CWFID folder (see the module docstring for the search order)."""
-    return resolve_root("cwfid", root, is_complete, extra_candidates=[SHARED_COPY] if root is None else [])
+    return resolve_root("cwfid", root, is_complete)
 
 
 def read_split_file(folder: Path) -> dict[str, list[int]]:

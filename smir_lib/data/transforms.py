@@ -59,6 +59,20 @@ def _as_batch(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def warn_if_upscaled(height: int, width: int, size: int) -> None:
+    """Warn (once per process) that an image whose short side is below ``size`` gets enlarged.
+
+    Resizing to short side ``size`` and a ``size`` px random crop both upscale such an image:
+    a silent change of resolution, said out loud here (issue 18).
+    """
+    if min(height, width) < size:
+        from .base import warn_once
+
+        warn_once(f"images smaller than image_size={size} px are upscaled: a {width}x{height} image is "
+                  f"enlarged x{size / min(height, width):.2f} to a short side of {size} px. Lower "
+                  f"image_size or use larger images if this is not intended.", key="upscaled")
+
+
 def short_side_shape(height: int, width: int, size: int) -> tuple[int, int]:
     """Output (height, width) when the short side of a ``height x width`` image becomes ``size``.
 
@@ -82,6 +96,7 @@ def resize_short_side(image: torch.Tensor, size: int = 256, label: torch.Tensor 
     from kornia.geometry.transform import resize
 
     h, w = image.shape[-2:]
+    warn_if_upscaled(h, w, size)
     out_hw = short_side_shape(h, w, size)
     out = image
     if (h, w) != out_hw:
@@ -216,6 +231,7 @@ class TrainAugment:
 
     def __call__(self, image: torch.Tensor, *extras: torch.Tensor,
                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
+        warn_if_upscaled(*image.shape[-2:], self.size)
         if generator is None:
             return self._apply(image, extras)
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))

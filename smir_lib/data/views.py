@@ -1,0 +1,122 @@
+"""Datasets derived from other datasets: the first ``n`` items, items kept in memory, resized images.
+
+A view forwards every attribute it does not define (``class_names``, ``class_colors``,
+``ignore_index``, ``images``, ``load_label``...) to the dataset it wraps, so code that reads a
+dataset's metadata works the same on a view.
+
+* :class:`FirstItems`: the first ``n`` items (``pool_size=``, ``train_size=``...).
+* :class:`CachedItems`: every item decoded once, up front, and kept in memory
+  (``cache_images=true``). Images decoded from 8-bit files are kept as ``uint8`` (a 1296x966
+  frame: 3.8 MB instead of 15 MB) and turned back into exactly the same floats on access. The
+  cache is filled in the calling process, before any ``DataLoader`` worker starts, so workers
+  inherit it instead of each decoding the files again.
+* :class:`ResizedImages`: images resized to short side ``size`` without augmentation, where the
+  patch grid of a selective mask lives (scoring and the selective steps read these).
+
+Every view returns new tensors, so a caller may modify an item without touching the cache.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Dataset
+
+from .transforms import resize_short_side
+
+__all__ = ["DatasetView", "FirstItems", "CachedItems", "ResizedImages", "item_image"]
+
+
+def item_image(item) -> torch.Tensor:
+    """The image of a dataset item: a labelled item ``(image, label)`` or a pool image alone."""
+    return item[0] if isinstance(item, (tuple, list)) else item
+
+
+class DatasetView(Dataset):
+    """A dataset over ``base``; attributes it lacks are read from ``base``."""
+
+    def __init__(self, base: Dataset):
+        self.base = base
+
+    def __getattr__(self, name: str):
+        if name.startswith("__") or name == "base":  # unpickling: ``base`` is not set yet
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int):
+        return self.base[index]
+
+
+class FirstItems(DatasetView):
+    """The first ``n`` items of ``base`` (all of them when it has fewer)."""
+
+    def __init__(self, base: Dataset, n: int):
+        super().__init__(base)
+        self.n = min(n, len(base))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int):
+        if not 0 <= index < self.n:
+            raise IndexError(f"index {index} out of range for the first {self.n} items")
+        return self.base[index]
+
+
+def _compact(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as ``uint8`` when that is lossless (images decoded from 8-bit files), else ``t``."""
+    if t.is_floating_point():
+        as_bytes = (t * 255.0).round_().clamp_(0, 255).to(torch.uint8)
+        if torch.equal(as_bytes.float().div_(255.0), t):  # the exact floats load_image made
+            return as_bytes
+    return t
+
+
+def _expand(t: torch.Tensor) -> torch.Tensor:
+    return t.float().div_(255.0) if t.dtype == torch.uint8 else t.clone()
+
+
+class CachedItems(DatasetView):
+    """Every item of ``base`` read once now and kept in memory; items equal ``base[i]`` exactly.
+
+    ``progress`` shows a tqdm bar while the cache fills.
+    """
+
+    def __init__(self, base: Dataset, progress: bool = False, desc: str = "caching images"):
+        super().__init__(base)
+        indices = range(len(base))
+        if progress:
+            from tqdm.auto import tqdm
+
+            indices = tqdm(indices, desc=desc, leave=False)
+        # Image tensors compacted to uint8 where lossless; labels (long) kept as they are.
+        self.items = [self._store(base[i]) for i in indices]
+
+    @staticmethod
+    def _store(item):
+        if isinstance(item, (tuple, list)):
+            return tuple(_compact(t) if i == 0 else t for i, t in enumerate(item))
+        return _compact(item)
+
+    def __getitem__(self, index: int):
+        item = self.items[index]
+        if isinstance(item, tuple):
+            return tuple(_expand(t) if i == 0 else t.clone() for i, t in enumerate(item))
+        return _expand(item)
+
+
+class ResizedImages(DatasetView):
+    """The images of ``base`` resized to short side ``size`` (bilinear, antialiased), labels dropped.
+
+    Item ``i`` is ``(3, h, w)`` with ``min(h, w) == size``: the image a selective mask is scored
+    on and expanded to pixels on. Resizing an item of this view again to ``size`` changes nothing.
+    """
+
+    def __init__(self, base: Dataset, size: int):
+        super().__init__(base)
+        self.size = size
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return resize_short_side(item_image(self.base[index]), self.size)

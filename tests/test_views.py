@@ -1,0 +1,75 @@
+"""Dataset views: first-n, in-memory caching (``cache_images``) and the resized scoring pool.
+
+Caching is an execution option: a cached dataset yields exactly the items of the uncached one,
+and a pretraining run with it trains the same weights on the same masks.
+"""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from smir_lib.config import load_config
+from smir_lib.data import get_dataset
+from smir_lib.data.base import SegmentationFiles
+from smir_lib.data.transforms import resize_short_side
+from smir_lib.data.views import CachedItems, FirstItems, ResizedImages
+from smir_lib.pretrain import pretrain_selective
+from smir_lib.pretrain_data import load_masks
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _png_dataset(tmp_path, n=3):
+    """Labelled PNG files of odd sizes: 8-bit images as they come from disk."""
+    rng = np.random.default_rng(0)
+    images, labels = [], []
+    for i in range(n):
+        h, w = 40 + 3 * i, 57
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        Image.fromarray(rng.integers(0, 3, (h, w), dtype=np.uint8)).save(tmp_path / f"{i}_label.png")
+        images.append(tmp_path / f"{i}.png")
+        labels.append(tmp_path / f"{i}_label.png")
+    return SegmentationFiles("pngs", "train", images, labels, lambda p: np.array(Image.open(p)),
+                             ["a", "b", "c"], [(0, 0, 0), (0, 255, 0), (255, 0, 0)])
+
+
+@pytest.mark.unit
+def test_cached_items_equal_the_files_and_are_stored_as_bytes(tmp_path):
+    files = _png_dataset(tmp_path)
+    cached = CachedItems(files)
+    for i in range(len(files)):
+        (image, label), (c_image, c_label) = files[i], cached[i]
+        assert torch.equal(image, c_image) and torch.equal(label, c_label)
+    assert cached.items[0][0].dtype == torch.uint8  # 4x smaller than float32, exactly the same floats
+    cached[0][0].zero_()  # a caller writing into an item leaves the cache as it was
+    assert torch.equal(cached[0][0], files[0][0])
+    assert cached.class_names == ["a", "b", "c"] and cached.images == files.images  # metadata forwarded
+
+
+@pytest.mark.unit
+def test_cached_synthetic_floats_are_kept_exactly_and_views_compose():
+    pool = get_dataset("synthetic", "pool", n_images=5, size=72)
+    view = CachedItems(ResizedImages(FirstItems(pool, 3), 40))
+    assert len(view) == 3
+    for i in range(3):
+        assert torch.equal(view[i], resize_short_side(pool[i], 40))
+    assert torch.equal(ResizedImages(view, 40)[1], view[1])  # resizing again to the same side: a no-op
+    with pytest.raises(IndexError):
+        FirstItems(pool, 3)[3]
+
+
+@pytest.mark.slow
+def test_cache_images_trains_the_same_run(tmp_path):
+    cfg = load_config("fast", dict(model="tiny", synthetic_size=72, image_size=64, msssim_win=3,
+                                   n_patches=64, k=2, partitions=2, pool_size=8, pretrain_epochs=1,
+                                   pretrain_batch=4, warmup_epochs=0, workers=0, score_batch=4,
+                                   progress=False))
+    plain = pretrain_selective(cfg, tmp_path / "plain")
+    cached = pretrain_selective(cfg.replace(cache_images=True), tmp_path / "cached")
+    assert torch.equal(load_masks(plain.steps[1]["masks"])["masks"],
+                       load_masks(cached.steps[1]["masks"])["masks"])
+    a = torch.load(plain.best_checkpoint, weights_only=True)["model"]
+    b = torch.load(cached.best_checkpoint, weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["train_loss"] for r in plain.history] == [r["train_loss"] for r in cached.history]
