@@ -3,13 +3,15 @@
 Three figures, measured in one session:
 
 * **engine against a reference commit** (default ``2a67cec``, the engine before issue 13): the
-  reference is checked out with ``git worktree add`` into a temporary folder, and each engine
-  runs random-masking pretraining and scratch fine-tuning in its own subprocess
-  (``benchmarks/engine_child.py`` with ``PYTHONPATH`` set to its tree), for each budget
-  (``fast`` on synthetic fields, ``cwfid_fast``, ``study_cpu``). Runs alternate (old, new, new,
-  old, ...) so that a neighbour's load falls on both. The figure is the engine's own per-epoch
-  training images/s (wall clock; median over the epochs after the first, which pays for
-  start-up), and the ratio new / old is the result, not the absolute rate;
+  reference is checked out once with ``git worktree add`` into ``runs/bench/engine-<commit>``
+  (git ignores ``runs/``), and each engine runs random-masking pretraining and scratch
+  fine-tuning in its own subprocess (``benchmarks/engine_child.py`` with ``PYTHONPATH`` set to
+  its tree), for each budget (``fast`` on synthetic fields, ``cwfid_fast``, ``study_cpu``).
+  Runs alternate (old, new, new, old, ...) so that a neighbour's load falls on both. The figure
+  is the engine's own per-epoch training images/s (wall clock; median over the epochs after the
+  first, which pays for start-up), with images per CPU second of whole epochs (training,
+  validation, checkpoints: the difference of a 4-epoch and a 1-epoch run) alongside; the ratio
+  new / old is the result, not the absolute rate;
 * **the bare step**, the limit: forward, backward and Adam of the same network and loss on a
   batch already in memory (no data loading, masking or bookkeeping), in the engine's precision
   and memory layout; the same step with pytorch-msssim's MS-SSIM, without channels-last and
@@ -106,19 +108,21 @@ def _cpu_rate(child: dict) -> float:
 
 def bench_engine(*, reference: str = "2a67cec", budgets: dict[str, tuple[str, list[str]]] | None = None,
                  kinds: tuple[str, ...] = ("pretrain", "finetune"), epochs: tuple[int, int] = (1, 4),
-                 repeats: int = 2, threads: int = 1, clock: str = "cpu",
-                 log: Callable[[str], None] = print, workdir: Path | None = None) -> BenchResult:
+                 repeats: int = 2, threads: int = 1, log: Callable[[str], None] = print,
+                 workdir: Path | None = None) -> BenchResult:
     """Engine images/s of this tree against ``reference``'s, per budget and kind (see module doc).
 
     Each child runs 1 epoch (warm-up: imports, lazy initialisation), then ``epochs[0]`` and
-    ``epochs[1]`` epochs. ``clock="cpu"``: the figure is images per CPU second of the epochs the
-    long run has over the short one (training, validation, checkpoints; steady on a busy
-    machine, with ``workers=0`` as the presets have). ``clock="wall"``: the engine's own
-    per-epoch training images/s of the long run. Both are recorded; ``clock`` picks the target's.
+    ``epochs[1]`` epochs. Two figures per engine: the engine's own training images/s (wall
+    clock, median over the long run's epochs after the first), on which the targets are judged,
+    as the issue asks for images/s of training steps; and images per CPU second of whole epochs
+    (the long run's extra epochs over the short one: training, validation and checkpoints),
+    which a neighbour's load does not move (with ``workers=0``, as the presets have).
     """
     budgets = BUDGETS if budgets is None else budgets
     result = BenchResult("engine", params={"reference": reference, "epochs": list(epochs),
-                                           "repeats": repeats, "threads": threads, "clock": clock})
+                                           "repeats": repeats, "threads": threads,
+                                           "clock": "wall (targets); CPU seconds of whole epochs (info)"})
     workdir = Path(workdir or REPO / "runs" / "bench")  # git ignores runs/; the checkout is reused
     try:
         old = reference_tree(reference, workdir / f"engine-{reference}")
@@ -140,13 +144,14 @@ def bench_engine(*, reference: str = "2a67cec", budgets: dict[str, tuple[str, li
                 result.notes.append(f"{budget} {kind}: skipped: {str(err).splitlines()[-1][:300]}")
                 continue
             key = f"{budget} {kind}"
-            for what, rate in (("CPU clock", _cpu_rate), ("wall clock", _wall_rate)):
+            for what, rate in (("training, wall clock", _wall_rate),
+                               ("whole epochs, CPU clock", _cpu_rate)):
                 rates = {side: statistics.median(rate(x) for x in rs) for side, rs in runs.items()}
                 result.values[f"{key}: images/s ({what}), {reference}"] = round(rates["reference"], 1)
                 result.values[f"{key}: images/s ({what}), this engine"] = round(rates["this"], 1)
                 name = f"{key}: this / {reference} images/s ({what})"
                 result.ratios[name] = speedup = rates["this"] / rates["reference"]
-                if budget.startswith("fast") and what.startswith(clock):
+                if budget.startswith("fast") and what.startswith("training"):
                     bound = 5.0 if "cwfid" in budget else 3.0
                     result.add_target(name, speedup, at_least=bound,
                                       description=f"the fast budget trains >= {bound:g}x faster than {reference}")
@@ -283,8 +288,9 @@ def bench_bare_step(*, config: str = "fast", batch: int | None = None, device: t
         result.values[f"matmul peak GFLOP/s ({str(peak_dtype).replace('torch.', '')})"] = peak / 1e9
         result.values["achieved GFLOP/s"] = achieved / 1e9
         result.ratios["achieved / matmul peak FLOP/s"] = achieved / peak
-    if engine_images_per_s is not None:  # both in the suite's clock
-        name = f"engine pretraining / bare step images/s ({clock} clock)"
-        result.ratios[name] = frac = engine_images_per_s / base.items_per_second
+    if engine_images_per_s is not None:  # both in the wall clock, both training only
+        name = "engine pretraining / bare step images/s (wall clock)"
+        bare_wall = base.items / statistics.median(base.wall_seconds)
+        result.ratios[name] = frac = engine_images_per_s / bare_wall
         result.add_target(name, frac, at_least=0.5, description="the engine reaches half of its bare step")
     return result
