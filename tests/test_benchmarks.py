@@ -179,3 +179,12 @@ def test_quick_run_reports_the_bare_step_and_flops(quick_report):
     assert bare["values"]["step GFLOP (forward + backward)"] > 0
     for side in ("pytorch-msssim loss", "no channels-last", "amp=bf16"):
         assert f"bare step, {side} / engine defaults (time per image)" in bare["ratios"]
+
+
+def test_performance_table_lists_the_bare_step_figures(quick_report):
+    from benchmarks.markdown import performance_table
+
+    text = performance_table(quick_report)
+    assert "| bare_step[fast]: achieved / matmul peak FLOP/s |" in text
+    assert "| bare_step[fast]: bare step, no channels-last / engine defaults (time per image) |" in text
+    assert quick_report["machine"]["cpu"] in text
