@@ -156,6 +156,10 @@ def bench_engine(*, reference: str = "2a67cec", budgets: dict[str, tuple[str, li
                     result.add_target(name, speedup, at_least=bound,
                                       description=f"the fast budget trains >= {bound:g}x faster than {reference}")
             result.params[f"{key} config"] = runs["this"][0]["config"]
+            result.params[f"{key} runs"] = {side: [{"wall_images_per_s": round(_wall_rate(x), 2),
+                                                    "cpu_images_per_s": round(_cpu_rate(x), 2),
+                                                    "cpu_s": [round(y["cpu_s"], 2) for y in x["runs"]]}
+                                                   for x in rs] for side, rs in runs.items()}
     return result
 
 
