@@ -292,9 +292,8 @@ def bench_bare_step(*, config: str = "fast", batch: int | None = None, device: t
         result.values[f"matmul peak GFLOP/s ({str(peak_dtype).replace('torch.', '')})"] = peak / 1e9
         result.values["achieved GFLOP/s"] = achieved / 1e9
         result.ratios["achieved / matmul peak FLOP/s"] = achieved / peak
-    if engine_images_per_s is not None:  # both in the wall clock, both training only
-        name = "engine pretraining / bare step images/s (wall clock)"
-        bare_wall = base.items / statistics.median(base.wall_seconds)
-        result.ratios[name] = frac = engine_images_per_s / bare_wall
+    if engine_images_per_s is not None:  # in the suite's clock (CPU: the engine's whole epochs)
+        name = f"engine pretraining / bare step images/s ({clock} clock)"
+        result.ratios[name] = frac = engine_images_per_s / base.items_per_second
         result.add_target(name, frac, at_least=0.5, description="the engine reaches half of its bare step")
     return result

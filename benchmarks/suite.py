@@ -126,7 +126,8 @@ def run_suite(profile: Profile, *, device: torch.device, sections: tuple[str, ..
                          reference=reference, epochs=profile.engine_epochs,
                          repeats=profile.engine_repeats, threads=torch.get_num_threads(), log=log,
                          budgets={b: engine.BUDGETS[b] for b in profile.engine_budgets})
-            engine_ips = result.values.get("fast (synthetic) pretrain: images/s (training, wall clock), this engine")
+            what = "whole epochs, CPU clock" if clock == "cpu" else "training, wall clock"
+            engine_ips = result.values.get(f"fast (synthetic) pretrain: images/s ({what}), this engine")
         for config in ("fast", "study_cpu") if profile.engine_budgets else ("fast",):
             run(f"bare step [{config}] and FLOP/s", engine.bench_bare_step, config=config,
                 batch=profile.bare_batch, engine_images_per_s=engine_ips if config == "fast" else None,
