@@ -58,3 +58,24 @@ def test_losses_have_gradients_and_ce_option():
         assert torch.isfinite(loss) and g.abs().sum() > 0
     with pytest.raises(ValueError, match="expected 'jaccard' or 'ce'"):
         segmentation_loss("dice", logits, target)
+
+
+def test_miou_equals_torchmetrics_jaccard_index_when_every_class_is_present():
+    """Over several batches with an ignore label: our accumulated mIoU and per-class IoU against
+    torchmetrics' MulticlassJaccardIndex (macro and per class)."""
+    from torchmetrics.classification import MulticlassJaccardIndex
+
+    g = torch.Generator().manual_seed(0)
+    macro = MulticlassJaccardIndex(4, average="macro", ignore_index=255)
+    per_class = MulticlassJaccardIndex(4, average="none", ignore_index=255)
+    conf = torch.zeros(4, 4, dtype=torch.long)
+    for _ in range(3):
+        target = torch.randint(0, 4, (2, 16, 16), generator=g)
+        pred = torch.where(torch.rand(2, 16, 16, generator=g) < 0.6, target,
+                           torch.randint(0, 4, (2, 16, 16), generator=g))
+        target[:, :3] = 255
+        conf += confusion_matrix(pred, target, 4)
+        macro.update(pred, target), per_class.update(pred, target)
+    m = segmentation_metrics(conf)
+    assert m["miou"] == pytest.approx(macro.compute().item(), abs=1e-6)
+    assert m["per_class_iou"] == pytest.approx(per_class.compute().tolist(), abs=1e-6)
