@@ -13,13 +13,14 @@ RUN ?= runs/$(shell date +%Y%m%d-%H%M%S)
 PROFILE ?= fast
 PYTEST_ARGS ?=
 
-.PHONY: demo test unit bench venv clean-venv help
+.PHONY: demo test unit bench mutants venv clean-venv help
 
 help:
 	@echo "make demo   run the notebook series (fast profile, synthetic data) into runs/<timestamp>/"
 	@echo "make test   run the whole test suite (unit, notebooks, nbval, ui, realdata, slow)"
 	@echo "make unit   only the fast unit tests"
 	@echo "make bench  run the benchmarks (benchmarks/)"
+	@echo "make mutants  break the recipe on purpose (tests/mutants.py) and check the tests catch it"
 
 $(STAMP): pyproject.toml constraints.txt
 	@if [ -z "$(PYTHON)" ]; then \
@@ -46,6 +47,9 @@ unit: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks $(BENCH_ARGS)
+
+mutants: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) tests/mutants.py $(MUTANTS)
 
 clean-venv:
 	rm -rf $(VENV)
