@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 SMIR_DATA_DIR ?= $(if $(wildcard ../shared/data/cwfid),$(abspath ../shared/data))
 export SMIR_DATA_DIR
 
-.PHONY: demo test unit bench models venv clean-venv help
+.PHONY: demo test unit bench models mutants venv clean-venv help
 
 help:
 	@echo "make demo   run the notebook series (fast profile, synthetic data) into runs/<timestamp>/"
@@ -25,6 +25,7 @@ help:
 	@echo "make unit   only the fast unit tests"
 	@echo "make bench  run the benchmarks (benchmarks/)"
 	@echo "make models train the teaching models (synthetic; CWFID too when its data is found)"
+	@echo "make mutants  break the recipe on purpose (tests/mutants.py) and check the tests catch it"
 
 $(STAMP): pyproject.toml constraints.txt
 	@if [ -z "$(PYTHON)" ]; then \
@@ -56,6 +57,9 @@ models: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks $(BENCH_ARGS)
+
+mutants: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) tests/mutants.py $(MUTANTS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -120,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             result = finetune(cfg, args.out, init=args.init)
             summary = {"best_val_miou": result["best_val_miou"], "test_miou": result["test"]["miou"],
+                       "test_authors_miou": result["test"]["authors_miou"],
                        "per_class_iou": dict(zip(result["test"]["class_names"],
                                                  result["test"]["per_class_iou"]))}
         else:

@@ -77,6 +77,17 @@ class Config:
         pretrain_batch: None = the per-dataset table ``PRETRAIN_BATCH``.
         val_fraction: share of each partition (and of the random baseline's pool) kept for validation.
         finetune_epochs, finetune_batch, finetune_loss (``jaccard`` or ``ce``).
+    Faithfulness (issue 17; defaults = the authors' code unless noted)
+        handoff: which checkpoint of step k-1 scores and warm-starts step k: ``last`` (the
+            authors: the weights after its last epoch) or ``best`` (its best-validation epoch).
+        val_masking: how selective steps validate: ``selective`` (the authors: the step's
+            validation images, selectively masked by the previous model) or ``random`` (fixed
+            random masks, comparable across steps). Step 0 always uses fixed random masks.
+        metric: ``ours`` (default: classes absent from the test set leave the mean; void pixels
+            ignored in training and scoring) or ``authors`` (VOC / Cityscapes train void as an
+            extra output; the authors' mIoU, absent classes as IoU 0, is reported either way).
+        reinit_head: re-initialise the head downstream even when its shape matches the 3-colour
+            reconstruction head (default; False keeps it for 3-class tasks, as the authors do).
     Machinery
         seed, deterministic (``torch.use_deterministic_algorithms``), workers (DataLoader
         processes), amp (``auto``: bf16/fp16 on CUDA only; ``off``, ``bf16``, ``fp16``),
@@ -115,6 +126,11 @@ class Config:
     finetune_epochs: int = 500
     finetune_batch: int = 8
     finetune_loss: str = "jaccard"
+    # issue 17: the authors' hand-off and metric as named options (see the docstring)
+    handoff: str = "last"
+    val_masking: str = "selective"
+    metric: str = "ours"
+    reinit_head: bool = True
     seed: int = 0
     deterministic: bool = False
     workers: int = 4
@@ -135,6 +151,10 @@ class Config:
             (self.partitions >= 1, "partitions", "at least 1 (the paper uses 10)"),
             (self.k >= 1, "k", "at least 1 random mask per image (the paper uses 5)"),
             (self.msssim_win % 2 == 1, "msssim_win", "an odd window size, e.g. 11 or 7"),
+            (self.handoff in ("last", "best"), "handoff", "'last' (the authors) or 'best'"),
+            (self.val_masking in ("selective", "random"), "val_masking",
+             "'selective' (the authors) or 'random'"),
+            (self.metric in ("ours", "authors"), "metric", "'ours' or 'authors'"),
         ]
         # Issue 18: counts that would silently mean something else (0 -> the default batch) or
         # end in an unrelated error far from the config.

@@ -10,7 +10,8 @@
   ``(seed, step, image index)``, so the result does not depend on batching or on the number of
   processes. Masks are stored as patch grids, one bit per patch (:func:`save_masks`), never as
   masked image copies; an image's grid lives on the image resized to short side ``image_size``.
-* :class:`MaskedPoolSet` and :class:`FixedMaskValSet` are the training and validation sets.
+* :class:`MaskedPoolSet` is the training set; :class:`FixedMaskValSet` (fixed random masks) and
+  :class:`SelectiveValSet` (the step's stored selective masks, the authors' rule) validate.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from .runtime import seeded_generator
 from .selective import selective_mask
 
 __all__ = ["load_split", "partition_indices", "score_partition", "save_masks", "load_masks",
-           "MaskedPoolSet", "FixedMaskValSet"]
+           "MaskedPoolSet", "FixedMaskValSet", "SelectiveValSet"]
 
 DATA_SEED = 0
 """Seed of the synthetic images: the data stay the same when ``cfg.seed`` (training) changes."""
@@ -196,15 +197,7 @@ class MaskedPoolSet(Dataset):
                  masks: dict | None = None):
         self.pool, self.indices, self.cfg, self.stage, self.epoch = pool, list(indices), cfg, stage, 0
         self.augment = TrainAugment(cfg.image_size, jitter_target=cfg.shared_augmentation)
-        self.masks = None
-        if masks is not None:
-            position = {int(i): n for n, i in enumerate(masks["indices"].tolist())}
-            missing = [i for i in self.indices if i not in position]
-            if missing:
-                raise ValueError(f"stored masks lack pool images {missing[:5]}: delete the step's "
-                                 "masks.pt so that it is scored again")
-            self.masks = {i: masks["masks"][position[i], :h, :w] for i in self.indices
-                          for h, w in [masks["grid_shapes"][position[i]].tolist()]}
+        self.masks = None if masks is None else grid_masks_of(masks, self.indices)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -218,9 +211,7 @@ class MaskedPoolSet(Dataset):
         image = item_image(self.pool[index])
         if self.masks is None:
             return self.augment(image, generator=generator)[0]
-        image = resize_short_side(image, self.cfg.image_size)
-        grid = patch_grid(*image.shape[-2:], self.cfg.n_patches)
-        pixel_mask = mask_to_pixels(self.masks[index], grid)  # (h, w)
+        image, pixel_mask = scored_image_and_mask(image, self.masks[index], self.cfg)  # (3, h, w), (h, w)
         out = self.augment(image, pixel_mask, generator=generator)
         if self.cfg.shared_augmentation:
             return out[0], out[0], out[1]
@@ -228,10 +219,11 @@ class MaskedPoolSet(Dataset):
 
 
 class FixedMaskValSet(Dataset):
-    """Validation images (short side + centre crop) with a fixed random grid mask each.
+    """Validation images (short side + centre crop) with a fixed random mask each.
 
-    Item = ``(image (3, S, S) in [0, 1], grid mask (gh, gw) bool)``; the mask of pool image
-    ``index`` is drawn from ``(seed, "val", index)``, the same in every epoch and every step.
+    Item = ``(image (3, S, S) in [0, 1], pixel mask (S, S) bool)``; the grid mask of pool image
+    ``index`` is drawn on the crop's grid from ``(seed, "val", index)``, the same in every epoch
+    and every step. Step 0 validates with it, and every step under ``val_masking="random"``.
     """
 
     def __init__(self, pool: Dataset, indices: Sequence[int], cfg: Config):
@@ -247,4 +239,45 @@ class FixedMaskValSet(Dataset):
         image = item_image(self.pool[index])
         mask = random_patch_mask(1, self.grid, self.cfg.mask_ratio,
                                  generator=seeded_generator(self.cfg.seed, "val", index))[0]
-        return self.transform(image)[0], mask
+        return self.transform(image)[0], mask_to_pixels(mask, self.grid)
+
+
+class SelectiveValSet(Dataset):
+    """Validation images of a selective step with the step's stored selective masks (authors' rule).
+
+    The previous step's model scored the validation images with the training images; each mask
+    lives on the image resized to short side ``image_size`` and goes through the validation
+    transform (centre crop) with it. Item = ``(image (3, S, S) in [0, 1], pixel mask (S, S) bool)``.
+    """
+
+    def __init__(self, pool: Dataset, indices: Sequence[int], cfg: Config, masks: dict):
+        self.pool, self.indices, self.cfg = pool, list(indices), cfg
+        self.masks = grid_masks_of(masks, self.indices)
+        self.crop = EvalTransform(cfg.image_size)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, n: int):
+        index = self.indices[n]
+        image, pixel_mask = scored_image_and_mask(item_image(self.pool[index]), self.masks[index],
+                                                  self.cfg)  # (3, h, w), (h, w) at short side S
+        return self.crop(image, pixel_mask)  # centre crop of both: (3, S, S), (S, S)
+
+
+def grid_masks_of(masks: dict, indices: Sequence[int]) -> dict[int, torch.Tensor]:
+    """Each pool image's stored grid mask ``(gh, gw)`` (its own grid shape) from a step's masks."""
+    position = {int(i): n for n, i in enumerate(masks["indices"].tolist())}
+    missing = [i for i in indices if i not in position]
+    if missing:
+        raise ValueError(f"stored masks lack pool images {missing[:5]}: delete the step's "
+                         "masks.pt so that it is scored again")
+    return {i: masks["masks"][position[i], :h, :w] for i in indices
+            for h, w in [masks["grid_shapes"][position[i]].tolist()]}
+
+
+def scored_image_and_mask(image: torch.Tensor, grid_mask: torch.Tensor, cfg: Config):
+    """The image at the size it was scored (short side ``image_size``) and its mask in pixels there."""
+    image = resize_short_side(image, cfg.image_size)  # (3, h, w)
+    grid = patch_grid(*image.shape[-2:], cfg.n_patches)
+    return image, mask_to_pixels(grid_mask, grid)  # (3, h, w), (h, w)
