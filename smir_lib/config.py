@@ -75,6 +75,15 @@ class Config:
         channels_last (CUDA only), device (``auto``, ``cpu``, ``cuda``, ``cuda:1``),
         score_batch (images per scoring batch), score_chunk (masked copies per forward pass,
         None = a whole batch; halved on out-of-memory), progress (tqdm bars).
+    Your own data, tiles and evaluation (issue 16)
+        dataset ``folder`` with ``data_root=DIR`` reads your own images (``smir_lib.data.folder``).
+        pool_tile_size: cut every pool image into tiles of this many px at full resolution
+            (None = off, the paper's recipe: whole images); ``pool_size`` still counts source images.
+        pool_tile_stride: px between tiles (None = ``pool_tile_size``: no overlap but at the
+            borders, where the last tile is shifted inwards).
+        eval_mode: ``resize`` (the paper's test protocol: short side ``image_size``, whole image)
+            or ``sliding`` (full resolution, windows of ``image_size`` px averaged where they overlap).
+        eval_stride: px between sliding windows (None = ``image_size // 2``).
     """
 
     dataset: str = "synthetic"
@@ -113,6 +122,11 @@ class Config:
     score_batch: int = 16
     score_chunk: int | None = None
     progress: bool = True
+    # issue 16: your own data, pool tiles, sliding-window evaluation
+    pool_tile_size: int | None = None
+    pool_tile_stride: int | None = None
+    eval_mode: str = "resize"
+    eval_stride: int | None = None
 
     def __post_init__(self) -> None:
         checks = [
@@ -123,6 +137,10 @@ class Config:
             (self.partitions >= 1, "partitions", "at least 1 (the paper uses 10)"),
             (self.k >= 1, "k", "at least 1 random mask per image (the paper uses 5)"),
             (self.msssim_win % 2 == 1, "msssim_win", "an odd window size, e.g. 11 or 7"),
+            (self.eval_mode in ("resize", "sliding"), "eval_mode", "'resize' or 'sliding'"),
+            (self.pool_tile_size is None or self.pool_tile_size >= 32, "pool_tile_size", "None or at least 32 px"),
+            (self.pool_tile_stride is None or self.pool_tile_stride >= 1, "pool_tile_stride", "None or at least 1 px"),
+            (self.eval_stride is None or self.eval_stride >= 1, "eval_stride", "None or at least 1 px"),
         ]
         for ok, key, expected in checks:
             if not ok:

@@ -1,7 +1,7 @@
 """What pretraining reads: the pool, its partitions, and the stored selective masks.
 
 * :func:`load_split` builds a dataset of ``cfg`` (pool or labelled split), trimmed to the sizes
-  the config asks for.
+  the config asks for; with ``pool_tile_size`` the pool is made of tiles of its images.
 * :func:`partition_indices` cuts the pool into interleaved partitions ``pool[i::P]`` and each
   partition into train / validation (the last ``val_fraction`` of it).
 * :func:`score_partition` runs the selective recipe (``smir_lib.selective``) over one partition,
@@ -23,6 +23,7 @@ from torch.utils.data import Dataset, Subset
 
 from .config import Config
 from .data import get_dataset
+from .data.tiles import TiledPool
 from .data.transforms import EvalTransform, TrainAugment, normalize, resize_short_side
 from .distributed import DistContext, gather_objects
 from .patches import mask_to_pixels, patch_grid, random_patch_mask
@@ -37,10 +38,22 @@ DATA_SEED = 0
 
 
 def load_split(cfg: Config, split: str, name: str | None = None) -> Dataset:
-    """Dataset ``name`` (default ``cfg.dataset``; the pool: ``cfg.pool_name``) for ``split``."""
+    """Dataset ``name`` (default ``cfg.dataset``; the pool: ``cfg.pool_name``) for ``split``.
+
+    ``pool_size`` / ``train_size`` ... keep the first images; with ``pool_tile_size`` the pool is
+    then a :class:`~smir_lib.data.tiles.TiledPool` of those images' tiles.
+    """
     name = name or (cfg.pool_name if split == "pool" else cfg.dataset)
     limit = {"pool": cfg.pool_size, "train": cfg.train_size, "val": cfg.val_size,
              "test": cfg.test_size}[split]
+    ds = _limited(cfg, split, name, limit)
+    if split == "pool" and cfg.pool_tile_size:  # tiles of the (limited) source images, read lazily
+        return TiledPool(ds, cfg.pool_tile_size, cfg.pool_tile_stride)
+    return ds
+
+
+def _limited(cfg: Config, split: str, name: str, limit: int | None) -> Dataset:
+    """The first ``limit`` images of dataset ``name``/``split`` (all when ``limit`` is None)."""
     if name == "synthetic":
         if split == "pool" and limit is None:
             raise ValueError("config pool_size is None but the synthetic pool is endless: "
