@@ -26,15 +26,18 @@ def tile_starts(length: int, tile: int, stride: int) -> torch.Tensor:
 
     >>> tile_starts(966, 256, 256).tolist()   # 3 full steps, then one shifted in to end at 966
     [0, 256, 512, 710]
+    >>> tile_starts(1296, 256, 256).tolist()  # CWFID's width: 6 tiles, the last overlapping by 240 px
+    [0, 256, 512, 768, 1024, 1040]
     >>> tile_starts(200, 256, 128).tolist()   # shorter than a tile: one window of 200 px
     [0]
     """
-    if tile < 1 or stride < 1:
-        raise ValueError(f"tile {tile} and stride {stride} must be at least 1 px")
+    if tile < 1 or not 1 <= stride <= tile:
+        raise ValueError(f"tile {tile} px with stride {stride} px: the stride must be 1..{tile} px "
+                         "(a longer one leaves pixels between windows that no window sees)")
     if length <= tile:
         return torch.zeros(1, dtype=torch.long)
-    starts = torch.arange(0, length - tile + stride, stride).clamp_(max=length - tile)  # last shifted in
-    return torch.unique(starts)  # sorted; a clamped duplicate of length - tile appears once
+    inner = torch.arange(0, length - tile, stride)  # windows that end before the border
+    return torch.cat([inner, torch.tensor([length - tile])])  # the last one ends at the border
 
 
 def tile_boxes(height: int, width: int, tile: int, stride: int) -> torch.Tensor:
