@@ -97,6 +97,15 @@ class Config:
         (decode every image once and keep it in memory, 8-bit images as uint8; the pool resized
         for the selective steps too: same results, no file decoding per item; for datasets
         that fit in memory).
+    Your own data, tiles and evaluation (issue 16)
+        dataset ``folder`` with ``data_root=DIR`` reads your own images (``smir_lib.data.folder``).
+        pool_tile_size: cut every pool image into tiles of this many px at full resolution
+            (None = off, the paper's recipe: whole images); ``pool_size`` still counts source images.
+        pool_tile_stride: px between tiles (None = ``pool_tile_size``: no overlap but at the
+            borders, where the last tile is shifted inwards).
+        eval_mode: ``resize`` (the paper's test protocol: short side ``image_size``, whole image)
+            or ``sliding`` (full resolution, windows of ``image_size`` px averaged where they overlap).
+        eval_stride: px between sliding windows (None = ``image_size // 2``).
     """
 
     dataset: str = "synthetic"
@@ -141,6 +150,11 @@ class Config:
     score_chunk: int | None = None
     progress: bool = True
     cache_images: bool = False
+    # issue 16: your own data, pool tiles, sliding-window evaluation
+    pool_tile_size: int | None = None
+    pool_tile_stride: int | None = None
+    eval_mode: str = "resize"
+    eval_stride: int | None = None
 
     def __post_init__(self) -> None:
         checks = [
@@ -155,6 +169,10 @@ class Config:
             (self.val_masking in ("selective", "random"), "val_masking",
              "'selective' (the authors) or 'random'"),
             (self.metric in ("ours", "authors"), "metric", "'ours' or 'authors'"),
+            (self.eval_mode in ("resize", "sliding"), "eval_mode", "'resize' or 'sliding'"),
+            (self.pool_tile_size is None or self.pool_tile_size >= 32, "pool_tile_size", "None or at least 32 px"),
+            (self.pool_tile_stride is None or self.pool_tile_stride >= 1, "pool_tile_stride", "None or at least 1 px"),
+            (self.eval_stride is None or self.eval_stride >= 1, "eval_stride", "None or at least 1 px"),
         ]
         # Issue 18: counts that would silently mean something else (0 -> the default batch) or
         # end in an unrelated error far from the config.

@@ -33,6 +33,7 @@ from .checkpoint import (atomic_write_text, check_pretraining_checkpoint, check_
 from .config import Config, save_config
 from .data.transforms import EvalTransform, TrainAugment, normalize
 from .distributed import DistContext, all_reduce_sum, barrier, init_distributed
+from .inference import segment_logits
 from .metrics import confusion_matrix, segmentation_loss, segmentation_metrics
 from .models import build_model, load_imagenet_encoder, load_pretrained
 from .pretrain_data import load_split
@@ -44,12 +45,14 @@ __all__ = ["finetune", "evaluate", "initialise", "LabelledSet"]
 
 class LabelledSet(Dataset):
     """A labelled split with the paper's transform: ``train`` augmented per item (seeded by
-    ``(seed, stage, epoch, index)``), ``val`` short side + centre crop, ``test`` short side only."""
+    ``(seed, stage, epoch, index)``), ``val`` short side + centre crop, ``test`` short side only.
+    ``full_resolution=True`` (sliding-window evaluation) returns evaluation items untouched."""
 
-    def __init__(self, base: Dataset, split: str, cfg: Config, stage: str = "finetune"):
+    def __init__(self, base: Dataset, split: str, cfg: Config, stage: str = "finetune",
+                 full_resolution: bool = False):
         self.base, self.split, self.cfg, self.stage, self.epoch = base, split, cfg, stage, 0
         self.transform = (TrainAugment(cfg.image_size) if split == "train"
-                          else EvalTransform.for_split(split, cfg.image_size))
+                          else None if full_resolution else EvalTransform.for_split(split, cfg.image_size))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -62,7 +65,7 @@ class LabelledSet(Dataset):
         if self.split == "train":
             generator = seeded_generator(self.cfg.seed, self.stage, self.epoch, index)
             return self.transform(image, label, generator=generator)
-        return self.transform(image, label)
+        return (image, label) if self.transform is None else self.transform(image, label)
 
 
 VOID_OUTPUT_DATASETS = ("voc", "cityscapes")
@@ -102,9 +105,12 @@ def _meta(ds) -> tuple[list[str], int]:
 
 
 def _confusion(model: nn.Module, dataset: Dataset, batch_size: int, cfg: Config,
-               ctx: DistContext, n_classes: int, ignore: int, progress: bool = False) -> torch.Tensor:
+               ctx: DistContext, n_classes: int, ignore: int, progress: bool = False,
+               sliding: bool = False) -> torch.Tensor:
     """Confusion matrix ``(C, C)`` of ``model`` over ``dataset``, sharded over ranks and summed;
-    ``C`` = the model's outputs (a void output gets a column; void-labelled pixels are skipped)."""
+    ``C`` = the model's outputs (a void output gets a column; void-labelled pixels are skipped).
+
+    ``sliding``: full-resolution images through :func:`~smir_lib.inference.segment_logits`."""
     shard = Subset(dataset, range(ctx.rank, len(dataset), ctx.world_size))
     loader = DataLoader(shard, batch_size=batch_size, num_workers=cfg.workers,
                         pin_memory=ctx.device.type == "cuda")
@@ -116,8 +122,11 @@ def _confusion(model: nn.Module, dataset: Dataset, batch_size: int, cfg: Config,
     model.eval()
     with torch.no_grad():
         for images, labels in loader:
-            with autocast(cfg.amp, ctx.device):
-                logits = model(normalize(to_device(images, cfg, ctx.device)))  # (B, C, H, W)
+            if sliding:
+                logits = segment_logits(model, images, cfg, ctx.device)  # (B, C, H, W) at full resolution
+            else:
+                with autocast(cfg.amp, ctx.device):
+                    logits = model(normalize(to_device(images, cfg, ctx.device)))  # (B, C, H, W)
             confusion += confusion_matrix(logits.argmax(1), labels.to(ctx.device), n_classes, ignore)
     return all_reduce_sum(confusion, ctx).cpu()
 
@@ -190,7 +199,8 @@ def evaluate(cfg: Config, checkpoint: str | Path, split: str = "test",
              ctx: DistContext | None = None) -> dict:
     """Metrics of a fine-tuned ``checkpoint`` on ``split`` of ``cfg.dataset``.
 
-    ``test``: short side ``image_size``, whole image, batch 1; ``val``: centre crop. A checkpoint
+    ``test``: short side ``image_size``, whole image, batch 1; ``val``: centre crop;
+    ``cfg.eval_mode="sliding"``: either split at full resolution by sliding windows. A checkpoint
     of another architecture or class count raises ``ValueError`` naming the mismatched keys.
     Returns ``segmentation_metrics`` (mIoU, the authors' mIoU, per-class IoU, lowest classes,
     confusion) plus ``n_images`` and ``split``.
@@ -204,9 +214,10 @@ def evaluate(cfg: Config, checkpoint: str | Path, split: str = "test",
     check_pretraining_checkpoint(state, checkpoint)  # a reconstruction head is no segmenter
     load_pretrained(model, state, reinit_head=False)  # strict: names every mismatched key
     model = prepare_model(model, cfg, ctx.device)
-    batch = 1 if split == "test" else cfg.finetune_batch
-    conf = _confusion(model, LabelledSet(base, split, cfg), batch, cfg, ctx, n_outputs,
-                      ignore, progress=True)
+    sliding = cfg.eval_mode == "sliding"
+    batch = 1 if split == "test" or sliding else cfg.finetune_batch
+    conf = _confusion(model, LabelledSet(base, split, cfg, full_resolution=sliding), batch, cfg, ctx,
+                      n_outputs, ignore, progress=True, sliding=sliding)
     metrics = segmentation_metrics(conf, class_names, n_lowest=min(3, len(class_names)),
                                    n_scored=len(class_names))
     return {**metrics, "n_images": len(base), "split": split, "checkpoint": str(checkpoint)}

@@ -1,8 +1,9 @@
 """What pretraining reads: the pool, its partitions, and the stored selective masks.
 
 * :func:`load_split` builds a dataset of ``cfg`` (pool or labelled split), trimmed to the sizes
-  the config asks for and optionally kept in memory (``cache_images``); :func:`scoring_pool` is
-  the pool resized to the short side where selective masks live.
+  the config asks for, optionally kept in memory (``cache_images``), the pool optionally cut
+  into tiles (``pool_tile_size``); :func:`scoring_pool` is the pool resized to the short side
+  where selective masks live.
 * :func:`partition_indices` cuts the pool into interleaved partitions ``pool[i::P]`` and each
   partition into train / validation (the last ``val_fraction`` of it).
 * :func:`score_partition` runs the selective recipe (``smir_lib.selective``) over one partition,
@@ -27,6 +28,7 @@ from torch.utils.data import Dataset
 
 from .config import Config
 from .data import get_dataset
+from .data.tiles import TiledPool
 from .data.transforms import EvalTransform, TrainAugment, normalize, resize_short_side
 from .data.views import CachedItems, FirstItems, ResizedImages, item_image
 from .distributed import DistContext, gather_objects
@@ -46,12 +48,18 @@ def load_split(cfg: Config, split: str, name: str | None = None, announce: bool 
 
     Trimmed to the first ``cfg.<split>_size`` items (``pool_size`` for the pool) and, with
     ``cfg.cache_images``, decoded once and kept in memory (:class:`~smir_lib.data.views.CachedItems`:
-    the same items, without decoding a file per item). ``announce``: print (to stderr) which
-    folder the split is read from (runs do, at their start).
+    the same items, without decoding a file per item); with ``pool_tile_size`` the pool is then
+    a :class:`~smir_lib.data.tiles.TiledPool` of those images' tiles. ``announce``: print (to
+    stderr) which folder the split is read from (runs do, at their start).
     """
-    ds = _load_split(cfg, split, name)
+    name = name or (cfg.pool_name if split == "pool" else cfg.dataset)
+    limit = {"pool": cfg.pool_size, "train": cfg.train_size, "val": cfg.val_size,
+             "test": cfg.test_size}[split]
+    ds = _limited(cfg, split, name, limit)
+    if split == "pool" and cfg.pool_tile_size:  # tiles of the (limited) source images, read lazily
+        ds = TiledPool(ds, cfg.pool_tile_size, cfg.pool_tile_stride)
     if announce and os.environ.get("RANK", "0") == "0":
-        print(f"data: {split} of {name or getattr(ds, 'name', cfg.dataset)}, {len(ds)} images, "
+        print(f"data: {split} of {name}, {len(ds)} images, "
               f"{data_origin(ds)}", file=sys.stderr, flush=True)  # stdout stays the CLI's JSON
     return ds
 
@@ -64,10 +72,8 @@ def data_origin(ds: Dataset) -> str:
     return f"generated in memory (seed {DATA_SEED}; nothing read from disk)"
 
 
-def _load_split(cfg: Config, split: str, name: str | None) -> Dataset:
-    name = name or (cfg.pool_name if split == "pool" else cfg.dataset)
-    limit = {"pool": cfg.pool_size, "train": cfg.train_size, "val": cfg.val_size,
-             "test": cfg.test_size}[split]
+def _limited(cfg: Config, split: str, name: str, limit: int | None) -> Dataset:
+    """The first ``limit`` images of dataset ``name``/``split`` (all when ``limit`` is None)."""
     if name == "synthetic":
         if split == "pool" and limit is None:
             raise ValueError("config pool_size is None but the synthetic pool is endless: "

@@ -61,6 +61,7 @@ def test_00_data(series):
     for shares in m["class_shares"].values():
         assert abs(sum(shares) - 1) < 1e-6
     assert set(m["rarest_classes"]) <= set(m["class_names"])
+    assert m["own_folder"] == {"train": 9, "val": 1, "test": 2, "pool": 14}  # 12 labelled + 4 pool photos, 70/10/20
 
 
 def test_01_random_masking(series):
