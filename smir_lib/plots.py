@@ -526,3 +526,25 @@ def smir_loop_diagram(partitions: int = 10, k: int = 5, ratio: float = 0.5) -> F
     ax.axis("off")
     ax.set_title("Selective Masking Image Reconstruction (SMIR): one step of the loop", fontsize=11)
     return fig
+
+
+def per_image_share_figure(per_image: Mapping[str, Sequence[float]], *,
+                           title: str = "share of each image's hidden pixels on objects") -> Figure:
+    """One image per x position, one marker per masking (e.g. random / selective), joined per image.
+
+    ``per_image[name]`` holds a fraction per image; the grey segments show each image's difference.
+    """
+    names = list(per_image)
+    values = np.array([to_numpy(per_image[n]) for n in names], dtype=float) * 100  # (M, N) percent
+    x = np.arange(values.shape[1])
+    fig = Figure(figsize=(max(5.5, 0.35 * len(x) + 2.5), 3.4), layout="constrained")
+    ax = fig.subplots()
+    ax.vlines(x, np.nanmin(values, 0), np.nanmax(values, 0), color="#BBBBBB", lw=1.5, zorder=1)
+    for name, vals in zip(names, values):
+        ax.scatter(x, vals, label=name, color=MASK_COLORS.get(name), edgecolor="black", zorder=2)
+    ax.set_xticks(x, [str(i) for i in x], fontsize=8)
+    ax.set_xlabel("image")
+    ax.set_ylabel("% of its hidden pixels\non objects")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    return fig

@@ -86,6 +86,7 @@ def test_the_paper_figures_return_figures(small):
         plots.segmentation_predictions([image], [label], {"scratch": [label], "random": [label.flip(0)]},
                                        NAMES, COLORS),
         plots.smir_loop_diagram(10, 5, 0.5),
+        plots.per_image_share_figure({"random": [0.2, 0.1], "selective": [0.3, float("nan")]}),
     ]
     assert all(isinstance(f, Figure) for f in figs)
     titles = [ax.get_title() for ax in figs[0].axes]
