@@ -3,7 +3,10 @@
 Each builder returns an ``ipywidgets.VBox``: sliders (each with a short description, e.g.
 ``ratio``, ``patches``, ``seed``, ``image``, ``K``) above an ``Output`` that redraws a matplotlib
 figure from ``smir_lib.plots`` whenever a slider moves. Notebooks call them only
-``if INTERACTIVE:``; the same content appears as static figures otherwise.
+``if INTERACTIVE:``; the same content appears as static figures otherwise. One per notebook:
+``dataset_browser`` (00), ``mask_explorer`` (01), ``reconstruction_explorer`` (02),
+``loss_map_browser`` (03), ``mask_comparison_explorer`` (04), ``stored_mask_browser`` (05),
+``prediction_browser`` (06); the ``ui`` test tier moves a slider of each in JupyterLab.
 """
 
 from __future__ import annotations
