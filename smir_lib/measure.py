@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 __all__ = ["class_pixel_counts", "class_pixel_shares", "hidden_class_shares", "dataset_class_shares",
-           "load_batch", "mae_views", "reconstruction_quality", "mask_object_shares", "stored_mask_shares"]
+           "load_batch", "mae_views", "reconstruction_quality", "heldback_quality", "object_share_per_image", "mask_object_shares", "stored_mask_shares"]
 
 
 def class_pixel_counts(labels: torch.Tensor, num_classes: int, ignore_index: int = 255,
@@ -52,6 +52,20 @@ def hidden_class_shares(pixel_masks: torch.Tensor, labels: torch.Tensor, num_cla
     :func:`class_pixel_shares`: a class hidden more often than it occurs is over-selected.
     """
     return _shares(class_pixel_counts(labels, num_classes, ignore_index, where=pixel_masks))
+
+
+def object_share_per_image(pixel_masks: torch.Tensor, labels: torch.Tensor, background: int,
+                           num_classes: int, ignore_index: int = 255) -> torch.Tensor:
+    """Per image, the share of its HIDDEN labelled pixels that lie on objects (not ``background``).
+
+    ``pixel_masks`` (B, H, W) bool, True = hidden; ``labels`` (B, H, W). Returns ``(B,)`` float64;
+    an image with no hidden labelled pixel gets NaN. The spread of these values over images is
+    what a single pooled share (:func:`hidden_class_shares`) hides.
+    """
+    labelled = (labels >= 0) & (labels < num_classes) & (labels != ignore_index)  # (B, H, W)
+    hidden = (pixel_masks & labelled).flatten(1).sum(1).double()  # (B,)
+    on_objects = (pixel_masks & labelled & (labels != background)).flatten(1).sum(1).double()
+    return on_objects / hidden  # 0 / 0 -> NaN: nothing hidden to measure
 
 
 def dataset_class_shares(ds, limit: int | None = None) -> torch.Tensor:
@@ -144,6 +158,24 @@ def reconstruction_quality(model, images: torch.Tensor, grid, mask: torch.Tensor
             "psnr_fill": -10 * torch.log10(torch.tensor(mse["fill"])).item(),
             "gain_db": 10 * torch.log10(torch.tensor(mse["fill"] / mse["reconstruction"])).item(),
             "hidden_visible_ratio": (scores[mask].mean() / scores[~mask].mean()).item()}
+
+
+def heldback_quality(model, cfg, n_images: int = 32, seed: int = 0) -> dict:
+    """:func:`reconstruction_quality` of ``model`` on the first ``n_images`` test-split images.
+
+    The test split is held back from every pretraining pool; ``cfg`` gives the dataset, the image
+    size and the patch grid; one random mask per image from ``seed``. The result also holds
+    ``n_images``. The teaching models' manifest (``smir_lib.zoo``) and notebook 02 both call this.
+    """
+    from smir_lib.data.transforms import normalize
+    from smir_lib.patches import patch_grid, random_patch_mask
+    from smir_lib.pretrain_data import load_split
+
+    test = load_split(cfg.replace(test_size=None, cache_images=False), "test")
+    images, _ = load_batch(test, range(min(n_images, len(test))), size=cfg.image_size)
+    x, grid = normalize(images), patch_grid(cfg.image_size, cfg.image_size, cfg.n_patches)
+    mask = random_patch_mask(len(x), grid, cfg.mask_ratio, generator=torch.Generator().manual_seed(seed))
+    return {**reconstruction_quality(model, x, grid, mask), "n_images": len(x)}
 
 
 def mask_object_shares(model, ds, cfg, n_images: int = 8, seed: int = 0) -> dict:
