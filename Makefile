@@ -17,13 +17,14 @@ PYTEST_ARGS ?=
 SMIR_DATA_DIR ?= $(if $(wildcard ../shared/data/cwfid),$(abspath ../shared/data))
 export SMIR_DATA_DIR
 
-.PHONY: demo test unit bench models mutants venv clean-venv help
+.PHONY: demo test unit bench gpu-check models mutants venv clean-venv help
 
 help:
 	@echo "make demo   run the notebook series (fast profile, synthetic data) into runs/<timestamp>/"
 	@echo "make test   run the whole test suite (unit, notebooks, nbval, ui, realdata, slow)"
 	@echo "make unit   only the fast unit tests"
 	@echo "make bench  run the benchmarks (benchmarks/)"
+	@echo "make gpu-check  on an NVIDIA GPU machine: <= 8 min check, results in benchmarks/results/"
 	@echo "make models train the teaching models (synthetic; CWFID too when its data is found)"
 	@echo "make mutants  break the recipe on purpose (tests/mutants.py) and check the tests catch it"
 
@@ -60,6 +61,9 @@ bench: $(STAMP)
 
 mutants: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) tests/mutants.py $(MUTANTS)
+
+gpu-check: $(STAMP)
+	$(PY) -m benchmarks.gpu_check $(GPU_CHECK_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

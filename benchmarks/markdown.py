@@ -1,7 +1,9 @@
 """Markdown tables from a benchmark JSON, for ``benchmarks/RESULTS.md`` (no hand copying).
 
 ``python -m benchmarks.markdown runs/bench/<timestamp>.json [more.json ...]`` prints the machine
-line, the timed sides (images/s, median) and the figures with their targets.
+line, the timed sides (images/s, median) and the figures with their targets;
+``--performance`` prints instead the README's performance table (issue 13): the engine against
+the reference commit, the bare step, each adopted change and the scoring overhead.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["to_markdown"]
+__all__ = ["to_markdown", "performance_table"]
 
 
 def _cell(text: str) -> str:
@@ -53,13 +55,46 @@ def to_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _target(r: dict[str, Any], name: str) -> str:
+    t = r["targets"].get(name)
+    if not t:
+        return ""
+    bound = f"<= {t['at_most']}" if t["at_most"] is not None else f">= {t['at_least']}"
+    return f"{bound} ({'met' if t['met'] else '**missed**'})"
+
+
+def performance_table(report: dict[str, Any]) -> str:
+    """The README's performance table: every engine, bare-step and scoring ratio of one run."""
+    m = report["machine"]
+    lines = [f"Measured {m['date_utc']} on {m['cpu']} ({m['logical_cores']} cores, "
+             f"{m['torch_threads']} torch thread(s), load average {m.get('load_average_1_5_15')}), "
+             f"`python -m benchmarks` profile `{report['profile']}`, {m.get('clock', 'wall')} clock "
+             "for the in-process timings.", "", "| figure | measured | target |", "|---|---:|---|"]
+    for r in report["results"]:
+        keep = r["name"] == "engine" or r["name"].startswith(("bare_step", "scoring.selective_mask"))
+        if not keep:
+            continue
+        prefix = "" if r["name"] == "engine" else f"{r['name']}: "
+        for name, value in r["ratios"].items():
+            lines.append(f"| {_cell(prefix + name)} | {_num(value)} | {_target(r, name)} |")
+        for name, value in r["values"].items():
+            if isinstance(value, (int, float)):
+                lines.append(f"| {_cell(prefix + name)} | {_num(value)} | |")
+        for note in r["notes"]:
+            lines.append(f"| {_cell(prefix + 'note')} | {_cell(note)} | |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
-    paths = argv if argv is not None else sys.argv[1:]
+    args = argv if argv is not None else sys.argv[1:]
+    performance = "--performance" in args
+    paths = [a for a in args if a != "--performance"]
     if not paths:
-        print("usage: python -m benchmarks.markdown RESULT.json [...]", file=sys.stderr)
+        print("usage: python -m benchmarks.markdown [--performance] RESULT.json [...]", file=sys.stderr)
         return 2
     for path in paths:
-        print(to_markdown(json.loads(Path(path).read_text())))
+        report = json.loads(Path(path).read_text())
+        print(performance_table(report) if performance else to_markdown(report))
         print()
     return 0
 

@@ -9,7 +9,10 @@ Three size profiles:
 * ``--full``: larger batches, more repeats, and a 1000-image partition for the memory figure.
 
 On a CUDA machine the batches are larger and the paper model runs with AMP (``--no-amp`` to
-turn it off). Use ``--only scoring training data memory end_to_end`` to run a subset.
+turn it off). Use ``--only scoring training engine data memory end_to_end`` to run a subset.
+The ``engine`` section (``benchmarks/engine.py``) checks out ``--reference`` (default 2a67cec) in
+a temporary git worktree and runs both engines in subprocesses; ``--quick`` runs only its bare
+step.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from .harness import BenchResult, describe_machine, format_table, resolve_device
 
 __all__ = ["Profile", "PROFILES", "run_suite", "main"]
 
-SECTIONS = ("scoring", "training", "data", "memory", "end_to_end")
+SECTIONS = ("scoring", "training", "engine", "data", "memory", "end_to_end")
 
 
 @dataclass(frozen=True)
@@ -51,13 +54,19 @@ class Profile:
     memory_images_per_call: int = 8
     warmup: int = 1
     repeats: int = 3
+    # engine (issue 13): the engine against an older commit, each budget in subprocesses
+    engine_budgets: tuple[str, ...] = ("fast (synthetic)", "fast (cwfid)", "study (cwfid)")
+    engine_epochs: tuple[int, int] = (1, 4)  # after a 1-epoch warm-up run
+    engine_repeats: int = 2
+    bare_batch: int | None = None  # None: the config's pretraining batch
 
 
 PROFILES: dict[str, Profile] = {
     "quick": Profile(size=96, k=2, map_images=1, loop_images=1, mask_images={"tiny": 1},
                      train_batch={"tiny": 2}, train_size=176, data_datasets=("synthetic",),
                      data_batch=2, data_batches=1, data_workers=0, memory_sizes=(2,),
-                     memory_size=64, memory_images_per_call=1, warmup=1, repeats=2),
+                     memory_size=64, memory_images_per_call=1, warmup=1, repeats=2,
+                     engine_budgets=(), bare_batch=2),
     "default": Profile(),
     "full": Profile(map_images=8, loop_images=4, mask_images={"tiny": 8, "resnet34": 8},
                     train_batch={"tiny": 16, "resnet34": 8}, data_batch=16, data_batches=8,
@@ -74,11 +83,12 @@ def _for_gpu(profile: Profile) -> Profile:
 
 
 def run_suite(profile: Profile, *, device: torch.device, sections: tuple[str, ...] = SECTIONS,
-              amp: bool | None = None, clock: str = "wall", notebook_run: list[Path] | None = None,
+              amp: bool | None = None, clock: str = "wall", reference: str = "2a67cec",
+              notebook_run: list[Path] | None = None,
               make_test_seconds: float | None = None, make_test_log: Path | None = None,
               log=print) -> list[BenchResult]:
     """Run the chosen sections in order and return their results."""
-    from . import data_pipeline, end_to_end, memory, scoring, training_step
+    from . import data_pipeline, end_to_end, engine, memory, scoring, training_step
 
     amp = (device.type == "cuda") if amp is None else (amp and device.type == "cuda")
     timing = dict(device=device, warmup=profile.warmup, repeats=profile.repeats, clock=clock)
@@ -109,6 +119,18 @@ def run_suite(profile: Profile, *, device: torch.device, sections: tuple[str, ..
                          amp=amp and preset == "resnet34", inline_augment=preset == "tiny",
                          **timing)
             training_ips[preset] = result.values["training images/s (full step)"]
+    if "engine" in sections:
+        engine_ips = None
+        if profile.engine_budgets and device.type == "cpu":
+            result = run(f"engine against {reference} (subprocesses)", engine.bench_engine,
+                         reference=reference, epochs=profile.engine_epochs,
+                         repeats=profile.engine_repeats, threads=torch.get_num_threads(), log=log,
+                         budgets={b: engine.BUDGETS[b] for b in profile.engine_budgets})
+            engine_ips = result.values.get("fast (synthetic) pretrain: images/s (training, wall clock), this engine")
+        for config in ("fast", "study_cpu") if profile.engine_budgets else ("fast",):
+            run(f"bare step [{config}] and FLOP/s", engine.bench_bare_step, config=config,
+                batch=profile.bare_batch, engine_images_per_s=engine_ips if config == "fast" else None,
+                **timing)
     if "data" in sections:
         for name in profile.data_datasets:
             run(f"data pipeline [{name}]", data_pipeline.bench_data_pipeline, dataset=name,
@@ -142,6 +164,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="figures from wall time (default) or this process's CPU time: steadier "
                              "on a busy shared CPU with --threads 1 (data loader and GPU: always wall)")
+    parser.add_argument("--reference", default="2a67cec",
+                        help="commit whose engine the engine section compares against (git worktree)")
     parser.add_argument("--out", type=Path, default=None,
                         help="JSON file to write (default runs/bench/<timestamp>.json)")
     parser.add_argument("--notebook-run", type=Path, nargs="+", default=None,
@@ -172,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
               "10x slower steps this way); consider --threads 1", flush=True)
     start = time.perf_counter()
     results = run_suite(profile, device=device, sections=tuple(args.only or SECTIONS), amp=args.amp,
-                        clock=args.clock,
+                        clock=args.clock, reference=args.reference,
                         notebook_run=args.notebook_run, make_test_seconds=args.make_test_seconds,
                         make_test_log=args.make_test_log, log=lambda m: print(m, flush=True))
     total = time.perf_counter() - start

@@ -2,7 +2,9 @@
 
 ``torchrun --nproc_per_node N -m smir_lib pretrain ...`` sets ``RANK``, ``WORLD_SIZE`` and
 ``LOCAL_RANK``; :func:`init_distributed` reads them and joins the process group (NCCL on GPUs,
-gloo on CPU). Without them everything runs in one process and these helpers do nothing.
+gloo on CPU), even a group of one (``--nproc_per_node 1``: the same code path as N processes,
+which is how ``make gpu-check`` tests NCCL on a one-GPU machine). Without them everything runs
+in one process and these helpers do nothing.
 
 * Training: the model is wrapped in ``DistributedDataParallel`` and every rank reads its own
   share of each epoch through a ``DistributedSampler``.
@@ -33,6 +35,7 @@ class DistContext:
     rank: int = 0
     world_size: int = 1
     device: torch.device = torch.device("cpu")
+    joined: bool = False  # in a process group (started by torchrun), even one of size 1
 
     @property
     def is_main(self) -> bool:
@@ -40,7 +43,8 @@ class DistContext:
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        """Whether collectives and DistributedDataParallel are in use (under torchrun)."""
+        return self.joined
 
 
 def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
@@ -57,16 +61,15 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
 
 def init_distributed(device: str = "auto") -> DistContext:
     """Join the process group when started by ``torchrun``; a 1-process context otherwise."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = resolve_device(device, local_rank)
-    if world_size <= 1:
+    if "WORLD_SIZE" not in os.environ or "MASTER_ADDR" not in os.environ:  # not under torchrun
         return DistContext(0, 1, dev)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    return DistContext(dist.get_rank(), dist.get_world_size(), dev)
+    return DistContext(dist.get_rank(), dist.get_world_size(), dev, joined=True)
 
 
 def all_reduce_sum(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:

@@ -94,7 +94,7 @@ def _recon_validator(val_set: Dataset, cfg: Config, ctx: DistContext):
     """``validate(model) -> {"val_loss"}`` over ``(image, pixel mask)`` items, sharded over ranks."""
     shard = torch.utils.data.Subset(val_set, range(ctx.rank, len(val_set), ctx.world_size))
     loader = DataLoader(shard, batch_size=cfg.batch_for_pretraining, num_workers=cfg.workers,
-                        pin_memory=ctx.device.type == "cuda")
+                        pin_memory=ctx.device.type == "cuda", persistent_workers=cfg.workers > 0)
 
     @torch.no_grad()
     def validate(model: nn.Module) -> dict:

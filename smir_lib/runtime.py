@@ -7,21 +7,29 @@ importing the engine.
 * Every random stream derives from a tuple such as ``(seed, "step_3", epoch)`` through
   :func:`derive_seed`; hashing keeps ``(0, 1)`` and ``(1, 0)`` independent.
 * One mixed-precision policy, :func:`amp_dtype`, serves training, validation and scoring.
-* :func:`prepare_model` and :func:`to_device` put a network and its batches where they run.
+  ``auto`` is bf16 (or fp16) on CUDA and, on the CPU, bf16 only where the CPU multiplies bf16
+  matrices natively (:func:`cpu_has_fast_bf16`: AMX-BF16). On a CPU with AVX512-BF16 but no AMX
+  a bf16 training step measured slower than fp32 (``make bench``, README "Performance"), so
+  ``auto`` stays float32 there; ``amp=bf16`` forces it anywhere.
+* :func:`prepare_model` and :func:`to_device` put a network and its batches where they run:
+  channels-last memory on CUDA and on the CPU (oneDNN's convolutions are faster on it).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from .config import Config
 
-__all__ = ["derive_seed", "seeded_generator", "setup_determinism", "AMP_MODES", "amp_dtype", "autocast",
+__all__ = ["derive_seed", "seeded_generator", "setup_determinism", "AMP_MODES", "cpu_has_fast_bf16", "amp_dtype",
+           "autocast",
            "prepare_model", "to_device"]
 
 
@@ -58,17 +66,52 @@ AMP_MODES = ("auto", "off", "bf16", "fp16")
 """Values of ``Config.amp`` (and of ``selective_mask(amp=...)``)."""
 
 
+def _cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    """The CPU's feature flags from ``/proc/cpuinfo`` (Linux); empty elsewhere."""
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("flags"):
+                return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_fast_bf16() -> bool:
+    """Whether bf16 autocast should pay off on this CPU: AMX-BF16 tiles, and a bf16 conv runs.
+
+    The rule is a capability, not a timing, so the choice (and with it the numbers a run
+    computes) never depends on how busy the machine was. The probe runs one tiny bf16
+    convolution under autocast, so a torch build without oneDNN bf16 kernels falls back to
+    float32 instead of failing mid-run.
+    """
+    if "amx_bf16" not in _cpu_flags() or not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = torch.nn.functional.conv2d(torch.ones(1, 2, 4, 4), torch.ones(2, 2, 3, 3))
+        return out.dtype == torch.bfloat16
+    except RuntimeError:  # no bf16 kernel in this build
+        return False
+
+
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of mode ``amp`` on ``device``; None means full float32.
 
-    ``auto``: bf16 on CUDA when supported, else fp16; float32 on the CPU. ``off``: float32.
-    ``bf16`` / ``fp16``: that dtype. Training, validation and selective scoring all use this one
-    policy; the losses and patch scores are computed in float32 whatever it says.
+    ``auto``: bf16 on CUDA when supported, else fp16; on the CPU bf16 where
+    :func:`cpu_has_fast_bf16`, else float32. ``off``: float32. ``bf16`` / ``fp16``: that dtype.
+    Training, validation and selective scoring all use this one policy; the losses and patch
+    scores are computed in float32 whatever it says.
     """
     if amp not in AMP_MODES:
         raise ValueError(f"amp is {amp!r}; expected one of {', '.join(AMP_MODES)}")
-    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+    if amp == "off":
         return None
+    if device.type != "cuda":
+        if amp == "auto":
+            return torch.bfloat16 if cpu_has_fast_bf16() else None
+        return torch.bfloat16 if amp == "bf16" else torch.float16
     if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):
         return torch.float16
     return torch.bfloat16
@@ -81,16 +124,20 @@ def autocast(amp: str, device: torch.device):
 
 
 def prepare_model(model: nn.Module, cfg: Config, device: torch.device) -> nn.Module:
-    """Move ``model`` to ``device``; channels-last memory on CUDA when ``cfg.channels_last``."""
+    """Move ``model`` to ``device``, in channels-last memory when ``cfg.channels_last``.
+
+    Channels-last is the layout oneDNN (CPU) and cuDNN (CUDA) convolve fastest; it changes only
+    the order of floating-point sums (results agree to rounding, runs still repeat exactly).
+    """
     model = model.to(device)
-    if cfg.channels_last and device.type == "cuda":
+    if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
 
 
 def to_device(x: torch.Tensor, cfg: Config, device: torch.device) -> torch.Tensor:
-    """Copy a batch to ``device`` without blocking; images ``(B, 3, H, W)`` go channels-last on CUDA."""
+    """Copy a batch to ``device`` without blocking; images ``(B, 3, H, W)`` go channels-last."""
     x = x.to(device, non_blocking=True)
-    if device.type == "cuda" and cfg.channels_last and x.ndim == 4:
+    if cfg.channels_last and x.ndim == 4:
         x = x.contiguous(memory_format=torch.channels_last)
     return x

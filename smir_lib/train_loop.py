@@ -10,8 +10,14 @@ What differs between pretraining and fine-tuning is passed in as two functions:
 
 Everything a killed run needs is written after every epoch (see ``checkpoint``), and every random
 number of an epoch derives from ``(seed, stage, epoch)``: a resumed run replays exactly what an
-uninterrupted run computes. On CUDA the loop adds mixed precision (bf16, or fp16 with a gradient
-scaler), channels-last memory, pinned host memory and non-blocking copies.
+uninterrupted run computes. The loop runs under the one mixed-precision policy
+(``runtime.amp_dtype``: bf16, or fp16 with a gradient scaler), with channels-last memory, and on
+CUDA pinned host memory and non-blocking copies.
+
+Data loading never waits for worker start-up after the first batch: with ``cfg.workers > 0`` the
+loader's workers persist for the whole stage, and the epoch travels with every item key
+(``(epoch, n)``, :class:`EpochSampler` and :class:`EpochItems`) instead of through
+``set_epoch`` on the dataset, which a persistent worker's copy would never see.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from .distributed import DistContext, all_reduce_sum, barrier
 from .runtime import amp_dtype, autocast, derive_seed, seeded_generator
 from .schedule import build_optimizer, build_scheduler
 
-__all__ = ["StageResult", "train_stage", "write_history"]
+__all__ = ["StageResult", "train_stage", "write_history", "EpochSampler", "EpochItems"]
 
 
 @dataclass
@@ -53,11 +59,39 @@ def write_history(history: list[dict], folder: str | Path, name: str = "history"
     atomic_write_text("\n".join(lines) + "\n", folder / f"{name}.csv")
 
 
+class EpochSampler(DistributedSampler):
+    """A ``DistributedSampler`` whose indices carry their epoch: it yields ``(epoch, n)``."""
+
+    def __iter__(self):
+        return ((self.epoch, n) for n in super().__iter__())
+
+
+class EpochItems(Dataset):
+    """``dataset`` read by ``(epoch, n)`` keys: item ``n`` as the dataset gives it in ``epoch``.
+
+    The epoch is set on this process's copy of the dataset (``set_epoch``, if it has one) right
+    before the item is read, so persistent loader workers augment with the right epoch's seeds.
+    """
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, n = key
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+        return self.dataset[n]
+
+
 def _loader(dataset: Dataset, batch_size: int, cfg: Config, ctx: DistContext, seed: int) -> DataLoader:
-    sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
-                                 seed=seed % 2**31)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=cfg.workers,
-                      pin_memory=ctx.device.type == "cuda", persistent_workers=False)
+    sampler = EpochSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
+                           seed=seed % 2**31)
+    return DataLoader(EpochItems(dataset), batch_size=batch_size, sampler=sampler,
+                      num_workers=cfg.workers, pin_memory=ctx.device.type == "cuda",
+                      persistent_workers=cfg.workers > 0)
 
 
 def train_stage(model: nn.Module, train_set: Dataset,
@@ -90,9 +124,7 @@ def train_stage(model: nn.Module, train_set: Dataset,
     rng_devices = [ctx.device] if ctx.device.type == "cuda" else []
 
     for epoch in range(start, epochs):
-        loader.sampler.set_epoch(epoch)
-        if hasattr(train_set, "set_epoch"):
-            train_set.set_epoch(epoch)
+        loader.sampler.set_epoch(epoch)  # the item keys carry the epoch to the dataset
         generator = seeded_generator(cfg.seed, stage, epoch, ctx.rank)  # masks of this epoch
         lr = optimizer.param_groups[0]["lr"]
         totals = torch.zeros(2, dtype=torch.float64)  # loss * images, images

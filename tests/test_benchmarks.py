@@ -143,3 +143,48 @@ def test_markdown_table_from_the_json(quick_report):
     text = to_markdown(quick_report)
     assert "| scoring.patch_loss_map |" in text and "max \\|vectorised - loop\\|" in text
     assert quick_report["machine"]["cpu"] in text
+
+
+def test_gpu_check_on_a_cpu_machine_writes_nothing(tmp_path):
+    from benchmarks import gpu_check
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: make gpu-check would run for real")
+    assert gpu_check.main(["--out-dir", str(tmp_path / "results")]) == 2
+    assert not (tmp_path / "results").exists()
+
+
+def test_gpu_check_parts_record_failures_and_skips():
+    from benchmarks.gpu_check import Budget, _part, to_markdown
+
+    parts = {}
+
+    def broken(left):
+        raise RuntimeError("no such kernel")
+
+    _part("broken", broken, Budget(100), 1, parts)
+    _part("late", lambda left: {"x": 1}, Budget(5), 60, parts)
+    _part("fine", lambda left: {"images_per_s": 12.5}, Budget(100), 1, parts)
+    assert parts["broken"]["status"] == "failed" and "no such kernel" in parts["broken"]["error"]
+    assert parts["late"]["status"] == "skipped" and "needs 60 s" in parts["late"]["reason"]
+    assert parts["fine"] == {"status": "ok", "images_per_s": 12.5, "seconds": parts["fine"]["seconds"]}
+    text = to_markdown({"date_utc": "d", "total_seconds": 1.0, "budget_s": 450.0, "parts": parts})
+    assert "| broken | failed |" in text and "| late | skipped |" in text
+
+
+def test_quick_run_reports_the_bare_step_and_flops(quick_report):
+    bare = _result(quick_report, "bare_step[fast]")
+    assert bare["values"]["bare step images/s"] > 0
+    assert 0 < bare["ratios"]["achieved / matmul peak FLOP/s"] < 1
+    assert bare["values"]["step GFLOP (forward + backward)"] > 0
+    for side in ("pytorch-msssim loss", "no channels-last", "amp=bf16"):
+        assert f"bare step, {side} / engine defaults (time per image)" in bare["ratios"]
+
+
+def test_performance_table_lists_the_bare_step_figures(quick_report):
+    from benchmarks.markdown import performance_table
+
+    text = performance_table(quick_report)
+    assert "| bare_step[fast]: achieved / matmul peak FLOP/s |" in text
+    assert "| bare_step[fast]: bare step, no channels-last / engine defaults (time per image) |" in text
+    assert quick_report["machine"]["cpu"] in text

@@ -72,10 +72,23 @@ def test_patch_loss_map_rejects_wrong_size():
         patch_loss_map(torch.zeros(1, 3, 32, 32), torch.zeros(1, 3, 32, 32), patch_grid(64, 64))
 
 
-def test_ms_ssim_matches_pytorch_msssim():
-    pred, target = random_pair(2, 176, 192, noise=0.2)
-    torch.testing.assert_close(ms_ssim(pred, target, data_range=1.0),
-                               reference_ms_ssim(pred, target, data_range=1.0))
+@pytest.mark.parametrize("height,width,win_size", [
+    (176, 192, 11),  # the paper's window
+    (128, 128, 7),  # the fast preset's window and crop
+    (161, 177, 11),  # odd sides: avg_pool pads at every scale
+])
+def test_ms_ssim_matches_pytorch_msssim(height, width, win_size):
+    """The grouped-convolution MS-SSIM equals pytorch-msssim's, value and gradient, to 1e-4."""
+    pred, target = random_pair(2, height, width, noise=0.2)
+    ours_in = pred.clone().contiguous(memory_format=torch.channels_last).requires_grad_()
+    theirs_in = pred.clone().requires_grad_()
+    ours = ms_ssim(ours_in, target, data_range=1.0, win_size=win_size)
+    theirs = reference_ms_ssim(theirs_in, target, data_range=1.0, win_size=win_size)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-4)
+    ours.backward()
+    theirs.backward()
+    scale = theirs_in.grad.abs().max()
+    torch.testing.assert_close(ours_in.grad / scale, theirs_in.grad / scale, rtol=0, atol=1e-4)
 
 
 def test_reconstruction_loss_is_l1_plus_one_minus_msssim():
