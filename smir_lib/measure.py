@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 __all__ = ["class_pixel_counts", "class_pixel_shares", "hidden_class_shares", "dataset_class_shares",
-           "load_batch", "mae_views", "reconstruction_quality", "heldback_quality", "object_share_per_image", "mask_object_shares", "stored_mask_shares"]
+           "load_batch", "reconstruct", "mae_views", "reconstruction_quality", "heldback_quality", "object_share_per_image", "mask_object_shares", "stored_mask_shares"]
 
 
 def class_pixel_counts(labels: torch.Tensor, num_classes: int, ignore_index: int = 255,
@@ -100,6 +100,17 @@ def load_batch(ds, indices: Sequence[int], size: int | None = 256):
     return torch.stack(images), (torch.stack(labels) if labels[0] is not None else None)
 
 
+def reconstruct(model, masked: torch.Tensor) -> torch.Tensor:
+    """The model's reconstruction ``(B, 3, H, W)`` (normalised, float32) of normalised ``masked``
+    images, in eval and inference mode; the model's train/eval state is restored afterwards."""
+    was_training = model.training
+    try:
+        with torch.inference_mode():
+            return model.eval()(masked).float()
+    finally:
+        model.train(was_training)
+
+
 def mae_views(model, images: torch.Tensor, grid, mask: torch.Tensor, *, fill: float = 0.0,
               win_size: int = 11) -> dict:
     """The MAE panel of normalised ``images`` (B, 3, H, W) under grid ``mask`` (B, gh, gw).
@@ -116,10 +127,7 @@ def mae_views(model, images: torch.Tensor, grid, mask: torch.Tensor, *, fill: fl
 
     pixels = mask_to_pixels(mask, grid)  # (B, H, W) bool, True = hidden
     masked = apply_pixel_mask(images, pixels, fill)
-    was_training = model.training
-    with torch.inference_mode():
-        recon = model.eval()(masked)  # (B, 3, H, W), normalised
-    model.train(was_training)
+    recon = reconstruct(model, masked)  # (B, 3, H, W), normalised
     pasted = torch.where(pixels[:, None], recon, images)  # hidden: model output; visible: original
     losses = {name: reconstruction_loss(v, images, win_size=win_size).item()
               for name, v in (("masked", masked), ("reconstruction", recon), ("pasted", pasted))}
@@ -145,10 +153,7 @@ def reconstruction_quality(model, images: torch.Tensor, grid, mask: torch.Tensor
 
     pixels = mask_to_pixels(mask, grid)  # (B, H, W) bool, True = hidden
     masked = apply_pixel_mask(images, pixels)  # hidden pixels: the mean colour (0 when normalised)
-    was_training = model.training
-    with torch.inference_mode():
-        recon = model.eval()(masked).float()  # (B, 3, H, W), normalised
-    model.train(was_training)
+    recon = reconstruct(model, masked)  # (B, 3, H, W), normalised
     target = denormalize(images)
     hidden = pixels[:, None].expand_as(target)  # (B, 3, H, W)
     mse = {name: ((denormalize(v).clamp(0, 1) - target)[hidden] ** 2).mean().item()

@@ -18,17 +18,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["reconstruct", "selection_views", "stored_mask_views", "predict_labels"]
+from .measure import reconstruct
 
-
-def reconstruct(model: nn.Module, masked: torch.Tensor) -> torch.Tensor:
-    """The model's reconstruction ``(B, 3, H, W)`` (normalised) of normalised ``masked`` images."""
-    was_training = model.training
-    try:
-        with torch.inference_mode():
-            return model.eval()(masked).float()
-    finally:
-        model.train(was_training)
+__all__ = ["selection_views", "stored_mask_views", "predict_labels"]
 
 
 def selection_views(model: nn.Module, image: torch.Tensor, grid, *, k: int = 5, ratio: float = 0.5,
@@ -96,13 +88,16 @@ def stored_mask_views(run_dir: str | Path, model: nn.Module, step: int | None = 
     return out
 
 
-def predict_labels(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Predicted class maps ``(B, H, W)`` of a segmentation model for ``[0, 1]`` images ``(B, 3, H, W)``."""
-    from smir_lib.data.transforms import normalize
+def predict_labels(model: nn.Module, images: torch.Tensor, cfg) -> torch.Tensor:
+    """Predicted class maps ``(B, H, W)`` of a segmentation model for ``[0, 1]`` images ``(B, 3, H, W)``.
+
+    The evaluation's own path (``smir_lib.inference.segment_logits`` under ``cfg.eval_mode``), in
+    eval mode; the model's train/eval state is restored afterwards.
+    """
+    from smir_lib.inference import segment_logits
 
     was_training = model.training
     try:
-        with torch.inference_mode():
-            return model.eval()(normalize(images)).argmax(1)  # (B, C, H, W) logits -> (B, H, W)
+        return segment_logits(model.eval(), images, cfg, images.device).argmax(1)  # (B, H, W)
     finally:
         model.train(was_training)

@@ -17,8 +17,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["find_pretrained", "teaching_set", "pretrained", "reconstruction_model", "finetuned",
-           "segmentation_model"]
+__all__ = ["find_pretrained", "teaching_set", "pretrained", "reconstruction_model", "finetuned"]
 
 _GEOMETRY = ("model", "image_size", "n_patches", "msssim_win", "synthetic_size", "dataset")
 """Config keys a teaching model must share with a notebook's profile to stand in for its model."""
@@ -115,17 +114,3 @@ def finetuned(ctx, name: str, init, cfg=None) -> tuple[dict, str]:
         results["checkpoint"] = str(run / results["checkpoint"])
         return results, _teaching_source(shipped[0], shipped[1], f"{name} segmentation model")
     return finetune(cfg or ctx.config(), folder, init), f"{name}: fine-tuned now ({folder})"
-
-
-def segmentation_model(cfg, checkpoint, num_classes: int):
-    """The fine-tuned network in ``checkpoint`` (e.g. ``finetuned(...)[0]["checkpoint"]``), in eval mode.
-
-    Loaded strictly, as ``smir_lib.finetune.evaluate`` does: another architecture or class count
-    raises ``ValueError`` naming the mismatched keys.
-    """
-    from smir_lib.checkpoint import load_checkpoint
-    from smir_lib.models import build_model, load_pretrained
-
-    model = build_model(cfg, num_classes)
-    load_pretrained(model, load_checkpoint(checkpoint), reinit_head=False)
-    return model.eval()

@@ -10,6 +10,7 @@ from smir_lib.data.transforms import NORM_MEAN, normalize
 from smir_lib.measure import object_share_per_image
 from smir_lib.patches import mask_to_pixels, n_hidden, patch_grid
 from smir_lib.selective import top_patch_mask
+from smir_lib.config import load_config
 from smir_lib.showcase import predict_labels, selection_views
 
 pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_thread")]
@@ -41,7 +42,8 @@ def test_predict_labels_takes_the_largest_logit_per_pixel():
     images = torch.zeros(2, 3, 4, 5)
     images[0, 2] = 1.0  # image 0: blue channel high -> class 2 after normalising
     images[1, 0] = 1.0  # image 1: red channel high -> class 0
-    pred = predict_labels(nn.Identity(), images)  # logits = the normalised channels
+    cfg = load_config("fast", {"image_size": 4, "msssim_win": 1, "eval_mode": "resize"})  # no resize: short side 4
+    pred = predict_labels(nn.Identity(), images, cfg)  # logits = the normalised channels
     assert pred.shape == (2, 4, 5) and (pred[0] == 2).all() and (pred[1] == 0).all()
 
 
