@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 SMIR_DATA_DIR ?= $(if $(wildcard ../shared/data/cwfid),$(abspath ../shared/data))
 export SMIR_DATA_DIR
 
-.PHONY: demo test unit bench gpu-check models venv clean-venv help
+.PHONY: demo test unit bench gpu-check models mutants venv clean-venv help
 
 help:
 	@echo "make demo   run the notebook series (fast profile, synthetic data) into runs/<timestamp>/"
@@ -26,6 +26,7 @@ help:
 	@echo "make bench  run the benchmarks (benchmarks/)"
 	@echo "make gpu-check  on an NVIDIA GPU machine: <= 8 min check, results in benchmarks/results/"
 	@echo "make models train the teaching models (synthetic; CWFID too when its data is found)"
+	@echo "make mutants  break the recipe on purpose (tests/mutants.py) and check the tests catch it"
 
 $(STAMP): pyproject.toml constraints.txt
 	@if [ -z "$(PYTHON)" ]; then \
@@ -36,7 +37,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || { echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV) || { \
 	  echo "error: '$(PYTHON) -m venv' failed: install the venv module (Debian/Ubuntu: sudo apt-get install python3-venv)"; exit 1; }; }
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,export]'
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -57,6 +58,9 @@ models: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks $(BENCH_ARGS)
+
+mutants: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) tests/mutants.py $(MUTANTS)
 
 gpu-check: $(STAMP)
 	$(PY) -m benchmarks.gpu_check $(GPU_CHECK_ARGS)

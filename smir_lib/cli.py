@@ -1,4 +1,4 @@
-"""The command line: ``python -m smir_lib`` (or ``smir``) ``pretrain | finetune | evaluate``.
+"""The command line: ``python -m smir_lib`` (or ``smir``) ``pretrain | finetune | evaluate | check-data | predict | export``.
 
 Each command takes a configuration (a preset ``paper`` / ``fast`` or a YAML/JSON file) plus
 ``key=value`` overrides, and a run folder::
@@ -7,6 +7,9 @@ Each command takes a configuration (a preset ``paper`` / ``fast`` or a YAML/JSON
     python -m smir_lib finetune --config fast --init runs/sel/pretrained.pt --out runs/ft
     python -m smir_lib evaluate --config fast --checkpoint runs/ft/finetune/best.pt
     torchrun --nproc_per_node 2 -m smir_lib pretrain --method selective --config fast --out runs/ddp
+    python -m smir_lib check-data my_field                      # a folder dataset, no training
+    python -m smir_lib predict --checkpoint runs/ft/finetune/best.pt --images photos/ --out preds/
+    python -m smir_lib export --checkpoint runs/ft --out exported/   # encoder.pth, safetensors, onnx
 
 The same functions the notebooks call run underneath (``pretrain_random``,
 ``pretrain_selective``, ``finetune``, ``evaluate``); running a command again on the same
@@ -85,12 +88,75 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None,
                    help="write the metrics JSON here (a file; only an earlier evaluate output is overwritten)")
     common(p)
+    p = commands.add_parser("check-data", help="validate a folder dataset (images/, masks/, classes.yaml)")
+    p.add_argument("folder")
+    p.add_argument("--write-splits", action="store_true", help="write the drawn split to FOLDER/splits.yaml")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p = commands.add_parser("predict", help="segment a folder of images with a fine-tuned checkpoint")
+    p.add_argument("--checkpoint", required=True, help="finetune/best.pt, or the fine-tuning run folder")
+    p.add_argument("--images", required=True, help="folder of images (any size, any Pillow format)")
+    p.add_argument("--out", required=True, help="folder for <stem>.png, <stem>_overlay.jpg, predictions.json")
+    p.add_argument("--config", default=None, help="default: the configuration saved in the checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. eval_mode=sliding device=cpu")
+    p = commands.add_parser("export", help="encoder.pth, unet.safetensors and model.onnx of a trained network")
+    p.add_argument("--checkpoint", required=True, help="a .pt checkpoint, or a pretraining / fine-tuning run folder")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--onnx", choices=("auto", "yes", "no"), default="auto",
+                   help="auto: write model.onnx when the export extra is installed")
+    p.add_argument("--latency", action="store_true", help="also time batch-1 CPU inference at 256 and 512 px")
     return parser
+
+
+def _run_tool(args) -> dict | int:
+    """check-data, predict and export: commands that read a folder or a checkpoint, not a config."""
+    if args.command == "check-data":
+        from .data.folder import write_splits
+        from .data.folder_check import check_folder
+
+        report = check_folder(args.folder, progress=not args.quiet)
+        print(report.format())
+        if args.write_splits and report.ok:
+            print(f"wrote {write_splits(report.layout)}")
+        return 0 if report.ok else 1
+    if args.command == "predict":
+        from .predict import predict_folder
+
+        overrides = [o for o in args.overrides] + (["progress=false"] if args.quiet else [])
+        rows = predict_folder(args.checkpoint, args.images, args.out, args.config, overrides)
+        return {"images": len(rows), "out": args.out}
+    from .export import export_run, latency
+
+    summary = export_run(args.checkpoint, args.out, onnx={"auto": None, "yes": True, "no": False}[args.onnx])
+    if args.latency:
+        from .export import load_safetensors
+
+        onnx_path = summary["onnx"] if str(summary.get("onnx", "")).endswith(".onnx") else None
+        summary["latency_ms"] = latency(load_safetensors(summary["safetensors"]), onnx_path=onnx_path)
+    return summary
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m smir_lib`` and the ``smir`` console script."""
     args = build_parser().parse_args(argv)
+    from .data.base import DatasetNotFoundError, ImageLoadError, LabelError
+
+    if args.command in ("check-data", "predict", "export"):
+        bad = [o for o in getattr(args, "overrides", []) if "=" not in o]
+        if bad:
+            print(f"error: overrides must be key=value, got {bad}", file=sys.stderr)
+            return 2
+        try:
+            result = _run_tool(args)
+        except (ValueError, FileNotFoundError, ModuleNotFoundError, ImageLoadError, LabelError) as err:
+            if os.environ.get("SMIR_DEBUG"):
+                raise
+            print(f"error: {err}\n(set SMIR_DEBUG=1 for the full traceback)", file=sys.stderr)
+            return 2
+        if isinstance(result, int):
+            return result
+        print(json.dumps(result, indent=2, default=str))
+        return 0
     from .config import load_config
 
     overrides = dict(o.split("=", 1) for o in args.overrides if "=" in o)
@@ -105,7 +171,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from .data.base import DatasetNotFoundError, ImageLoadError, LabelError
 
     try:  # a user's mistake (bad value, missing file or dataset) is one clear line, not a traceback
         if args.command == "pretrain":
@@ -120,6 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             result = finetune(cfg, args.out, init=args.init)
             summary = {"best_val_miou": result["best_val_miou"], "test_miou": result["test"]["miou"],
+                       "test_authors_miou": result["test"]["authors_miou"],
                        "per_class_iou": dict(zip(result["test"]["class_names"],
                                                  result["test"]["per_class_iou"]))}
         else:

@@ -78,6 +78,17 @@ class Config:
         pretrain_batch: None = the per-dataset table ``PRETRAIN_BATCH``.
         val_fraction: share of each partition (and of the random baseline's pool) kept for validation.
         finetune_epochs, finetune_batch, finetune_loss (``jaccard`` or ``ce``).
+    Faithfulness (issue 17; defaults = the authors' code unless noted)
+        handoff: which checkpoint of step k-1 scores and warm-starts step k: ``last`` (the
+            authors: the weights after its last epoch) or ``best`` (its best-validation epoch).
+        val_masking: how selective steps validate: ``selective`` (the authors: the step's
+            validation images, selectively masked by the previous model) or ``random`` (fixed
+            random masks, comparable across steps). Step 0 always uses fixed random masks.
+        metric: ``ours`` (default: classes absent from the test set leave the mean; void pixels
+            ignored in training and scoring) or ``authors`` (VOC / Cityscapes train void as an
+            extra output; the authors' mIoU, absent classes as IoU 0, is reported either way).
+        reinit_head: re-initialise the head downstream even when its shape matches the 3-colour
+            reconstruction head (default; False keeps it for 3-class tasks, as the authors do).
     Machinery
         seed, deterministic (``torch.use_deterministic_algorithms``), workers (DataLoader
         processes; persistent for a whole stage), amp (``auto``: bf16/fp16 on CUDA, bf16 on a
@@ -88,6 +99,15 @@ class Config:
         (decode every image once and keep it in memory, 8-bit images as uint8; the pool resized
         for the selective steps too: same results, no file decoding per item; for datasets
         that fit in memory).
+    Your own data, tiles and evaluation (issue 16)
+        dataset ``folder`` with ``data_root=DIR`` reads your own images (``smir_lib.data.folder``).
+        pool_tile_size: cut every pool image into tiles of this many px at full resolution
+            (None = off, the paper's recipe: whole images); ``pool_size`` still counts source images.
+        pool_tile_stride: px between tiles (None = ``pool_tile_size``: no overlap but at the
+            borders, where the last tile is shifted inwards).
+        eval_mode: ``resize`` (the paper's test protocol: short side ``image_size``, whole image)
+            or ``sliding`` (full resolution, windows of ``image_size`` px averaged where they overlap).
+        eval_stride: px between sliding windows (None = ``image_size // 2``).
     """
 
     dataset: str = "synthetic"
@@ -117,6 +137,11 @@ class Config:
     finetune_epochs: int = 500
     finetune_batch: int = 8
     finetune_loss: str = "jaccard"
+    # issue 17: the authors' hand-off and metric as named options (see the docstring)
+    handoff: str = "last"
+    val_masking: str = "selective"
+    metric: str = "ours"
+    reinit_head: bool = True
     seed: int = 0
     deterministic: bool = False
     workers: int = 4
@@ -127,6 +152,11 @@ class Config:
     score_chunk: int | None = None
     progress: bool = True
     cache_images: bool = False
+    # issue 16: your own data, pool tiles, sliding-window evaluation
+    pool_tile_size: int | None = None
+    pool_tile_stride: int | None = None
+    eval_mode: str = "resize"
+    eval_stride: int | None = None
 
     def __post_init__(self) -> None:
         checks = [
@@ -137,6 +167,14 @@ class Config:
             (self.partitions >= 1, "partitions", "at least 1 (the paper uses 10)"),
             (self.k >= 1, "k", "at least 1 random mask per image (the paper uses 5)"),
             (self.msssim_win % 2 == 1, "msssim_win", "an odd window size, e.g. 11 or 7"),
+            (self.handoff in ("last", "best"), "handoff", "'last' (the authors) or 'best'"),
+            (self.val_masking in ("selective", "random"), "val_masking",
+             "'selective' (the authors) or 'random'"),
+            (self.metric in ("ours", "authors"), "metric", "'ours' or 'authors'"),
+            (self.eval_mode in ("resize", "sliding"), "eval_mode", "'resize' or 'sliding'"),
+            (self.pool_tile_size is None or self.pool_tile_size >= 32, "pool_tile_size", "None or at least 32 px"),
+            (self.pool_tile_stride is None or self.pool_tile_stride >= 1, "pool_tile_stride", "None or at least 1 px"),
+            (self.eval_stride is None or self.eval_stride >= 1, "eval_stride", "None or at least 1 px"),
         ]
         # Issue 18: counts that would silently mean something else (0 -> the default batch) or
         # end in an unrelated error far from the config.

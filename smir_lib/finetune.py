@@ -5,7 +5,12 @@
 * ``init="scratch"``: random initialisation;
 * ``init="imagenet:<path>"``: a torchvision ResNet file loaded into the encoder only;
 * ``init=<path to a pretraining checkpoint>``: the *whole* network (encoder and decoder), with
-  only the final 1x1 head re-initialised, as the paper's recipe prescribes.
+  only the final 1x1 head re-initialised, as the paper's recipe prescribes
+  (``cfg.reinit_head=False``: a head whose shape matches, 3 classes, is kept, as the authors do).
+
+``cfg.metric="authors"`` trains VOC and Cityscapes as the authors do, with the void pixels as one
+more output (22 and 20), scored as wrong predictions of the true class; evaluation always
+reports ``authors_miou`` (absent classes as IoU 0) beside ``miou``.
 
 Training: augmented crops (geometry on image and label, jitter on the image), soft Jaccard loss
 (``finetune_loss="ce"`` for cross-entropy), Adam with warm-up + cosine. After every epoch the
@@ -28,6 +33,7 @@ from .checkpoint import (atomic_write_text, check_pretraining_checkpoint, check_
 from .config import Config, save_config
 from .data.transforms import EvalTransform, TrainAugment, normalize
 from .distributed import DistContext, all_reduce_sum, barrier, init_distributed
+from .inference import segment_logits
 from .metrics import confusion_matrix, segmentation_loss, segmentation_metrics
 from .models import build_model, load_imagenet_encoder, load_pretrained
 from .pretrain_data import load_split
@@ -39,12 +45,14 @@ __all__ = ["finetune", "evaluate", "initialise", "LabelledSet"]
 
 class LabelledSet(Dataset):
     """A labelled split with the paper's transform: ``train`` augmented per item (seeded by
-    ``(seed, stage, epoch, index)``), ``val`` short side + centre crop, ``test`` short side only."""
+    ``(seed, stage, epoch, index)``), ``val`` short side + centre crop, ``test`` short side only.
+    ``full_resolution=True`` (sliding-window evaluation) returns evaluation items untouched."""
 
-    def __init__(self, base: Dataset, split: str, cfg: Config, stage: str = "finetune"):
+    def __init__(self, base: Dataset, split: str, cfg: Config, stage: str = "finetune",
+                 full_resolution: bool = False):
         self.base, self.split, self.cfg, self.stage, self.epoch = base, split, cfg, stage, 0
         self.transform = (TrainAugment(cfg.image_size) if split == "train"
-                          else EvalTransform.for_split(split, cfg.image_size))
+                          else None if full_resolution else EvalTransform.for_split(split, cfg.image_size))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -57,11 +65,27 @@ class LabelledSet(Dataset):
         if self.split == "train":
             generator = seeded_generator(self.cfg.seed, self.stage, self.epoch, index)
             return self.transform(image, label, generator=generator)
-        return self.transform(image, label)
+        return (image, label) if self.transform is None else self.transform(image, label)
 
 
-def initialise(model: nn.Module, init: str | Path) -> str:
-    """Load ``init`` into ``model``; returns a short description of what was loaded."""
+VOID_OUTPUT_DATASETS = ("voc", "cityscapes")
+"""Datasets the authors train with their void / "other" pixels as an extra output class."""
+
+
+def output_classes(cfg: Config, n_classes: int) -> int:
+    """Outputs of the segmentation head: the classes, plus the void output under the authors' metric."""
+    return n_classes + int(cfg.metric == "authors" and cfg.dataset in VOID_OUTPUT_DATASETS)
+
+
+def void_as_class(labels: torch.Tensor, ignore: int, n_classes: int, n_outputs: int) -> torch.Tensor:
+    """Training labels for a void output: ignored pixels become class ``n_classes`` (no-op without it)."""
+    return labels if n_outputs == n_classes else labels.masked_fill(labels == ignore, n_classes)
+
+
+def initialise(model: nn.Module, init: str | Path, reinit_head: bool = True) -> str:
+    """Load ``init`` into ``model``; returns a short description of what was loaded.
+
+    ``reinit_head=False`` keeps a pretrained head whose shape fits (the authors' behaviour)."""
     init = str(init)
     if init == "scratch":
         return "scratch"
@@ -71,8 +95,9 @@ def initialise(model: nn.Module, init: str | Path) -> str:
     if not Path(init).is_file():
         raise FileNotFoundError(f"init {init!r} is neither 'scratch', 'imagenet:<file>' nor an "
                                 "existing checkpoint file: pass a pretraining run's pretrained.pt")
-    load_pretrained(model, init, reinit_head=True, reset_head=True)
-    return "pretrained network, head re-initialised"
+    load_pretrained(model, init, reinit_head=True, reset_head=reinit_head)
+    kept = not reinit_head and model.out_channels == 3  # a pretraining head has 3 (colour) outputs
+    return "pretrained network, head kept" if kept else "pretrained network, head re-initialised"
 
 
 def _meta(ds) -> tuple[list[str], int]:
@@ -80,8 +105,12 @@ def _meta(ds) -> tuple[list[str], int]:
 
 
 def _confusion(model: nn.Module, dataset: Dataset, batch_size: int, cfg: Config,
-               ctx: DistContext, n_classes: int, ignore: int, progress: bool = False) -> torch.Tensor:
-    """Confusion matrix ``(C, C)`` of ``model`` over ``dataset``, sharded over ranks and summed."""
+               ctx: DistContext, n_classes: int, ignore: int, progress: bool = False,
+               sliding: bool = False) -> torch.Tensor:
+    """Confusion matrix ``(C, C)`` of ``model`` over ``dataset``, sharded over ranks and summed;
+    ``C`` = the model's outputs (a void output gets a column; void-labelled pixels are skipped).
+
+    ``sliding``: full-resolution images through :func:`~smir_lib.inference.segment_logits`."""
     shard = Subset(dataset, range(ctx.rank, len(dataset), ctx.world_size))
     loader = DataLoader(shard, batch_size=batch_size, num_workers=cfg.workers,
                         pin_memory=ctx.device.type == "cuda")
@@ -93,8 +122,11 @@ def _confusion(model: nn.Module, dataset: Dataset, batch_size: int, cfg: Config,
     model.eval()
     with torch.no_grad():
         for images, labels in loader:
-            with autocast(cfg.amp, ctx.device):
-                logits = model(normalize(to_device(images, cfg, ctx.device)))  # (B, C, H, W)
+            if sliding:
+                logits = segment_logits(model, images, cfg, ctx.device)  # (B, C, H, W) at full resolution
+            else:
+                with autocast(cfg.amp, ctx.device):
+                    logits = model(normalize(to_device(images, cfg, ctx.device)))  # (B, C, H, W)
             confusion += confusion_matrix(logits.argmax(1), labels.to(ctx.device), n_classes, ignore)
     return all_reduce_sum(confusion, ctx).cpu()
 
@@ -104,8 +136,8 @@ def finetune(cfg: Config, run_dir: str | Path, init: str | Path = "scratch") -> 
     """Fine-tune on ``cfg.dataset`` from ``init``, test the best-validation-mIoU checkpoint.
 
     Returns (and writes to ``run_dir/results.json``) ``{"init", "best_val_miou", "best_epoch",
-    "checkpoint", "n_train", "n_val", "history", "test": {miou, per_class_iou, class_names,
-    lowest_classes, pixel_accuracy, confusion, n_images}}``.
+    "checkpoint", "n_train", "n_val", "history", "test": {miou, authors_miou, per_class_iou,
+    class_names, lowest_classes, pixel_accuracy, confusion, n_images}}``.
     """
     ctx = init_distributed(cfg.device)
     setup_determinism(cfg)
@@ -116,24 +148,28 @@ def finetune(cfg: Config, run_dir: str | Path, init: str | Path = "scratch") -> 
     barrier(ctx)
     train, val = load_split(cfg, "train", announce=True), load_split(cfg, "val", announce=True)
     class_names, ignore = _meta(train)
+    n_classes = len(class_names)
+    n_outputs = output_classes(cfg, n_classes)
     stage_dir = run_dir / "finetune"
     done = read_done(stage_dir)
     if done is None:
-        model = build_model(cfg, len(class_names))
+        model = build_model(cfg, n_outputs)
         with torch.random.fork_rng(devices=[]):  # a re-initialised head draws from the seed too
             torch.manual_seed(derive_seed(cfg.seed, "head"))
-            loaded = initialise(model, init)
+            loaded = initialise(model, init, reinit_head=cfg.reinit_head)
         model = prepare_model(model, cfg, ctx.device)
         val_set = LabelledSet(val, "val", cfg)
 
         def batch_loss(net, batch, generator):
             images, labels = (to_device(t, cfg, ctx.device) for t in batch)
-            logits = net(normalize(images))  # (B, C, S, S)
-            return segmentation_loss(cfg.finetune_loss, logits, labels, ignore), len(images)
+            labels = void_as_class(labels, ignore, n_classes, n_outputs)  # (B, S, S)
+            logits = net(normalize(images))  # (B, n_outputs, S, S)
+            return segmentation_loss(cfg.finetune_loss, logits, labels, ignore,
+                                     n_scored=n_classes), len(images)
 
         def validate(net):
-            conf = _confusion(net, val_set, cfg.finetune_batch, cfg, ctx, len(class_names), ignore)
-            return {"val_miou": segmentation_metrics(conf, class_names)["miou"]}
+            conf = _confusion(net, val_set, cfg.finetune_batch, cfg, ctx, n_outputs, ignore)
+            return {"val_miou": segmentation_metrics(conf, class_names, n_scored=n_classes)["miou"]}
 
         result = train_stage(model, LabelledSet(train, "train", cfg), batch_loss, validate, cfg=cfg,
                              ctx=ctx, stage_dir=stage_dir, stage="finetune",
@@ -163,21 +199,25 @@ def evaluate(cfg: Config, checkpoint: str | Path, split: str = "test",
              ctx: DistContext | None = None) -> dict:
     """Metrics of a fine-tuned ``checkpoint`` on ``split`` of ``cfg.dataset``.
 
-    ``test``: short side ``image_size``, whole image, batch 1; ``val``: centre crop. A checkpoint
+    ``test``: short side ``image_size``, whole image, batch 1; ``val``: centre crop;
+    ``cfg.eval_mode="sliding"``: either split at full resolution by sliding windows. A checkpoint
     of another architecture or class count raises ``ValueError`` naming the mismatched keys.
-    Returns ``segmentation_metrics`` (mIoU, per-class IoU, lowest classes, confusion) plus
-    ``n_images`` and ``split``.
+    Returns ``segmentation_metrics`` (mIoU, the authors' mIoU, per-class IoU, lowest classes,
+    confusion) plus ``n_images`` and ``split``.
     """
     ctx = ctx or init_distributed(cfg.device)
     base = load_split(cfg, split, announce=True)
     class_names, ignore = _meta(base)
-    model = build_model(cfg, len(class_names))
+    n_outputs = output_classes(cfg, len(class_names))
+    model = build_model(cfg, n_outputs)
     state = load_checkpoint(checkpoint)
     check_pretraining_checkpoint(state, checkpoint)  # a reconstruction head is no segmenter
     load_pretrained(model, state, reinit_head=False)  # strict: names every mismatched key
     model = prepare_model(model, cfg, ctx.device)
-    batch = 1 if split == "test" else cfg.finetune_batch
-    conf = _confusion(model, LabelledSet(base, split, cfg), batch, cfg, ctx, len(class_names),
-                      ignore, progress=True)
-    metrics = segmentation_metrics(conf, class_names, n_lowest=min(3, len(class_names)))
+    sliding = cfg.eval_mode == "sliding"
+    batch = 1 if split == "test" or sliding else cfg.finetune_batch
+    conf = _confusion(model, LabelledSet(base, split, cfg, full_resolution=sliding), batch, cfg, ctx,
+                      n_outputs, ignore, progress=True, sliding=sliding)
+    metrics = segmentation_metrics(conf, class_names, n_lowest=min(3, len(class_names)),
+                                   n_scored=len(class_names))
     return {**metrics, "n_images": len(base), "split": split, "checkpoint": str(checkpoint)}

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 __all__ = ["class_pixel_counts", "class_pixel_shares", "hidden_class_shares", "dataset_class_shares",
-           "load_batch", "mae_views", "reconstruction_quality", "mask_object_shares", "stored_mask_shares"]
+           "load_batch", "reconstruct", "mae_views", "reconstruction_quality", "heldback_quality", "object_share_per_image", "mask_object_shares", "stored_mask_shares"]
 
 
 def class_pixel_counts(labels: torch.Tensor, num_classes: int, ignore_index: int = 255,
@@ -54,6 +54,20 @@ def hidden_class_shares(pixel_masks: torch.Tensor, labels: torch.Tensor, num_cla
     return _shares(class_pixel_counts(labels, num_classes, ignore_index, where=pixel_masks))
 
 
+def object_share_per_image(pixel_masks: torch.Tensor, labels: torch.Tensor, background: int,
+                           num_classes: int, ignore_index: int = 255) -> torch.Tensor:
+    """Per image, the share of its HIDDEN labelled pixels that lie on objects (not ``background``).
+
+    ``pixel_masks`` (B, H, W) bool, True = hidden; ``labels`` (B, H, W). Returns ``(B,)`` float64;
+    an image with no hidden labelled pixel gets NaN. The spread of these values over images is
+    what a single pooled share (:func:`hidden_class_shares`) hides.
+    """
+    labelled = (labels >= 0) & (labels < num_classes) & (labels != ignore_index)  # (B, H, W)
+    hidden = (pixel_masks & labelled).flatten(1).sum(1).double()  # (B,)
+    on_objects = (pixel_masks & labelled & (labels != background)).flatten(1).sum(1).double()
+    return on_objects / hidden  # 0 / 0 -> NaN: nothing hidden to measure
+
+
 def dataset_class_shares(ds, limit: int | None = None) -> torch.Tensor:
     """Per-class pixel shares ``(C,)`` over the first ``limit`` items of a labelled dataset.
 
@@ -86,6 +100,17 @@ def load_batch(ds, indices: Sequence[int], size: int | None = 256):
     return torch.stack(images), (torch.stack(labels) if labels[0] is not None else None)
 
 
+def reconstruct(model, masked: torch.Tensor) -> torch.Tensor:
+    """The model's reconstruction ``(B, 3, H, W)`` (normalised, float32) of normalised ``masked``
+    images, in eval and inference mode; the model's train/eval state is restored afterwards."""
+    was_training = model.training
+    try:
+        with torch.inference_mode():
+            return model.eval()(masked).float()
+    finally:
+        model.train(was_training)
+
+
 def mae_views(model, images: torch.Tensor, grid, mask: torch.Tensor, *, fill: float = 0.0,
               win_size: int = 11) -> dict:
     """The MAE panel of normalised ``images`` (B, 3, H, W) under grid ``mask`` (B, gh, gw).
@@ -102,10 +127,7 @@ def mae_views(model, images: torch.Tensor, grid, mask: torch.Tensor, *, fill: fl
 
     pixels = mask_to_pixels(mask, grid)  # (B, H, W) bool, True = hidden
     masked = apply_pixel_mask(images, pixels, fill)
-    was_training = model.training
-    with torch.inference_mode():
-        recon = model.eval()(masked)  # (B, 3, H, W), normalised
-    model.train(was_training)
+    recon = reconstruct(model, masked)  # (B, 3, H, W), normalised
     pasted = torch.where(pixels[:, None], recon, images)  # hidden: model output; visible: original
     losses = {name: reconstruction_loss(v, images, win_size=win_size).item()
               for name, v in (("masked", masked), ("reconstruction", recon), ("pasted", pasted))}
@@ -131,10 +153,7 @@ def reconstruction_quality(model, images: torch.Tensor, grid, mask: torch.Tensor
 
     pixels = mask_to_pixels(mask, grid)  # (B, H, W) bool, True = hidden
     masked = apply_pixel_mask(images, pixels)  # hidden pixels: the mean colour (0 when normalised)
-    was_training = model.training
-    with torch.inference_mode():
-        recon = model.eval()(masked).float()  # (B, 3, H, W), normalised
-    model.train(was_training)
+    recon = reconstruct(model, masked)  # (B, 3, H, W), normalised
     target = denormalize(images)
     hidden = pixels[:, None].expand_as(target)  # (B, 3, H, W)
     mse = {name: ((denormalize(v).clamp(0, 1) - target)[hidden] ** 2).mean().item()
@@ -144,6 +163,24 @@ def reconstruction_quality(model, images: torch.Tensor, grid, mask: torch.Tensor
             "psnr_fill": -10 * torch.log10(torch.tensor(mse["fill"])).item(),
             "gain_db": 10 * torch.log10(torch.tensor(mse["fill"] / mse["reconstruction"])).item(),
             "hidden_visible_ratio": (scores[mask].mean() / scores[~mask].mean()).item()}
+
+
+def heldback_quality(model, cfg, n_images: int = 32, seed: int = 0) -> dict:
+    """:func:`reconstruction_quality` of ``model`` on the first ``n_images`` test-split images.
+
+    The test split is held back from every pretraining pool; ``cfg`` gives the dataset, the image
+    size and the patch grid; one random mask per image from ``seed``. The result also holds
+    ``n_images``. The teaching models' manifest (``smir_lib.zoo``) and notebook 02 both call this.
+    """
+    from smir_lib.data.transforms import normalize
+    from smir_lib.patches import patch_grid, random_patch_mask
+    from smir_lib.pretrain_data import load_split
+
+    test = load_split(cfg.replace(test_size=None, cache_images=False), "test")
+    images, _ = load_batch(test, range(min(n_images, len(test))), size=cfg.image_size)
+    x, grid = normalize(images), patch_grid(cfg.image_size, cfg.image_size, cfg.n_patches)
+    mask = random_patch_mask(len(x), grid, cfg.mask_ratio, generator=torch.Generator().manual_seed(seed))
+    return {**reconstruction_quality(model, x, grid, mask), "n_images": len(x)}
 
 
 def mask_object_shares(model, ds, cfg, n_images: int = 8, seed: int = 0) -> dict:

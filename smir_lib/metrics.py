@@ -7,6 +7,10 @@
   Pixels labelled with the ignore index are never counted. A class that appears neither in the
   labels nor in the predictions has no IoU (NaN, written as ``null`` in JSON) and is left out of
   the mean, so a small test set without some class is not punished for it.
+* The authors' mIoU (``authors_miou``, torchmetrics 0.9.1 ``JaccardIndex`` macro) differs in two
+  details, both reported beside ours: an absent class scores IoU 0 and stays in the mean; and on
+  VOC / Cityscapes a void output is trained as one more class whose *predictions* count against
+  the true class while void-labelled pixels are not scored (``n_scored`` = the real classes).
 * :func:`soft_jaccard_loss`: ``1 - mean_c (sum p*y) / (sum p + sum y - sum p*y)`` on the softmax,
   the differentiable IoU the authors fine-tune with.
 """
@@ -41,16 +45,20 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
 
 
 def segmentation_metrics(confusion: torch.Tensor, class_names: Sequence[str] | None = None,
-                         n_lowest: int = 1) -> dict:
+                         n_lowest: int = 1, n_scored: int | None = None) -> dict:
     """mIoU, per-class IoU and the lowest classes from an accumulated confusion matrix ``(C, C)``.
 
-    Returns ``{"miou", "per_class_iou" (list, NaN for absent classes), "class_names",
-    "lowest_classes" (the ``n_lowest`` worst present classes, worst first), "pixel_accuracy",
-    "confusion" (list of lists)}``.
+    ``n_scored`` (default all ``C``): only classes ``0..n_scored-1`` are scored; the outputs after
+    them (the authors' void output) still count as wrong predictions of the true class.
+    Returns ``{"miou", "authors_miou" (absent classes as 0), "per_class_iou" (list, NaN for
+    absent classes), "class_names", "lowest_classes" (the ``n_lowest`` worst present classes,
+    worst first), "pixel_accuracy", "confusion" (list of lists)}``.
     """
     conf = confusion.double()
+    n_scored = conf.shape[0] if n_scored is None else n_scored
     tp = conf.diag()
-    union = conf.sum(0) + conf.sum(1) - tp  # TP + FP + FN
+    union = (conf.sum(0) + conf.sum(1) - tp)[:n_scored]  # TP + FP + FN of the scored classes
+    tp = tp[:n_scored]
     iou = torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, math.nan))  # (C,)
     present = ~iou.isnan()
     names = list(class_names) if class_names is not None else [str(i) for i in range(len(iou))]
@@ -58,21 +66,23 @@ def segmentation_metrics(confusion: torch.Tensor, class_names: Sequence[str] | N
     total = conf.sum()
     return {
         "miou": float(iou[present].mean()) if present.any() else math.nan,
+        "authors_miou": float(iou.nan_to_num(0.0).mean()),  # absent classes count as IoU 0
         "per_class_iou": iou.tolist(),
         "class_names": names,
         "lowest_classes": [names[i] for i in order[:n_lowest]],
-        "pixel_accuracy": float(tp.sum() / total) if total > 0 else math.nan,
+        "pixel_accuracy": float(tp.sum() / total) if total > 0 else math.nan,  # void: wrong
         "confusion": confusion.long().tolist(),
     }
 
 
 def soft_jaccard_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255,
-                      eps: float = 1e-7) -> torch.Tensor:
+                      eps: float = 1e-7, n_scored: int | None = None) -> torch.Tensor:
     """``1 - mean over classes of soft IoU`` of ``softmax(logits)`` ``(B, C, H, W)`` vs ``target (B, H, W)``.
 
     Sums run over every valid pixel of the batch; ignored pixels contribute to neither the
     prediction nor the label sums. A class absent from both labels and predictions of the batch
-    scores ``eps / eps = 1``, so it neither helps nor hurts.
+    scores ``eps / eps = 1``, so it neither helps nor hurts. ``n_scored``: average over the first
+    ``n_scored`` classes only (the authors leave their void output out of the loss).
     """
     num_classes = logits.shape[1]
     valid = (target != ignore_index).unsqueeze(1)  # (B, 1, H, W)
@@ -82,14 +92,16 @@ def soft_jaccard_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: 
     dims = (0, 2, 3)
     inter = (probs * onehot).sum(dims)  # (C,)
     union = probs.sum(dims) + onehot.sum(dims) - inter
-    return 1.0 - ((inter + eps) / (union + eps)).mean()
+    return 1.0 - ((inter + eps) / (union + eps))[:n_scored].mean()
 
 
 def segmentation_loss(name: str, logits: torch.Tensor, target: torch.Tensor,
-                      ignore_index: int = 255) -> torch.Tensor:
-    """The fine-tuning loss by name: ``jaccard`` (the paper's recipe) or ``ce`` (cross-entropy)."""
+                      ignore_index: int = 255, n_scored: int | None = None) -> torch.Tensor:
+    """The fine-tuning loss by name: ``jaccard`` (the paper's recipe) or ``ce`` (cross-entropy).
+
+    ``n_scored`` limits the Jaccard mean to the first classes (see ``soft_jaccard_loss``)."""
     if name == "jaccard":
-        return soft_jaccard_loss(logits, target, ignore_index)
+        return soft_jaccard_loss(logits, target, ignore_index, n_scored=n_scored)
     if name == "ce":
         return F.cross_entropy(logits.float(), target, ignore_index=ignore_index)
     raise ValueError(f"loss {name!r} is unknown: expected 'jaccard' or 'ce'")

@@ -186,20 +186,26 @@ def mae_panel(original, masked, reconstruction, pasted, loss_map, grid=None, *,
     return fig
 
 
-def loss_maps_figure(image, masked, reconstructions, maps, mean_map, grid=None) -> Figure:
+def loss_maps_figure(image, masked, reconstructions, maps, mean_map, grid=None, *,
+                     selected=None, selective_masked=None) -> Figure:
     """K masked copies, their reconstructions and patch-loss maps, and the averaged map.
 
     ``masked``, ``reconstructions``: ``(K, 3, H, W)`` display images; ``maps``: ``(K, gh, gw)``;
     ``mean_map``: ``(gh, gw)``. Row 1: image + masked copies; row 2: reconstructions;
     row 3: per-copy loss maps (one shared scale) and their average.
+
+    With ``selected`` (the chosen patches, ``(gh, gw)`` bool) and ``selective_masked`` (the image
+    with them hidden, ``(3, H, W)``) a fourth row ends the pipeline: average score, top half,
+    selectively masked image (paper Fig. 2, end to end on one image).
     """
     k = len(maps)
-    fig = Figure(figsize=(2.9 * (k + 1), 8.4), layout="constrained")
-    axes = fig.subplots(3, k + 1, squeeze=False)
+    end_to_end = selected is not None and selective_masked is not None
+    rows = 4 if end_to_end else 3
+    fig = Figure(figsize=(2.9 * (k + 1), 2.8 * rows), layout="constrained")
+    axes = fig.subplots(rows, max(k + 1, 3), squeeze=False)
     vmax = float(max(np.nanmax(to_numpy(maps)), np.nanmax(to_numpy(mean_map))))
     axes[0, 0].imshow(to_hwc(image))
     axes[0, 0].set_title("original", fontsize=10)
-    axes[1, 0].axis("off")
     for i in range(k):
         axes[0, i + 1].imshow(to_hwc(masked[i]))
         axes[0, i + 1].set_title(f"random mask {i + 1}", fontsize=10)
@@ -207,10 +213,25 @@ def loss_maps_figure(image, masked, reconstructions, maps, mean_map, grid=None) 
         axes[1, i + 1].set_title(f"reconstruction {i + 1}", fontsize=10)
         _draw_patch_map(fig, axes[2, i + 1], maps[i], grid, vmin=0.0, vmax=vmax, label="")
         axes[2, i + 1].set_title(f"patch loss {i + 1}", fontsize=10)
-    _draw_patch_map(fig, axes[2, 0], mean_map, grid, vmin=0.0, vmax=vmax, label="patch loss")
-    axes[2, 0].set_title(f"average of {k} (score)", fontsize=10, fontweight="bold")
-    for ax in axes[:2].ravel():
-        _clean(ax)
+    used = {(0, c) for c in range(k + 1)} | {(r, c) for r in (1, 2) for c in range(1, k + 1)}
+    if end_to_end:  # the last row reads left to right: score -> top half -> masked image
+        _draw_patch_map(fig, axes[3, 0], mean_map, grid, vmin=0.0, vmax=vmax, label="patch loss")
+        axes[3, 0].set_title(f"score: average of {k}", fontsize=10, fontweight="bold")
+        _draw_patch_map(fig, axes[3, 1], to_numpy(selected).astype(np.float32), grid, cmap="gray_r",
+                        vmin=0.0, vmax=1.0, label="hidden")
+        axes[3, 1].set_title(f"top half: {int(to_numpy(selected).sum())} patches", fontsize=10)
+        axes[3, 2].imshow(to_hwc(selective_masked))
+        axes[3, 2].set_title("selectively masked", fontsize=10, fontweight="bold")
+        used |= {(3, 0), (3, 1), (3, 2)}
+    else:
+        _draw_patch_map(fig, axes[2, 0], mean_map, grid, vmin=0.0, vmax=vmax, label="patch loss")
+        axes[2, 0].set_title(f"average of {k} (score)", fontsize=10, fontweight="bold")
+        used.add((2, 0))
+    for (r, c), ax in np.ndenumerate(axes):
+        if (r, c) in used:
+            _clean(ax)
+        else:
+            ax.axis("off")
     return fig
 
 
@@ -402,5 +423,128 @@ def metric_curves(curves: Mapping[str, Sequence[float]], *, ylabel: str = "value
     ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _image_table(rows: Sequence[Sequence], col_titles: Sequence[str], row_titles: Sequence[str] | None = None,
+                 *, size: float = 2.8) -> tuple[Figure, np.ndarray]:
+    """A table of panels: ``rows[r][c]`` is a display image ``(3, H, W)``, or ``(H, W, 3)`` RGB."""
+    n_rows, n_cols = len(rows), len(col_titles)
+    fig = Figure(figsize=(size * n_cols + 0.4, size * n_rows + 0.5), layout="constrained")
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    for r, row in enumerate(rows):
+        for c, panel in enumerate(row):
+            axes[r, c].imshow(to_hwc(panel))
+            _clean(axes[r, c])
+        if row_titles:
+            axes[r, 0].set_ylabel(row_titles[r], fontsize=10)
+    for c, name in enumerate(col_titles):
+        axes[0, c].set_title(name, fontsize=10)
+    return fig, axes
+
+
+def stored_mask_reconstructions(masked: Sequence, reconstructed: Sequence, original: Sequence, *,
+                                row_titles: Sequence[str] | None = None, step: int | None = None) -> Figure:
+    """Paper Fig. 4: images as a selective step trained on them, one row per image.
+
+    Columns: the image with the step's stored selective mask, the final model's reconstruction of
+    it, the original. Each argument is a list of ``(3, h, w)`` display images (sizes may differ).
+    """
+    where = f"step {step} " if step is not None else ""
+    fig, _ = _image_table([list(r) for r in zip(masked, reconstructed, original)],
+                          [f"{where}stored selective mask", "reconstructed", "original"], row_titles)
+    return fig
+
+
+def reconstruction_comparison(original, random_masked, random_recon, selective_masked, selective_recon, *,
+                              row_titles: Sequence[str] | None = None,
+                              names: Sequence[str] = ("random-mask model", "selective model")) -> Figure:
+    """Paper Fig. 5: each image as original, random-masked reconstruction and selective-masked
+    reconstruction side by side, one row per image (arguments ``(B, 3, H, W)`` or lists)."""
+    cols = [original, random_masked, random_recon, selective_masked, selective_recon]
+    rows = [list(r) for r in zip(*cols)]
+    return _image_table(rows, ["original", "random mask", f"reconstruction\n({names[0]})",
+                               "selective mask", f"reconstruction\n({names[1]})"], row_titles)[0]
+
+
+def segmentation_predictions(images: Sequence, labels: Sequence, predictions: Mapping[str, Sequence],
+                             class_names: Sequence[str], class_colors: Sequence[Sequence[int]], *,
+                             ignore_index: int = 255, row_titles: Sequence[str] | None = None) -> Figure:
+    """Predicted segmentations against the labels: image, labels, one column per initialisation.
+
+    ``predictions[init]`` holds ``(H, W)`` class maps, one per image; a column title carries the
+    share of labelled pixels that initialisation got right on the images shown.
+    """
+    titles = ["image", "labels"]
+    columns = []
+    for name, preds in predictions.items():
+        lab, pred = np.stack([to_numpy(l) for l in labels]), np.stack([to_numpy(p) for p in preds])
+        keep = lab != ignore_index
+        titles.append(f"{name}\n{100 * float((pred == lab)[keep].mean()):.0f} % pixels right")
+        columns.append([label_to_rgb(p, class_colors, ignore_index) for p in preds])
+    rows = [[images[i], label_to_rgb(labels[i], class_colors, ignore_index)] + [c[i] for c in columns]
+            for i in range(len(images))]
+    fig, _ = _image_table(rows, titles, row_titles, size=2.5)
+    fig.legend(handles=_legend_handles(class_names, class_colors), loc="outside lower center",
+               ncol=min(len(class_names), 6), fontsize=9)
+    return fig
+
+
+def smir_loop_diagram(partitions: int = 10, k: int = 5, ratio: float = 0.5) -> Figure:
+    """The SMIR loop: model of step k-1 -> score partition k -> top-half masks -> train step k -> ...
+
+    Drawn as a cycle of four boxes with the partitioned pool below it; the numbers are the
+    arguments (the paper's: 10 partitions, K = 5 random masks, 50 % hidden).
+    """
+    fig = Figure(figsize=(9.0, 4.6), layout="constrained")
+    ax = fig.subplots()
+    boxes = [((0.0, 2.2), f"model of step k-1\n(step 0: trained from scratch\nwith random masks)", "#8C8C8C"),
+             ((3.3, 2.2), f"score partition k\n{k} random {int(100 * ratio)} % masks per image,\n"
+                          "patch loss L1 + (1 - SSIM), averaged", MASK_COLORS["random"]),
+             ((3.3, 0.3), f"top {int(100 * ratio)} % of patches by score\n= the image's selective mask\n"
+                          "(fixed for the whole step)", MASK_COLORS["selective"]),
+             ((0.0, 0.3), "train step k on partition k\nmasked image -> original,\nwarm start from step k-1",
+              "#55A868")]
+    for (x, y), text, color in boxes:
+        ax.add_patch(Rectangle((x, y), 2.6, 1.3, facecolor=color, alpha=0.3, edgecolor="black"))
+        ax.text(x + 1.3, y + 0.65, text, ha="center", va="center", fontsize=9)
+    arrows = [((2.6, 2.85), (3.3, 2.85)), ((4.6, 2.2), (4.6, 1.6)), ((3.3, 0.95), (2.6, 0.95)),
+              ((1.3, 1.6), (1.3, 2.2))]
+    for start, end in arrows:
+        ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=14, color="black"))
+    ax.text(1.4, 1.9, "k -> k + 1", fontsize=8, ha="left", va="center", style="italic")
+    for i in range(partitions):  # the pool, cut into interleaved partitions pool[i::P]
+        ax.add_patch(Rectangle((6.4, 3.3 - 0.3 * i), 1.6, 0.24, facecolor="#DDDDDD", edgecolor="black", lw=0.5))
+        ax.text(7.2, 3.42 - 0.3 * i, f"partition {i}: pool[{i}::{partitions}]", ha="center", va="center", fontsize=7)
+    ax.text(7.2, 3.75, "unlabelled pool", ha="center", fontsize=9, fontweight="bold")
+    ax.text(7.2, 3.3 - 0.3 * partitions, f"after step {partitions - 1}: fine-tune\nfor segmentation",
+            ha="center", va="top", fontsize=8)
+    ax.set_xlim(-0.2, 8.3)
+    ax.set_ylim(min(-0.2, 2.9 - 0.3 * partitions), 4.0)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    ax.set_title("Selective Masking Image Reconstruction (SMIR): one step of the loop", fontsize=11)
+    return fig
+
+
+def per_image_share_figure(per_image: Mapping[str, Sequence[float]], *,
+                           title: str = "share of each image's hidden pixels on objects") -> Figure:
+    """One image per x position, one marker per masking (e.g. random / selective), joined per image.
+
+    ``per_image[name]`` holds a fraction per image; the grey segments show each image's difference.
+    """
+    names = list(per_image)
+    values = np.array([to_numpy(per_image[n]) for n in names], dtype=float) * 100  # (M, N) percent
+    x = np.arange(values.shape[1])
+    fig = Figure(figsize=(max(5.5, 0.35 * len(x) + 2.5), 3.4), layout="constrained")
+    ax = fig.subplots()
+    ax.vlines(x, np.nanmin(values, 0), np.nanmax(values, 0), color="#BBBBBB", lw=1.5, zorder=1)
+    for name, vals in zip(names, values):
+        ax.scatter(x, vals, label=name, color=MASK_COLORS.get(name), edgecolor="black", zorder=2)
+    ax.set_xticks(x, [str(i) for i in x], fontsize=8)
+    ax.set_xlabel("image")
+    ax.set_ylabel("% of its hidden pixels\non objects")
+    ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     return fig

@@ -5,16 +5,22 @@ batch is augmented, normalised, and masked with fresh random patch masks drawn f
 seeded by ``(seed, epoch)``; the network reconstructs the whole normalised image
 (``L1 + 1 - MS-SSIM`` over every pixel).
 
-``pretrain_selective(cfg, run_dir)``: the paper's partitioned loop.
+``pretrain_selective(cfg, run_dir)``: the paper's partitioned loop, with the authors' hand-off.
 
 1. The pool is cut into ``cfg.partitions`` interleaved partitions ``pool[i::P]``, 90/10 train/val.
-2. Step 0 trains from scratch on partition 0 with random masks, like the baseline.
-3. Step k scores partition k with the best model of step k-1 (``score_partition``), stores the
-   masks as patch grids in ``step_k/masks.pt``, then trains on (selectively masked image ->
-   image) pairs, starting from the step k-1 weights with a new optimiser and schedule.
-4. The best-validation checkpoint of the last step goes downstream.
+2. Step 0 trains from scratch on partition 0 with random masks, like the baseline, and validates
+   on fixed random masks (there is no model yet to select with).
+3. Step k scores partition k (its training *and* validation images) with step k-1's hand-off
+   checkpoint (``score_partition``), stores the masks as patch grids in ``step_k/masks.pt``, then
+   trains on (selectively masked image -> image) pairs, starting from the same checkpoint with a
+   new optimiser and schedule. ``cfg.handoff="last"`` (the authors): the weights at the end of
+   step k-1 (``step_{k-1}/state.pt``, so a resumed run hands off the same weights);
+   ``"best"``: step k-1's best-validation ``best.pt``.
+4. Step k validates on its validation images masked selectively the same way
+   (``cfg.val_masking="selective"``, the authors), or on fixed random masks (``"random"``: every
+   step's validation loss then measures the same task and is comparable across steps).
+5. The last step's best-validation checkpoint goes downstream (``pretrained.pt``).
 
-Validation always uses the same fixed random masks, so the losses of all steps are comparable.
 Both functions resume a killed run (see ``checkpoint``) and run under ``torchrun``.
 """
 
@@ -38,12 +44,13 @@ from .distributed import DistContext, all_reduce_sum, barrier, init_distributed
 from .losses import reconstruction_loss
 from .models import build_model, load_pretrained
 from .patches import apply_pixel_mask, mask_images, patch_grid, random_patch_mask
-from .pretrain_data import (FixedMaskValSet, MaskedPoolSet, load_masks, load_split,
+from .pretrain_data import (FixedMaskValSet, MaskedPoolSet, SelectiveValSet, load_masks, load_split,
                             partition_indices, save_masks, score_partition, scoring_pool)
 from .runtime import autocast, prepare_model, setup_determinism, to_device
 from .train_loop import train_stage, write_history
 
-__all__ = ["PretrainResult", "pretrain_random", "pretrain_selective", "load_pretrain_result"]
+__all__ = ["PretrainResult", "pretrain_random", "pretrain_selective", "handoff_checkpoint",
+           "load_pretrain_result"]
 
 
 @dataclass
@@ -52,8 +59,9 @@ class PretrainResult:
 
     ``best_checkpoint`` is the file to fine-tune from; ``history`` has one dict per epoch
     (``stage, epoch, train_loss, val_loss, lr, images_per_s, seconds``); ``steps`` one dict per
-    stage (``step, masking, n_train, n_val, epochs, best_val_loss, checkpoint, masks``: the
-    ``masks.pt`` path of a selective step, else None; read it with ``load_masks``).
+    stage (``step, masking, n_train, n_val, epochs, best_val_loss, checkpoint, masks, val_masking,
+    warm_start``: ``masks`` is the ``masks.pt`` path of a selective step, else None, read it with
+    ``load_masks``; ``warm_start`` the hand-off checkpoint relative to the run folder, or None).
     """
 
     method: str
@@ -83,8 +91,7 @@ def _start(cfg: Config, run_dir, method: str) -> tuple[DistContext, Path]:
 
 
 def _recon_validator(val_set: Dataset, cfg: Config, ctx: DistContext):
-    """``validate(model) -> {"val_loss"}``: fixed masks, sharded over ranks, summed."""
-    grid = patch_grid(cfg.image_size, cfg.image_size, cfg.n_patches)
+    """``validate(model) -> {"val_loss"}`` over ``(image, pixel mask)`` items, sharded over ranks."""
     shard = torch.utils.data.Subset(val_set, range(ctx.rank, len(val_set), ctx.world_size))
     loader = DataLoader(shard, batch_size=cfg.batch_for_pretraining, num_workers=cfg.workers,
                         pin_memory=ctx.device.type == "cuda", persistent_workers=cfg.workers > 0)
@@ -93,10 +100,10 @@ def _recon_validator(val_set: Dataset, cfg: Config, ctx: DistContext):
     def validate(model: nn.Module) -> dict:
         model.eval()
         totals = torch.zeros(2, dtype=torch.float64)
-        for images, masks in loader:
+        for images, pixel_masks in loader:
             target = normalize(to_device(images, cfg, ctx.device))  # (B, 3, S, S)
             with autocast(cfg.amp, ctx.device):
-                pred = model(mask_images(target, masks.to(ctx.device), grid))
+                pred = model(apply_pixel_mask(target, pixel_masks.to(ctx.device)))
             loss = reconstruction_loss(pred, target, win_size=cfg.msssim_win)
             totals += torch.tensor([float(loss) * len(images), len(images)], dtype=torch.float64)
         all_reduce_sum(totals, ctx)
@@ -131,23 +138,26 @@ def _selective_mask_loss(cfg: Config, ctx: DistContext):
 
 
 def _run_stage(model, pool, train_idx, val_idx, cfg, ctx, run_dir, stage, epochs, masks=None,
-               steps_pool=None):
+               warm_start: str | None = None, steps_pool=None):
     """Train one stage (resuming it if needed) and mark it done; returns its summary.
 
-    A selective stage (``masks`` given) trains on ``steps_pool``, the pool resized where its
-    masks were scored (``scoring_pool``).
+    A selective stage (``masks`` given) trains and validates on ``steps_pool``, the pool
+    resized where its masks were scored (``scoring_pool``).
     """
     stage_dir = run_dir / stage
     train_set = MaskedPoolSet(pool if masks is None else steps_pool, train_idx, cfg, stage, masks)
     batch_loss = _random_mask_loss(cfg, ctx) if masks is None else _selective_mask_loss(cfg, ctx)
-    result = train_stage(model, train_set, batch_loss,
-                         _recon_validator(FixedMaskValSet(pool, val_idx, cfg), cfg, ctx), cfg=cfg,
+    selective_val = masks is not None and cfg.val_masking == "selective"
+    val_set = (SelectiveValSet(steps_pool, val_idx, cfg, masks) if selective_val
+               else FixedMaskValSet(pool, val_idx, cfg))
+    result = train_stage(model, train_set, batch_loss, _recon_validator(val_set, cfg, ctx), cfg=cfg,
                          ctx=ctx, stage_dir=stage_dir, stage=stage, epochs=epochs,
                          batch_size=cfg.batch_for_pretraining, monitor="val_loss", mode="min")
     summary = {"stage": stage, "masking": "random" if masks is None else "selective",
                "n_train": len(train_idx), "n_val": len(val_idx), "epochs": epochs,
                "best_val_loss": result.best_value, "checkpoint": str(result.best_checkpoint),
-               "masks": str(stage_dir / "masks.pt") if masks is not None else None}
+               "masks": str(stage_dir / "masks.pt") if masks is not None else None,
+               "val_masking": "selective" if selective_val else "random", "warm_start": warm_start}
     if ctx.is_main:
         write_done(stage_dir, summary)
     barrier(ctx)
@@ -195,6 +205,7 @@ def pretrain_selective(cfg: Config, run_dir: str | Path) -> PretrainResult:
 
     Writes ``run_dir/step_k/{masks.pt (k > 0), best.pt, state.pt, history.*, done.json}`` and the
     run-level ``history.*``, ``pretrained.pt`` (the last step's best checkpoint), ``result.json``.
+    Step k > 0 starts from, and is scored by, ``handoff_checkpoint(run_dir, k - 1, cfg)``.
     """
     ctx, run_dir = _start(cfg, run_dir, "selective")
     pool = load_split(cfg, "pool", announce=True)
@@ -208,25 +219,35 @@ def pretrain_selective(cfg: Config, run_dir: str | Path) -> PretrainResult:
         if done is not None:  # finished before a restart: nothing to recompute
             steps.append({"step": step, **done})
             continue
-        masks = None
+        masks, warm_start = None, None
         if step > 0:
-            previous = Path(steps[-1]["checkpoint"])
+            previous = handoff_checkpoint(run_dir, step - 1, cfg)
+            warm_start = previous.relative_to(run_dir).as_posix()
             if not (stage_dir / "state.pt").is_file():  # warm start (a resumed step loads its state)
                 load_pretrained(model, previous, reinit_head=False)
-            masks = _step_masks(model, previous, steps_pool, train_idx, cfg, ctx, step, stage_dir)
+            masks = _step_masks(previous, steps_pool, train_idx + val_idx, cfg, ctx, step, stage_dir)
         summary = _run_stage(model, pool, train_idx, val_idx, cfg, ctx, run_dir, f"step_{step}",
-                             cfg.pretrain_epochs, masks, steps_pool)
+                             cfg.pretrain_epochs, masks, warm_start, steps_pool)
         steps.append({"step": step, **summary})
     return _finish("selective", cfg, ctx, run_dir, steps)
 
 
-def _step_masks(model, previous: Path, pool, train_idx, cfg, ctx, step, stage_dir) -> dict:
-    """The step's stored masks, or score the partition with the previous step's best model."""
+def handoff_checkpoint(run_dir: str | Path, step: int, cfg: Config) -> Path:
+    """The checkpoint of finished step ``step`` that scores and warm-starts step ``step + 1``.
+
+    ``cfg.handoff="last"`` (the authors' ``last.ckpt``): ``state.pt``, the weights after the
+    step's last epoch; ``"best"``: ``best.pt``, the step's best-validation weights.
+    """
+    return Path(run_dir) / f"step_{step}" / ("state.pt" if cfg.handoff == "last" else "best.pt")
+
+
+def _step_masks(previous: Path, pool, indices, cfg, ctx, step, stage_dir) -> dict:
+    """The step's stored masks, or score its images (train and val) with the hand-off model."""
     path = stage_dir / "masks.pt"
     if not path.is_file():
         scorer = prepare_model(build_model(cfg), cfg, ctx.device)
         load_pretrained(scorer, previous, reinit_head=False)
-        masks = score_partition(scorer, pool, train_idx, cfg, step, ctx, progress=cfg.progress)
+        masks = score_partition(scorer, pool, indices, cfg, step, ctx, progress=cfg.progress)
         if ctx.is_main:
             save_masks(masks, path)
         barrier(ctx)

@@ -1,8 +1,9 @@
 """What pretraining reads: the pool, its partitions, and the stored selective masks.
 
 * :func:`load_split` builds a dataset of ``cfg`` (pool or labelled split), trimmed to the sizes
-  the config asks for and optionally kept in memory (``cache_images``); :func:`scoring_pool` is
-  the pool resized to the short side where selective masks live.
+  the config asks for, optionally kept in memory (``cache_images``), the pool optionally cut
+  into tiles (``pool_tile_size``); :func:`scoring_pool` is the pool resized to the short side
+  where selective masks live.
 * :func:`partition_indices` cuts the pool into interleaved partitions ``pool[i::P]`` and each
   partition into train / validation (the last ``val_fraction`` of it).
 * :func:`score_partition` runs the selective recipe (``smir_lib.selective``) over one partition,
@@ -10,7 +11,8 @@
   ``(seed, step, image index)``, so the result does not depend on batching or on the number of
   processes. Masks are stored as patch grids, one bit per patch (:func:`save_masks`), never as
   masked image copies; an image's grid lives on the image resized to short side ``image_size``.
-* :class:`MaskedPoolSet` and :class:`FixedMaskValSet` are the training and validation sets.
+* :class:`MaskedPoolSet` is the training set; :class:`FixedMaskValSet` (fixed random masks) and
+  :class:`SelectiveValSet` (the step's stored selective masks, the authors' rule) validate.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from torch.utils.data import Dataset
 
 from .config import Config
 from .data import get_dataset
+from .data.tiles import TiledPool
 from .data.transforms import EvalTransform, TrainAugment, normalize, resize_short_side
 from .data.views import CachedItems, FirstItems, ResizedImages, item_image
 from .distributed import DistContext, gather_objects
@@ -34,7 +37,7 @@ from .runtime import seeded_generator
 from .selective import selective_mask
 
 __all__ = ["load_split", "partition_indices", "score_partition", "save_masks", "load_masks",
-           "MaskedPoolSet", "FixedMaskValSet"]
+           "MaskedPoolSet", "FixedMaskValSet", "SelectiveValSet"]
 
 DATA_SEED = 0
 """Seed of the synthetic images: the data stay the same when ``cfg.seed`` (training) changes."""
@@ -45,12 +48,18 @@ def load_split(cfg: Config, split: str, name: str | None = None, announce: bool 
 
     Trimmed to the first ``cfg.<split>_size`` items (``pool_size`` for the pool) and, with
     ``cfg.cache_images``, decoded once and kept in memory (:class:`~smir_lib.data.views.CachedItems`:
-    the same items, without decoding a file per item). ``announce``: print (to stderr) which
-    folder the split is read from (runs do, at their start).
+    the same items, without decoding a file per item); with ``pool_tile_size`` the pool is then
+    a :class:`~smir_lib.data.tiles.TiledPool` of those images' tiles. ``announce``: print (to
+    stderr) which folder the split is read from (runs do, at their start).
     """
-    ds = _load_split(cfg, split, name)
+    name = name or (cfg.pool_name if split == "pool" else cfg.dataset)
+    limit = {"pool": cfg.pool_size, "train": cfg.train_size, "val": cfg.val_size,
+             "test": cfg.test_size}[split]
+    ds = _limited(cfg, split, name, limit)
+    if split == "pool" and cfg.pool_tile_size:  # tiles of the (limited) source images, read lazily
+        ds = TiledPool(ds, cfg.pool_tile_size, cfg.pool_tile_stride)
     if announce and os.environ.get("RANK", "0") == "0":
-        print(f"data: {split} of {name or getattr(ds, 'name', cfg.dataset)}, {len(ds)} images, "
+        print(f"data: {split} of {name}, {len(ds)} images, "
               f"{data_origin(ds)}", file=sys.stderr, flush=True)  # stdout stays the CLI's JSON
     return ds
 
@@ -63,10 +72,8 @@ def data_origin(ds: Dataset) -> str:
     return f"generated in memory (seed {DATA_SEED}; nothing read from disk)"
 
 
-def _load_split(cfg: Config, split: str, name: str | None) -> Dataset:
-    name = name or (cfg.pool_name if split == "pool" else cfg.dataset)
-    limit = {"pool": cfg.pool_size, "train": cfg.train_size, "val": cfg.val_size,
-             "test": cfg.test_size}[split]
+def _limited(cfg: Config, split: str, name: str, limit: int | None) -> Dataset:
+    """The first ``limit`` images of dataset ``name``/``split`` (all when ``limit`` is None)."""
     if name == "synthetic":
         if split == "pool" and limit is None:
             raise ValueError("config pool_size is None but the synthetic pool is endless: "
@@ -196,15 +203,7 @@ class MaskedPoolSet(Dataset):
                  masks: dict | None = None):
         self.pool, self.indices, self.cfg, self.stage, self.epoch = pool, list(indices), cfg, stage, 0
         self.augment = TrainAugment(cfg.image_size, jitter_target=cfg.shared_augmentation)
-        self.masks = None
-        if masks is not None:
-            position = {int(i): n for n, i in enumerate(masks["indices"].tolist())}
-            missing = [i for i in self.indices if i not in position]
-            if missing:
-                raise ValueError(f"stored masks lack pool images {missing[:5]}: delete the step's "
-                                 "masks.pt so that it is scored again")
-            self.masks = {i: masks["masks"][position[i], :h, :w] for i in self.indices
-                          for h, w in [masks["grid_shapes"][position[i]].tolist()]}
+        self.masks = None if masks is None else grid_masks_of(masks, self.indices)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -218,9 +217,7 @@ class MaskedPoolSet(Dataset):
         image = item_image(self.pool[index])
         if self.masks is None:
             return self.augment(image, generator=generator)[0]
-        image = resize_short_side(image, self.cfg.image_size)
-        grid = patch_grid(*image.shape[-2:], self.cfg.n_patches)
-        pixel_mask = mask_to_pixels(self.masks[index], grid)  # (h, w)
+        image, pixel_mask = scored_image_and_mask(image, self.masks[index], self.cfg)  # (3, h, w), (h, w)
         out = self.augment(image, pixel_mask, generator=generator)
         if self.cfg.shared_augmentation:
             return out[0], out[0], out[1]
@@ -228,10 +225,11 @@ class MaskedPoolSet(Dataset):
 
 
 class FixedMaskValSet(Dataset):
-    """Validation images (short side + centre crop) with a fixed random grid mask each.
+    """Validation images (short side + centre crop) with a fixed random mask each.
 
-    Item = ``(image (3, S, S) in [0, 1], grid mask (gh, gw) bool)``; the mask of pool image
-    ``index`` is drawn from ``(seed, "val", index)``, the same in every epoch and every step.
+    Item = ``(image (3, S, S) in [0, 1], pixel mask (S, S) bool)``; the grid mask of pool image
+    ``index`` is drawn on the crop's grid from ``(seed, "val", index)``, the same in every epoch
+    and every step. Step 0 validates with it, and every step under ``val_masking="random"``.
     """
 
     def __init__(self, pool: Dataset, indices: Sequence[int], cfg: Config):
@@ -247,4 +245,45 @@ class FixedMaskValSet(Dataset):
         image = item_image(self.pool[index])
         mask = random_patch_mask(1, self.grid, self.cfg.mask_ratio,
                                  generator=seeded_generator(self.cfg.seed, "val", index))[0]
-        return self.transform(image)[0], mask
+        return self.transform(image)[0], mask_to_pixels(mask, self.grid)
+
+
+class SelectiveValSet(Dataset):
+    """Validation images of a selective step with the step's stored selective masks (authors' rule).
+
+    The previous step's model scored the validation images with the training images; each mask
+    lives on the image resized to short side ``image_size`` and goes through the validation
+    transform (centre crop) with it. Item = ``(image (3, S, S) in [0, 1], pixel mask (S, S) bool)``.
+    """
+
+    def __init__(self, pool: Dataset, indices: Sequence[int], cfg: Config, masks: dict):
+        self.pool, self.indices, self.cfg = pool, list(indices), cfg
+        self.masks = grid_masks_of(masks, self.indices)
+        self.crop = EvalTransform(cfg.image_size)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, n: int):
+        index = self.indices[n]
+        image, pixel_mask = scored_image_and_mask(item_image(self.pool[index]), self.masks[index],
+                                                  self.cfg)  # (3, h, w), (h, w) at short side S
+        return self.crop(image, pixel_mask)  # centre crop of both: (3, S, S), (S, S)
+
+
+def grid_masks_of(masks: dict, indices: Sequence[int]) -> dict[int, torch.Tensor]:
+    """Each pool image's stored grid mask ``(gh, gw)`` (its own grid shape) from a step's masks."""
+    position = {int(i): n for n, i in enumerate(masks["indices"].tolist())}
+    missing = [i for i in indices if i not in position]
+    if missing:
+        raise ValueError(f"stored masks lack pool images {missing[:5]}: delete the step's "
+                         "masks.pt so that it is scored again")
+    return {i: masks["masks"][position[i], :h, :w] for i in indices
+            for h, w in [masks["grid_shapes"][position[i]].tolist()]}
+
+
+def scored_image_and_mask(image: torch.Tensor, grid_mask: torch.Tensor, cfg: Config):
+    """The image at the size it was scored (short side ``image_size``) and its mask in pixels there."""
+    image = resize_short_side(image, cfg.image_size)  # (3, h, w)
+    grid = patch_grid(*image.shape[-2:], cfg.n_patches)
+    return image, mask_to_pixels(grid_mask, grid)  # (3, h, w), (h, w)

@@ -18,13 +18,13 @@ from pathlib import Path
 
 #: Figures shown inline for each notebook, in order (others are linked below them).
 KEY_FIGURES: dict[str, list[str]] = {
-    "00_data": ["images_and_labels", "class_shares"],
+    "00_data": ["smir_loop", "images_and_labels", "class_shares"],
     "01_random_masking": ["mask_ratios"],
     "02_reconstruction": ["mae_panel", "pretrain_loss"],
     "03_patch_loss_maps": ["loss_maps"],
     "04_selective_masks": ["random_vs_selective", "hidden_share"],
-    "05_partitioned_pretraining": ["partition_diagram", "loss_curves", "reconstructions"],
-    "06_segmentation_evaluation": ["iou_bars", "miou_bars"],
+    "05_partitioned_pretraining": ["partition_diagram", "loss_curves", "stored_masks", "reconstructions"],
+    "06_segmentation_evaluation": ["iou_bars", "miou_bars", "predictions"],
     "07_reproduction_study": ["study_miou", "study_iou_bars"],
 }
 TITLES = {

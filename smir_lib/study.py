@@ -86,13 +86,17 @@ def summarize(per_seed: dict[str, list[dict]], class_names: list[str]) -> dict:
 
 
 def results_markdown(summary: dict) -> str:
-    """The results table: one row per initialisation, mIoU and per-class IoU as mean ± std."""
+    """The results table: one row per initialisation, mIoU and per-class IoU as mean ± std.
+
+    A row from one seed has no spread to show: its cells are the values alone (no "± 0.000").
+    """
     names = summary["class_names"]
     lines = ["| initialisation | seeds | mIoU | " + " | ".join(f"IoU {n}" for n in names) + " |",
              "|---|---:|---:|" + "---:|" * len(names)]
     for row in summary["inits"].values():
-        cells = [f"{m:.3f} ± {s:.3f}" for m, s in zip(row["per_class_mean"], row["per_class_std"])]
-        lines.append(f"| {row['label']} | {row['n_seeds']} | {row['miou_mean']:.3f} ± {row['miou_std']:.3f} | "
+        cell = (lambda m, s: f"{m:.3f} ± {s:.3f}") if row["n_seeds"] > 1 else (lambda m, s: f"{m:.3f}")
+        cells = [cell(m, s) for m, s in zip(row["per_class_mean"], row["per_class_std"])]
+        lines.append(f"| {row['label']} | {row['n_seeds']} | {cell(row['miou_mean'], row['miou_std'])} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -163,20 +163,13 @@ def _git_commit() -> str:
 
 
 def measure_quality(cfg, pretrain_dir: Path) -> dict:
-    """``reconstruction_quality`` of a pretrained model on the first held-back test images."""
-    from .data.transforms import normalize
-    from .measure import load_batch, reconstruction_quality
+    """``measure.heldback_quality`` of a pretrained model on the first held-back test images."""
+    from .measure import heldback_quality
     from .models import build_model, load_pretrained
-    from .patches import patch_grid, random_patch_mask
-    from .pretrain_data import load_split
 
-    test = load_split(cfg.replace(test_size=None, cache_images=False), "test")
-    images, _ = load_batch(test, range(min(QUALITY_IMAGES, len(test))), size=cfg.image_size)
-    x, grid = normalize(images), patch_grid(cfg.image_size, cfg.image_size, cfg.n_patches)
-    mask = random_patch_mask(len(x), grid, cfg.mask_ratio, generator=torch.Generator().manual_seed(0))
     model = build_model(cfg, 3)
     load_pretrained(model, pretrain_dir / "pretrained.pt", reinit_head=False)
-    return {**reconstruction_quality(model, x, grid, mask), "n_images": len(x)}
+    return heldback_quality(model, cfg, QUALITY_IMAGES)
 
 
 def build(dataset: str, out: Path | None = None, work: Path | None = None,

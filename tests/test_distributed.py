@@ -10,8 +10,8 @@ import torch
 
 from smir_lib.config import load_config
 from smir_lib.distributed import DistContext, init_distributed
-from smir_lib.models import load_pretrained
-from smir_lib.models import build_model
+from smir_lib.models import build_model, load_pretrained
+from smir_lib.pretrain import handoff_checkpoint
 from smir_lib.pretrain_data import load_split, partition_indices, score_partition
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,13 +42,13 @@ def test_two_gloo_processes_give_the_masks_of_one(tmp_path):
     assert (out / "pretrained.pt").is_file()
     stored = torch.load(out / "step_1" / "masks.pt", weights_only=True)
 
-    # One process, same scorer (the step-0 best checkpoint), same images.
+    # One process, same scorer (step 0's hand-off checkpoint), same images (train and val).
     cfg = load_config("fast", TINY)
     pool = load_split(cfg, "pool")
-    train_idx = partition_indices(len(pool), cfg.partitions, cfg.val_fraction)[1][0]
+    train_idx, val_idx = partition_indices(len(pool), cfg.partitions, cfg.val_fraction)[1]
     scorer = build_model(cfg)
-    load_pretrained(scorer, out / "step_0" / "best.pt", reinit_head=False)
-    single = score_partition(scorer, pool, train_idx, cfg, step=1, ctx=DistContext())
-    assert stored["indices"].tolist() == train_idx
+    load_pretrained(scorer, handoff_checkpoint(out, 0, cfg), reinit_head=False)
+    single = score_partition(scorer, pool, train_idx + val_idx, cfg, step=1, ctx=DistContext())
+    assert stored["indices"].tolist() == train_idx + val_idx
     assert torch.equal(stored["masks"], single["masks"])
     assert torch.allclose(stored["scores"], single["scores"], atol=1e-5, equal_nan=True)

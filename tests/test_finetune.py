@@ -83,3 +83,27 @@ def test_finetune_from_a_pretraining_checkpoint_with_ce(tmp_path):
                       init=tmp_path / "pre.pt")
     assert result["loaded"].startswith("pretrained") and len(result["history"]) == 2
     assert 0.0 <= result["test"]["miou"] <= 1.0
+
+
+@pytest.mark.unit
+def test_authors_metric_adds_a_void_output_on_voc_and_cityscapes_only():
+    from smir_lib.finetune import output_classes, void_as_class
+
+    assert output_classes(cfg(dataset="voc"), 21) == 21
+    assert output_classes(cfg(dataset="voc", metric="authors"), 21) == 22
+    assert output_classes(cfg(dataset="cityscapes", metric="authors"), 19) == 20
+    assert output_classes(cfg(metric="authors"), 3) == 3  # synthetic: no void pixels
+    labels = torch.tensor([[0, 255, 20]])
+    assert void_as_class(labels, 255, 21, 22).tolist() == [[0, 21, 20]]
+    assert void_as_class(labels, 255, 21, 21) is labels
+
+
+@pytest.mark.unit
+def test_reinit_head_false_keeps_the_colour_head_for_three_classes(tmp_path):
+    source = build_model(cfg(seed=5), 3)
+    torch.save({"model": source.state_dict()}, tmp_path / "pre.pt")
+    model = build_model(cfg(), 3)
+    assert initialise(model, tmp_path / "pre.pt", reinit_head=False) == "pretrained network, head kept"
+    assert torch.equal(model.head.conv.weight, source.head.conv.weight)
+    five = build_model(cfg(), 5)  # another shape: dropped whatever the option says
+    assert initialise(five, tmp_path / "pre.pt", reinit_head=False).endswith("re-initialised")

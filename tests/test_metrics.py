@@ -58,3 +58,54 @@ def test_losses_have_gradients_and_ce_option():
         assert torch.isfinite(loss) and g.abs().sum() > 0
     with pytest.raises(ValueError, match="expected 'jaccard' or 'ce'"):
         segmentation_loss("dice", logits, target)
+
+
+def test_miou_equals_torchmetrics_jaccard_index_when_every_class_is_present():
+    """Over several batches with an ignore label: our accumulated mIoU and per-class IoU against
+    torchmetrics' MulticlassJaccardIndex (macro and per class)."""
+    from torchmetrics.classification import MulticlassJaccardIndex
+
+    g = torch.Generator().manual_seed(0)
+    macro = MulticlassJaccardIndex(4, average="macro", ignore_index=255)
+    per_class = MulticlassJaccardIndex(4, average="none", ignore_index=255)
+    conf = torch.zeros(4, 4, dtype=torch.long)
+    for _ in range(3):
+        target = torch.randint(0, 4, (2, 16, 16), generator=g)
+        pred = torch.where(torch.rand(2, 16, 16, generator=g) < 0.6, target,
+                           torch.randint(0, 4, (2, 16, 16), generator=g))
+        target[:, :3] = 255
+        conf += confusion_matrix(pred, target, 4)
+        macro.update(pred, target), per_class.update(pred, target)
+    m = segmentation_metrics(conf)
+    assert m["miou"] == pytest.approx(macro.compute().item(), abs=1e-6)
+    assert m["per_class_iou"] == pytest.approx(per_class.compute().tolist(), abs=1e-6)
+
+
+def test_authors_miou_counts_absent_classes_as_zero():
+    conf = torch.tensor([[8, 2, 0, 0], [1, 3, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]])
+    m = segmentation_metrics(conf)
+    assert m["authors_miou"] == pytest.approx((8 / 11 + 3 / 6 + 0 + 0) / 4)
+    assert m["miou"] == pytest.approx((8 / 11 + 3 / 6) / 2)
+
+
+def test_void_output_counts_against_the_true_class_and_is_not_scored():
+    """Classes a, b plus a void output (column 2): a pixel of class a predicted void is a false
+    negative of a; the void row is empty (void-labelled pixels are skipped), void is not averaged."""
+    target = torch.tensor([0, 0, 0, 1, 1, 255, 255])
+    pred = torch.tensor([0, 2, 0, 1, 2, 2, 0])  # 2 = void output
+    conf = confusion_matrix(pred, target, 3)
+    assert conf.tolist() == [[2, 0, 1], [0, 1, 1], [0, 0, 0]]
+    m = segmentation_metrics(conf, ["a", "b"], n_scored=2)
+    assert m["per_class_iou"] == pytest.approx([2 / 3, 1 / 2])
+    assert m["miou"] == m["authors_miou"] == pytest.approx((2 / 3 + 1 / 2) / 2)
+    assert m["pixel_accuracy"] == pytest.approx(3 / 5)
+
+
+def test_jaccard_loss_over_the_scored_classes_only():
+    logits = torch.zeros(1, 3, 1, 2)
+    logits[0, 0, 0, 0] = logits[0, 2, 0, 1] = 50.0  # pixel 0 -> class 0, pixel 1 -> void (2)
+    target = torch.tensor([[[0, 2]]])
+    assert soft_jaccard_loss(logits, target, n_scored=2) < 1e-4  # a: IoU 1, b: absent -> 1
+    assert soft_jaccard_loss(logits, target) < 1e-4
+    wrong = torch.tensor([[[0, 1]]])  # pixel 1 is b but predicted void: b's IoU is 0
+    assert soft_jaccard_loss(logits, wrong, n_scored=2) == pytest.approx(0.5, abs=1e-4)

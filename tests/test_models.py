@@ -12,6 +12,7 @@ from smir_lib.models import (PRESETS, ResNetUNet, build_unet, count_parameters,
 pytestmark = pytest.mark.unit
 
 FIXTURE = Path(__file__).parent / "fixtures" / "torchvision_resnet_keys.json"
+GOLDEN = Path(__file__).parent / "fixtures" / "tiny_unet_golden.pt"
 
 
 @pytest.fixture(scope="module")
@@ -162,3 +163,29 @@ def test_ddp_prefix_is_stripped():
 def test_unknown_preset_is_a_clear_error():
     with pytest.raises(ValueError, match=r"preset is 'resnet50'; expected one of"):
         build_unet("resnet50")
+
+
+def test_forward_pass_matches_the_committed_golden_output():
+    """A seeded tiny U-Net on a seeded 40x52 input (padding, decoder, head, crop all take part);
+    tests/fixtures/make_golden_unet.py wrote the expected output when the network was checked."""
+    from tests.fixtures.make_golden_unet import golden_input_and_model
+
+    x, model = golden_input_and_model()
+    with torch.no_grad():
+        y = model(x)
+    torch.testing.assert_close(y, torch.load(GOLDEN, weights_only=True)["output"], atol=1e-5, rtol=1e-4)
+
+
+def test_decoder_upsamples_by_pixel_repetition_and_concatenates_the_skip_after():
+    """Each decoder block = nearest x2 (every feature pixel copied into a 2x2 block), then
+    [upsampled, skip] along channels, then the two conv-BN-SiLU layers."""
+    model = build_unet("tiny", out_channels=3).eval()
+    g = torch.Generator().manual_seed(0)
+    features = [torch.randn(2, c, 32 // 2 ** i, 48 // 2 ** i, generator=g)
+                for i, c in enumerate(model.encoder.channels)]  # strides 4..32 of a 128x192 input
+    x = features[-1]
+    for block, skip in zip(model.decoder.blocks, reversed(features[:-1])):
+        x = x.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)  # (B, C, 2h, 2w)
+        x = block[1](block[0](torch.cat([x, skip], dim=1)))
+    with torch.no_grad():
+        torch.testing.assert_close(model.decoder(features), x.detach())

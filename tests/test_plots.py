@@ -71,3 +71,24 @@ def test_loss_maps_carry_colour_bars(small):
     grid, image, _, scores = small
     fig = plots.mae_panel(image, image, image, image, scores[0], grid)
     assert any(ax.get_label() == "<colorbar>" for ax in fig.axes)
+
+
+def test_the_paper_figures_return_figures(small):
+    """Fig. 2 end to end, Fig. 4, Fig. 5, the prediction table and the loop diagram."""
+    grid, image, label, scores = small
+    batch = torch.stack([image, image])
+    selected = scores[0] > scores[0].median()
+    figs = [
+        plots.loss_maps_figure(image, batch, batch, scores, scores.mean(0), grid, selected=selected,
+                               selective_masked=image),
+        plots.stored_mask_reconstructions([image], [image], [image], step=2),
+        plots.reconstruction_comparison(batch, batch, batch, batch, batch),
+        plots.segmentation_predictions([image], [label], {"scratch": [label], "random": [label.flip(0)]},
+                                       NAMES, COLORS),
+        plots.smir_loop_diagram(10, 5, 0.5),
+        plots.per_image_share_figure({"random": [0.2, 0.1], "selective": [0.3, float("nan")]}),
+    ]
+    assert all(isinstance(f, Figure) for f in figs)
+    titles = [ax.get_title() for ax in figs[0].axes]
+    assert f"top half: {int(selected.sum())} patches" in titles and "selectively masked" in titles
+    assert "scratch\n100 % pixels right" in [ax.get_title() for ax in figs[3].axes]

@@ -11,7 +11,11 @@ from smir_lib.data.transforms import normalize, resize_short_side
 from smir_lib.patches import n_hidden, patch_grid, random_patch_mask
 from smir_lib.models import build_model
 from smir_lib.pretrain import load_pretrain_result, pretrain_random, pretrain_selective
-from smir_lib.pretrain_data import MaskedPoolSet, load_masks, partition_indices, score_partition
+from smir_lib.pretrain_data import (MaskedPoolSet, SelectiveValSet, load_masks, partition_indices,
+                                    score_partition)
+from smir_lib.runtime import seeded_generator
+from benchmarks.reference import patch_loss_map_loop
+from tests.test_handoff import expected_val_loss
 
 TINY = dict(model="tiny", synthetic_size=72, image_size=64, msssim_win=3, n_patches=64, k=2,
             partitions=2, pool_size=12, pretrain_epochs=2, pretrain_batch=4, warmup_epochs=0,
@@ -79,32 +83,126 @@ def test_scoring_retries_smaller_chunks_on_out_of_memory():
     assert torch.equal(out["masks"], reference["masks"])
 
 
+C_HIDDEN, C_SHOWN = torch.tensor([0.8, 0.3, 0.2]), torch.tensor([0.1, 0.5, 0.7])
+"""Two colours: an image painted with its own mask (hidden patches C_HIDDEN) shows where the mask is."""
+
+
+def painted_pool(n: int, height: int = 64, width: int = 96, n_patches: int = 64, seed: int = 0):
+    """``n`` non-square images, each painted with a random grid mask, and those stored masks."""
+    grid = patch_grid(height, width, n_patches)
+    masks = torch.rand(n, *grid.shape, generator=torch.Generator().manual_seed(seed)) < 0.5
+    images = []
+    for m in masks:  # paint patch by patch (the plain way, independent of mask_to_pixels)
+        image = C_SHOWN[:, None, None].repeat(1, height, width)
+        for i, j in m.nonzero().tolist():
+            rows, cols = grid.patch_slices(i, j)
+            image[:, rows, cols] = C_HIDDEN[:, None, None]
+        images.append(image)
+    stored = {"indices": torch.arange(n), "masks": masks, "grid_shapes": torch.tensor([grid.shape] * n)}
+    return images, stored
+
+
+def paint_share(image: torch.Tensor) -> torch.Tensor:
+    """Per pixel, where ``image`` (3, H, W) lies between C_SHOWN (0) and C_HIDDEN (1); and the
+    largest distance of any pixel from that segment (0 for any mix of the two colours)."""
+    d = (C_HIDDEN - C_SHOWN)[:, None, None]
+    t = ((image - C_SHOWN[:, None, None]) * d).sum(0) / (d * d).sum()  # (H, W)
+    off = (image - (C_SHOWN[:, None, None] + t * d)).abs().amax()
+    return t, off
+
+
 @pytest.mark.unit
-def test_selective_training_item_carries_the_cropped_mask():
-    cfg = tiny()
-    pool = get_dataset("synthetic", "pool", n_images=3, size=72)
+def test_selective_training_mask_follows_the_crop_and_flip():
+    """The stored mask reaches the crop where the image's hidden patches went.
+
+    The images are painted with their own masks. In the quirk mode the target is the un-jittered
+    crop, so its colour says, per pixel, whether that pixel came from a hidden patch. Measured:
+    mean agreement 0.997 (bilinear image edges against nearest mask edges); a mask shifted by
+    one pixel before the crop agrees 0.96."""
+    images, stored = painted_pool(8)
+    data = MaskedPoolSet(images, list(range(8)), tiny(shared_augmentation=False), "step_1", stored)
+    agreement = []
+    for epoch in range(4):
+        data.set_epoch(epoch)
+        for n in range(8):
+            _, target, mask = data[n]
+            assert mask.shape == (64, 64) and mask.dtype == torch.bool
+            share, off = paint_share(target)
+            assert off < 1e-5  # the target is a pure crop: no jitter reached it
+            agreement.append(((share > 0.5) == mask).float().mean().item())
+    assert sum(agreement) / len(agreement) > 0.99, agreement
+    assert min(agreement) > 0.98, agreement
+
+
+@pytest.mark.unit
+def test_colour_jitter_quirk_reaches_the_input_only():
+    images, stored = painted_pool(8)
+    quirk = MaskedPoolSet(images, list(range(8)), tiny(shared_augmentation=False), "step_1", stored)
+    shared = MaskedPoolSet(images, list(range(8)), tiny(), "step_1", stored)
+    jittered = 0
+    for n in range(8):
+        inputs, target, _ = quirk[n]
+        jittered += paint_share(inputs)[1].item() > 1e-3  # jitter moved the colours off the segment
+        assert paint_share(target)[1] < 1e-5
+        inputs, target, _ = shared[n]
+        assert torch.equal(inputs, target)  # shared: the one (possibly jittered) image is both
+    assert 2 <= jittered <= 6  # jitter probability 0.5 over 8 images
+
+
+@pytest.mark.unit
+def test_selective_validation_crops_the_mask_with_the_image():
+    images, stored = painted_pool(3)  # 64 x 96: the centre crop drops 16 px on each side
+    data = SelectiveValSet(images, [0, 2], tiny(), stored)
+    for n, index in enumerate([0, 2]):
+        image, mask = data[n]
+        assert torch.equal(image, images[index][:, :, 16:80])
+        share, off = paint_share(image)
+        assert off < 1e-5 and torch.equal(share > 0.5, mask)  # exact: no resampling here
+
+
+@pytest.mark.unit
+def test_score_partition_matches_a_naive_reference():
+    """K masked copies, per-patch loop scores, their mean, the top half: written out by hand."""
+    cfg = tiny(k=3)
+    pool = get_dataset("synthetic", "pool", n_images=4, size=72)
+    model = build_model(cfg).eval()
+    out = score_partition(model, pool, [1, 3], cfg, step=2)
     grid = patch_grid(64, 64, cfg.n_patches)
-    stored = {"indices": torch.tensor([0, 1]), "masks": torch.ones(2, *grid.shape, dtype=torch.bool),
-              "grid_shapes": torch.tensor([grid.shape, grid.shape])}
-    stored["masks"][:, :, : grid.gw // 2] = False  # left half shown, right half hidden
-    item = MaskedPoolSet(pool, [0, 1], cfg, "step_1", stored)[0]
-    inputs, target, pixel_mask = item
-    assert inputs.shape == target.shape == (3, 64, 64) and pixel_mask.shape == (64, 64)
-    assert pixel_mask.dtype == torch.bool and 0 < pixel_mask.float().mean() < 1
-    assert torch.equal(inputs, target)  # shared augmentation by default
-    quirk = MaskedPoolSet(pool, [0, 1], tiny(shared_augmentation=False), "step_1", stored)
-    assert len(quirk[1]) == 3
+    for row, index in enumerate([1, 3]):
+        image = normalize(resize_short_side(pool[index], 64))[None]  # (1, 3, 64, 64)
+        random = random_patch_mask(cfg.k, grid, cfg.mask_ratio,
+                                   generator=seeded_generator(cfg.seed, "score", 2, index))
+        total = torch.zeros(grid.shape, dtype=torch.float64)
+        for k in range(cfg.k):
+            copy = image.clone()
+            for i, j in random[k].nonzero().tolist():
+                rows, cols = grid.patch_slices(i, j)
+                copy[..., rows, cols] = 0.0  # the mean colour
+            with torch.no_grad():
+                total += patch_loss_map_loop(model(copy), image, grid)[0]
+        mean = total / cfg.k  # (gh, gw)
+        torch.testing.assert_close(out["scores"][row].double(), mean, atol=2e-5, rtol=0)
+        hidden = mean.flatten().argsort(descending=True)[:n_hidden(grid, cfg.mask_ratio)]
+        want = torch.zeros(grid.n_patches, dtype=torch.bool)
+        want[hidden] = True
+        assert torch.equal(out["masks"][row].flatten(), want)
 
 
 @pytest.mark.slow
-def test_random_pretraining_loss_falls(tmp_path):
-    cfg = tiny(pool_size=16, random_epochs=6, lr=2e-3)
+def test_random_pretraining_validates_on_fixed_masks_and_keeps_the_best_epoch(tmp_path):
+    cfg = tiny(pool_size=16, random_epochs=4, lr=2e-3, amp="off")
     result = pretrain_random(cfg, tmp_path / "random")
-    val = [r["val_loss"] for r in result.history]
-    train = [r["train_loss"] for r in result.history]
-    assert len(val) == 6
-    assert min(val[-2:]) < val[0] and min(train[-2:]) < train[0]
-    assert result.best_checkpoint.is_file()
+    assert [r["epoch"] for r in result.history] == [0, 1, 2, 3]
+    last = torch.load(tmp_path / "random" / "random" / "state.pt", weights_only=True)["model"]
+    model = build_model(cfg)
+    assert not torch.equal(model.state_dict()["encoder.conv1.weight"], last["encoder.conv1.weight"])
+    model.load_state_dict(last)
+    (_, val_idx), = partition_indices(16, 1, cfg.val_fraction)
+    pool = get_dataset("synthetic", "pool", n_images=16, size=72)
+    want = expected_val_loss(model, pool, val_idx, cfg, None)  # fixed random masks, by hand
+    assert result.history[-1]["val_loss"] == pytest.approx(want, rel=1e-5)
+    best_epoch = min(result.history, key=lambda r: r["val_loss"])["epoch"]
+    assert torch.load(result.best_checkpoint, weights_only=True)["epoch"] == best_epoch
     assert (tmp_path / "random" / "history.csv").read_text().startswith("stage,epoch,train_loss")
 
 
@@ -115,8 +213,8 @@ def test_selective_pretraining_writes_steps_masks_and_checkpoint(tmp_path):
     assert [s["masking"] for s in result.steps] == ["random", "selective"]
     assert result.steps[0]["masks"] is None
     masks = load_masks(result.steps[1]["masks"])
-    assert masks["masks"].dtype == torch.bool and len(masks["indices"]) == result.steps[1]["n_train"]
-    assert masks["indices"].tolist() == partition_indices(12, 2, 0.1)[1][0]
+    train_idx, val_idx = partition_indices(12, 2, 0.1)[1]
+    assert masks["masks"].dtype == torch.bool and masks["indices"].tolist() == train_idx + val_idx
     assert len(result.history) == 4 and len(result.step_histories()[1]["val_loss"]) == 2
     saved = torch.load(result.best_checkpoint, weights_only=True)
     assert saved["stage"] == "step_1"

@@ -114,7 +114,13 @@ def test_notebook_has_one_literal_parameters_cell(path: Path):
             f"{path.name}: the parameters cell may hold only assignments, found {ast.dump(node)[:60]}"
         ast.literal_eval(node.value)  # papermill can override only literals
     names = {t.id for node in tree.body for t in (node.targets if isinstance(node, ast.Assign) else [node.target])}
-    assert {"PROFILE", "RUN_DIR", "INTERACTIVE"} <= names, f"{path.name}: parameters lack {({'PROFILE', 'RUN_DIR', 'INTERACTIVE'} - names)}"
+    assert {"PROFILE", "RUN_DIR"} <= names, f"{path.name}: parameters lack {({'PROFILE', 'RUN_DIR'} - names)}"
+    code = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+    explorers = [src for src in code if "INTERACTIVE" in src and "widgets." in src]
+    assert ("INTERACTIVE" in names) == bool(explorers), (
+        f"{path.name}: INTERACTIVE must switch an explorer on (a cell `if INTERACTIVE:` using smir_lib.widgets) "
+        "or not be a parameter" if "INTERACTIVE" in names else
+        f"{path.name}: an explorer cell uses INTERACTIVE, which the parameters cell does not set")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

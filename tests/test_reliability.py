@@ -219,7 +219,7 @@ def test_a_copied_run_folder_never_reads_the_original(finished_run, tmp_path):
 
 
 @pytest.mark.unit
-@pytest.mark.parametrize("damage", ["step_1/done.json", "step_1/state.pt", "step_1/masks.pt", "step_0/best.pt"])
+@pytest.mark.parametrize("damage", ["step_1/done.json", "step_1/state.pt", "step_1/masks.pt", "step_0/state.pt"])
 def test_a_damaged_run_file_is_one_line_naming_it(finished_run, tmp_path, capsys, damage):
     run = tmp_path / "run"
     shutil.copytree(finished_run, run)
@@ -227,7 +227,7 @@ def test_a_damaged_run_file_is_one_line_naming_it(finished_run, tmp_path, capsys
     if damage != "step_1/done.json":  # make the run reach the damaged file
         (run / "step_1" / "done.json").unlink()
         for later in {"step_1/state.pt": [], "step_1/masks.pt": ["state.pt", "best.pt"],
-                      "step_0/best.pt": ["state.pt", "best.pt", "masks.pt"]}[damage]:
+                      "step_0/state.pt": ["state.pt", "best.pt", "masks.pt"]}[damage]:  # the hand-off file
             (run / "step_1" / later).unlink()
     bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])  # truncated, as by a full disk
     assert pretrain(run) == 2

@@ -45,3 +45,29 @@ def test_scheduler_steps_per_epoch_and_optimizer_has_no_decay():
     fresh = build_scheduler(build_optimizer(model, 3e-3), 20, 5)
     fresh.load_state_dict(state)
     assert fresh.last_epoch == 20
+
+
+@pytest.mark.parametrize("epochs,warmup", [(100, 10), (30, 5), (12, 1)])
+def test_schedule_equals_torch_sequential_linear_then_cosine(epochs, warmup):
+    """The same schedule built from torch's own pieces: LinearLR from 0.01x over the warm-up, then
+    CosineAnnealingLR down to 0.01x at the last epoch, chained by SequentialLR."""
+    import warnings
+
+    lr = 3e-3
+    ours = build_optimizer(torch.nn.Linear(2, 2), lr)
+    theirs = torch.optim.Adam(torch.nn.Linear(2, 2).parameters(), lr=lr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # SequentialLR's epoch-argument deprecation notice
+        reference = torch.optim.lr_scheduler.SequentialLR(theirs, [
+            torch.optim.lr_scheduler.LinearLR(theirs, start_factor=0.01, end_factor=1.0,
+                                              total_iters=warmup),
+            torch.optim.lr_scheduler.CosineAnnealingLR(theirs, T_max=epochs - 1 - warmup,
+                                                       eta_min=0.01 * lr)], milestones=[warmup])
+    schedule = build_scheduler(ours, epochs, warmup)
+    got, want = [], []
+    for _ in range(epochs):
+        got.append(ours.param_groups[0]["lr"])
+        want.append(theirs.param_groups[0]["lr"])
+        ours.step(), theirs.step()
+        schedule.step(), reference.step()
+    assert got == pytest.approx(want, rel=1e-6, abs=1e-12)

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from benchmarks.reference import patch_loss_map_loop
 from smir_lib.losses import patch_loss_map
 from smir_lib.models import build_unet
 from smir_lib.patches import mask_images, n_hidden, patch_grid
@@ -82,7 +83,30 @@ def test_shapes_counts_and_random_masks():
     assert result.mask.flatten(1).sum(1).tolist() == [n_hidden(grid, 0.5)] * 2
     assert result.random_masks.shape == result.k_scores.shape == (2, 4, *grid.shape)
     assert result.random_masks.flatten(2).sum(2).eq(n_hidden(grid, 0.5)).all()
-    torch.testing.assert_close(result.k_scores.mean(1), result.scores)
+
+
+class Copy(nn.Module):
+    """A 'model' that returns its input: a shown patch is rebuilt exactly, a hidden one is the fill."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+
+def test_scores_are_the_mean_over_k_computed_by_hand():
+    """With a copying model, patch p of copy k scores s_p (fill against original) when copy k hid
+    it and 0 otherwise, so the average is (copies that hid p) / K * s_p: hand-made masks below."""
+    grid = patch_grid(64, 64, 64)  # 8 x 8 patches
+    images = textured_corner_images(1) + 0.3  # no patch equals the fill colour
+    masks = torch.zeros(1, 4, 8, 8, dtype=torch.bool)  # K = 4
+    masks[0, :, 0, 0] = True  # hidden in all 4 copies
+    masks[0, 0, 0, 1] = True  # hidden in 1 copy of 4
+    masks[0, :2, 1, 0] = True  # hidden in 2 copies of 4
+    result = selective_mask(Copy(), images, grid, ratio=3 / 64, random_masks=masks)
+    s = patch_loss_map_loop(torch.zeros_like(images), images, grid)[0].float()  # (8, 8)
+    want = torch.zeros(8, 8)
+    want[0, 0], want[0, 1], want[1, 0] = s[0, 0], s[0, 1] / 4, s[1, 0] / 2
+    torch.testing.assert_close(result.scores[0], want, atol=1e-5, rtol=1e-5)
+    assert result.mask[0].nonzero().tolist() == [[0, 0], [0, 1], [1, 0]]
 
 
 def test_scores_are_patch_loss_maps_of_the_masked_reconstructions():
@@ -142,14 +166,23 @@ def test_model_runs_in_eval_and_inference_mode_and_state_is_restored():
 
 
 def test_with_the_tiny_unet_and_amp_flag():
+    """On the CPU ``auto`` is float32 (the same numbers as ``off``); bf16 autocast scores within
+    bf16 rounding of them and selects nearly the same patches."""
     grid = patch_grid(64, 64)
     model = build_unet("tiny", out_channels=3)
     images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    for amp in ("auto", "bf16"):  # bf16 on CPU: bfloat16 autocast
-        result = selective_mask(model, images, grid, k=2, amp=amp,
-                                generator=torch.Generator().manual_seed(0))
-        assert torch.isfinite(result.scores).all()
-        assert result.mask.flatten(1).sum(1).tolist() == [math.floor(0.5 * grid.n_patches)] * 2
+
+    def run(amp):
+        return selective_mask(model, images, grid, k=2, amp=amp,
+                              generator=torch.Generator().manual_seed(0))
+
+    off, auto, bf16 = run("off"), run("auto"), run("bf16")
+    assert torch.equal(off.scores, auto.scores) and torch.equal(off.mask, auto.mask)
+    torch.testing.assert_close(bf16.scores, off.scores, atol=0.05, rtol=0.05)
+    assert not torch.equal(bf16.scores, off.scores)  # bf16 did run in lower precision
+    overlap = (bf16.mask & off.mask).flatten(1).sum(1).float() / n_hidden(grid, 0.5)
+    assert overlap.min() > 0.8, overlap
+    assert bf16.mask.flatten(1).sum(1).tolist() == [math.floor(0.5 * grid.n_patches)] * 2
 
 
 def test_score_patches_direct_call_shape():

@@ -94,3 +94,19 @@ def test_reduced_study_cwfid_with_cross_pool(tmp_path, cwfid_root, monkeypatch):
     assert set(shares) == {"image", "random", "selective"}
     assert all(0.0 < v < 1.0 for v in shares.values())
     assert stored_mask_shares(run_dir / "seed_0" / "pretrain_selective_cross") is None  # synthetic pool
+
+
+@pytest.mark.unit
+def test_results_table_shows_a_spread_only_over_several_seeds():
+    """Hand-made summaries: two seeds print mean ± std; one seed prints the value alone."""
+    from smir_lib.study import results_markdown
+
+    def summary(n_seeds, std):
+        row = {"label": "random IR (self)", "n_seeds": n_seeds, "miou_mean": 0.5, "miou_std": std,
+               "per_class_mean": [0.9, 0.1], "per_class_std": [std, std]}
+        return {"class_names": ["soil", "weed"], "inits": {"random": row}}
+
+    two = results_markdown(summary(2, 0.0125)).splitlines()[-1]
+    assert two == "| random IR (self) | 2 | 0.500 ± 0.013 | 0.900 ± 0.013 | 0.100 ± 0.013 |"
+    one = results_markdown(summary(1, 0.0)).splitlines()[-1]
+    assert one == "| random IR (self) | 1 | 0.500 | 0.900 | 0.100 |"

@@ -2,7 +2,7 @@
 
 Papermill and nbval never render widgets, so a widget that runs fine there can still be broken
 where users meet it. These tests start JupyterLab (127.0.0.1, a free port, a random token), open
-notebooks 01 (mask explorer) and 03 (loss-map browser) with ``INTERACTIVE = True`` in Debian's
+every notebook that has an explorer (00-06, see ``EXPLORERS``) with ``INTERACTIVE = True`` in Debian's
 Chromium through Playwright, run every cell from the *Run* menu, then move a slider with the
 keyboard and wait for the explorer's figure to be redrawn. They assert that no cell shows an
 error, that the slider's readout moved and that the figure changed.
@@ -34,13 +34,19 @@ pytestmark = pytest.mark.ui
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 
-# Notebook -> (slider descriptions to try, in order; README screenshot name).
+# Notebook -> (slider descriptions to try, in order; README screenshot name). Every notebook with
+# an explorer (an `if INTERACTIVE:` cell using smir_lib.widgets) is listed: test_every_explorer_is_driven checks.
 EXPLORERS = {
+    "00_data": (("image",), "00_dataset_browser.png"),
     "01_random_masking": (("ratio", "seed"), "01_mask_explorer.png"),
+    "02_reconstruction": (("seed", "image"), "02_reconstruction_explorer.png"),
     "03_patch_loss_maps": (("image", "K"), "03_loss_map_browser.png"),
+    "04_selective_masks": (("image", "seed"), "04_mask_comparison_explorer.png"),
+    "05_partitioned_pretraining": (("image",), "05_stored_mask_browser.png"),
+    "06_segmentation_evaluation": (("image",), "06_prediction_browser.png"),
 }
-# Measured on 2 CPU cores: 01 runs in ~6 s; 03 trains its quick model when notebook 02's checkpoint
-# is absent (~1 min alone, ~2.5 min with the machine shared 4 ways). Bounded, with room for load.
+# With the teaching models (models/<dataset>/) notebooks 02-06 load them and train nothing, so
+# Run All takes seconds to a minute each on 2 CPU cores; bounded, with room for a busy machine.
 RUN_ALL_TIMEOUT = 300.0   # s: every cell of one notebook, fast profile
 REDRAW_TIMEOUT = 60.0     # s: one explorer redraw after the slider moved
 
@@ -201,3 +207,15 @@ def test_explorer_redraws_in_jupyterlab(lab: LabSession, stem: str):
     shots = explore(lab, f"{stem}.ipynb", labels)
     assert all(p.is_file() and p.stat().st_size > 0 for p in shots.values())
     publish(shots["page_after"], readme_name)
+
+
+def test_every_explorer_is_driven():
+    """A notebook whose INTERACTIVE switches on a widget is in EXPLORERS (no explorer left untested)."""
+    import json
+
+    with_explorer = set()
+    for path in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
+        code = ["".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+        if any("INTERACTIVE" in src and "widgets." in src for src in code):
+            with_explorer.add(path.stem)
+    assert with_explorer == set(EXPLORERS), f"explorers not driven: {with_explorer - set(EXPLORERS)}"

@@ -101,14 +101,17 @@ def check_split(name: str, split: str, allowed: Sequence[str] = SPLITS) -> None:
         raise ValueError(f"unknown split '{split}' for dataset '{name}': expected one of {list(allowed)}")
 
 
-def open_image_array(path: str | os.PathLike, mode: str | None = "RGB") -> np.ndarray:
+def open_image_array(path: str | os.PathLike, mode: str | None = "RGB",
+                     exif_transpose: bool = False) -> np.ndarray:
     """Decode an image file into a numpy array.
 
     ``mode="RGB"`` converts grayscale (``L``, ``I;16``...), palette (``P``) and ``RGBA`` files to
     three channels (alpha is dropped); ``mode=None`` keeps the stored values (palette indices,
-    16-bit label values). A file that cannot be decoded raises :class:`ImageLoadError` with its path.
+    16-bit label values). ``exif_transpose=True`` turns a camera photo upright as its EXIF
+    orientation tag says (what an image viewer shows). A file that cannot be decoded raises
+    :class:`ImageLoadError` with its path.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
@@ -116,6 +119,8 @@ def open_image_array(path: str | os.PathLike, mode: str | None = "RGB") -> np.nd
     try:
         with Image.open(path) as img:
             img.load()  # decode now, so a truncated file fails here and not later
+            if exif_transpose:
+                img = ImageOps.exif_transpose(img)
             if mode is not None and img.mode != mode:
                 if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
                     # 16/32-bit grayscale: scale to 8 bits before making it RGB
@@ -129,10 +134,32 @@ def open_image_array(path: str | os.PathLike, mode: str | None = "RGB") -> np.nd
                              f"an image; delete it and run the download again.") from err
 
 
-def load_image(path: str | os.PathLike) -> torch.Tensor:
+def load_image(path: str | os.PathLike, exif_transpose: bool = False) -> torch.Tensor:
     """Read an image file as float ``(3, H, W)`` in ``[0, 1]`` (grayscale and RGBA converted)."""
-    arr = open_image_array(path, "RGB")  # (H, W, 3) uint8
+    arr = open_image_array(path, "RGB", exif_transpose)  # (H, W, 3) uint8
     return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255.0)
+
+
+EXIF_SWAPS_SIDES = (5, 6, 7, 8)
+"""EXIF orientations that rotate by 90 degrees (width and height trade places when applied)."""
+
+
+def image_shape(path: str | os.PathLike, exif_transpose: bool = False) -> tuple[int, int]:
+    """``(height, width)`` of an image file from its header alone (no pixels are decoded).
+
+    With ``exif_transpose`` the shape is the upright one :func:`open_image_array` returns.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            if exif_transpose and img.getexif().get(0x0112, 1) in EXIF_SWAPS_SIDES:
+                width, height = height, width
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise ImageLoadError(f"cannot read image file {path}: {err}. The file is corrupt or not "
+                             f"an image; replace or delete it.") from err
+    return height, width
 
 
 def _describe_values(values: np.ndarray, limit: int = 5) -> str:
@@ -188,12 +215,19 @@ def values_to_index(values: np.ndarray, table: Mapping[int, int],
     return targets[pos]
 
 
-def check_same_size(image: torch.Tensor, label: torch.Tensor, image_path: Path, label_path: Path) -> None:
-    """Raise :class:`LabelError` naming both files when image and label sizes differ."""
+def check_same_size(image: torch.Tensor, label: torch.Tensor, image_path: Path, label_path: Path,
+                    fix: str = "re-download the dataset or remove the pair") -> None:
+    """Raise :class:`LabelError` naming both files (and ``fix``) when image and label sizes differ."""
     if tuple(image.shape[-2:]) != tuple(label.shape[-2:]):
-        raise LabelError(f"label {label_path} is {label.shape[-1]}x{label.shape[-2]} but its image "
-                         f"{image_path} is {image.shape[-1]}x{image.shape[-2]} (width x height): the pair is misaligned; "
-                         f"re-download the dataset or remove the pair.")
+        raise LabelError(size_mismatch(tuple(image.shape[-2:]), tuple(label.shape[-2:]), image_path,
+                                       label_path, fix))
+
+
+def size_mismatch(image_hw: tuple[int, int], label_hw: tuple[int, int], image_path, label_path,
+                  fix: str) -> str:
+    """The message of a misaligned image/label pair (sizes given as ``(height, width)``)."""
+    return (f"label {label_path} is {label_hw[1]}x{label_hw[0]} but its image {image_path} is "
+            f"{image_hw[1]}x{image_hw[0]} (width x height): the pair is misaligned; {fix}.")
 
 
 class SegmentationFiles(Dataset):
@@ -208,6 +242,9 @@ class SegmentationFiles(Dataset):
         class_names, class_colors: one entry per class; colours are RGB display colours.
         transform: optional callable applied to ``(image, label)`` (or ``(image,)`` for a pool).
         ids: optional human-readable id per item (file stem by default).
+        exif_transpose: turn images upright by their EXIF orientation (camera photos); labels
+            are always read as stored.
+        size_fix: what a size-mismatch error tells the user to do.
 
     Item ``i`` is ``(image float (3, H, W) in [0, 1], label long (H, W))``, or the image alone for
     a pool. ``ignore_index`` is 255 in every dataset.
@@ -216,7 +253,8 @@ class SegmentationFiles(Dataset):
     def __init__(self, name: str, split: str, images: Sequence[Path], labels: Sequence[Path] | None,
                  decode_label: Callable[[Path], np.ndarray] | None, class_names: Sequence[str],
                  class_colors: Sequence[tuple[int, int, int]], transform: Callable | None = None,
-                 ids: Sequence[str] | None = None, root: Path | None = None) -> None:
+                 ids: Sequence[str] | None = None, root: Path | None = None, exif_transpose: bool = False,
+                 size_fix: str = "re-download the dataset or remove the pair") -> None:
         if labels is not None and len(labels) != len(images):
             raise ValueError(f"{name}/{split}: {len(images)} images but {len(labels)} labels")
         self.name, self.split, self.root = name, split, root
@@ -228,6 +266,7 @@ class SegmentationFiles(Dataset):
         self.ignore_index = IGNORE_INDEX
         self.transform = transform
         self.ids = list(ids) if ids is not None else [p.stem for p in self.images]
+        self.exif_transpose, self.size_fix = exif_transpose, size_fix
 
     @property
     def labelled(self) -> bool:
@@ -241,6 +280,10 @@ class SegmentationFiles(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
+    def image_shape(self, index: int) -> tuple[int, int]:
+        """``(height, width)`` of image ``index`` from its file header (nothing decoded)."""
+        return image_shape(self.images[index], self.exif_transpose)
+
     def load_label(self, index: int) -> torch.Tensor:
         """Label ``index`` as long ``(H, W)``, without any transform."""
         assert self.labels is not None and self.decode_label is not None
@@ -249,14 +292,14 @@ class SegmentationFiles(Dataset):
     def __getitem__(self, index: int):
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {self.name}/{self.split} with {len(self)} items")
-        image = load_image(self.images[index])  # (3, H, W)
+        image = load_image(self.images[index], self.exif_transpose)  # (3, H, W)
         if self.labels is None:
             if self.transform is None:
                 return image
             out = self.transform(image)
             return out[0] if isinstance(out, tuple) and len(out) == 1 else out
         label = self.load_label(index)  # (H, W)
-        check_same_size(image, label, self.images[index], self.labels[index])
+        check_same_size(image, label, self.images[index], self.labels[index], self.size_fix)
         if self.transform:  # e.g. TrainAugment / EvalTransform: (image, label) -> (image, label)
             return tuple(self.transform(image, label))
         return image, label

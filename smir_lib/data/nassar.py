@@ -12,9 +12,12 @@ Splits (the paper's recipe): the first fifth of ``train.txt`` (356) / first fift
 ``test.txt`` (266); ``first_fifth=False`` uses the whole lists.
 
 Pool: ``pool_source="ortho"`` (default) is the 40,710 orthomosaic tiles in ``ortho_tiles/``
-(make them with :func:`tile_orthomosaic` if you have ``RGB_reference_png.png``). Whether the
-labelled val/test tiles were cut from the same orthomosaic is not documented, so they cannot be
-excluded by name; ``include_eval_in_pool=True`` adds them explicitly, as the authors did.
+(make them with :func:`tile_orthomosaic` if you have ``RGB_reference_png.png``): exactly the
+authors' pool (their ``datalist.txt`` lists these tiles and nothing else). Whether the labelled
+val/test tiles were cut from the same orthomosaic is not documented, so they cannot be excluded
+by name. ``include_eval_in_pool=True`` does *not* reproduce the authors here: it adds the 434
+labelled val and test tiles (whole lists), which the authors never put in their pool, to
+measure what pretraining on the evaluation images does.
 ``pool_source="labelled"`` uses all labelled train tiles (images only): a pool that certainly
 holds no evaluation image.
 """

@@ -304,6 +304,10 @@ class SyntheticFields(Dataset):
     def __len__(self) -> int:
         return self.n_images
 
+    def image_shape(self, index: int) -> tuple[int, int]:
+        """``(height, width)`` of image ``index`` (all images share one size), without drawing it."""
+        return self.height, self.width
+
     def generate(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Item ``index`` as ``(image (3, H, W), label (H, W))`` regardless of split or transform."""
         rng = np.random.default_rng([self.seed, SPLIT_CODES[self.split], int(index)])

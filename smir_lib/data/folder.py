@@ -1,0 +1,310 @@
+"""Your own images as a dataset: ``get_dataset("folder", split, root=DIR)`` (``dataset=folder data_root=DIR``).
+
+Layout::
+
+    DIR/images/IMG_3438.JPG        any format Pillow reads; turned upright by its EXIF orientation
+    DIR/masks/IMG_3438_mask.png    the image's stem, optionally + mask_suffix; read as stored
+    DIR/classes.yaml               class names, mask values or colours, display colours, ignore
+    DIR/splits.yaml                optional: {train: [stems], val: [stems], test: [stems]}
+    DIR/pool/*.jpg                 optional: unlabelled images, added to the pretraining pool
+
+``classes.yaml`` for index masks (pixel value = class)::
+
+    mask_suffix: _mask             # optional (default "_mask"); masks named like the image also match
+    classes:
+      - {name: soil, value: 0, color: [120, 85, 50]}   # color: display colour (optional)
+      - {name: crop, value: 1, color: [0, 200, 0]}
+    ignore: [255]                  # mask values scored by nothing (optional)
+
+For colour masks give each class ``mask_color: [r, g, b]`` instead of ``value``, and ignored
+colours as ``ignore: [[255, 255, 255]]``.
+
+Splits: ``splits.yaml`` when present, else a split drawn with a fixed seed (70 / 10 / 20 % of
+the sorted stems, at least one image each), stated once on stderr; ``check-data --write-splits``
+freezes it into ``splits.yaml``. The pool is the train and val images plus ``DIR/pool/``; test
+images never enter it unless ``include_eval_in_pool=True``, and a pool file named like a val or
+test image is an error (it would leak evaluation images into pretraining).
+
+:func:`scan_folder` collects every problem of a folder without raising (``check-data`` prints
+them all); :func:`build` raises :class:`FolderError` listing them. Mask contents and sizes are
+checked when an item is read (and by ``check-data`` for all files at once).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .base import LabelError, SegmentationFiles, check_split, colors_to_index, open_image_array, values_to_index
+
+__all__ = ["FolderError", "ClassTable", "FolderLayout", "read_classes", "scan_folder", "build", "class_info",
+           "write_splits"]
+
+EVAL_SPLITS = ("train", "val", "test")
+SPLIT_SHARES = (0.7, 0.1, 0.2)
+SPLIT_SEED = 0
+DEFAULT_SUFFIX = "_mask"
+SIZE_FIX = "re-export the mask at its image's size (masks are read as stored; images are turned upright by EXIF)"
+PALETTE = [(120, 85, 50), (0, 200, 0), (230, 30, 30), (30, 90, 230), (240, 200, 0), (160, 60, 200),
+           (0, 200, 200), (250, 130, 40), (130, 130, 130), (255, 255, 255)]
+"""Display colours of classes whose ``color`` is not given in classes.yaml."""
+
+
+class FolderError(ValueError):
+    """A folder dataset is laid out wrongly; the message lists every problem and its fix."""
+
+
+def image_files(folder: Path) -> list[Path]:
+    """Files of ``folder`` that Pillow can open by extension, sorted by name (hidden files skipped)."""
+    from PIL import Image
+
+    known = {ext.lower() for ext in Image.registered_extensions()}
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+                  and p.suffix.lower() in known)
+
+
+@dataclass
+class ClassTable:
+    """What classes.yaml says: names, display colours and how mask pixels map to class indices.
+
+    ``kind`` is ``"value"`` (index masks) or ``"color"`` (colour masks); ``table`` maps a stored
+    value (int) or colour (RGB tuple) to a class index, ignored ones to 255.
+    """
+
+    path: Path
+    names: list[str]
+    colors: list[tuple[int, int, int]]
+    kind: str
+    table: dict
+    mask_suffix: str = DEFAULT_SUFFIX
+
+    def decode(self, mask_path: Path) -> np.ndarray:
+        """A mask file -> class indices ``(H, W)``; an unknown value or colour names the file and fix."""
+        hint = (f" Add it to {self.path} (as a class's {'value' if self.kind == 'value' else 'mask_color'}"
+                f" or under ignore), or correct the mask.")
+        try:
+            if self.kind == "color":
+                return colors_to_index(open_image_array(mask_path, "RGB"), self.table, mask_path)
+            values = open_image_array(mask_path, None)  # stored values: palette indices, 8/16 bit
+            if values.ndim == 3:  # an RGB(A) file: fine when it is grey (r = g = b)
+                if not (values[..., :1] == values[..., 1:3]).all():
+                    raise LabelError(f"mask {mask_path} is a colour image but {self.path} gives mask "
+                                     f"values: give each class a mask_color: [r, g, b] instead, or save "
+                                     f"the masks as single-channel (grey or palette) PNGs.")
+                values = values[..., 0]
+            return values_to_index(values, self.table, mask_path)
+        except LabelError as err:
+            if "unknown" in str(err):
+                raise LabelError(f"{err}{hint}") from None
+            raise
+
+
+def _rgb(value, where: str) -> tuple[int, int, int]:
+    if not (isinstance(value, (list, tuple)) and len(value) == 3 and all(isinstance(c, int) and 0 <= c <= 255
+                                                                          for c in value)):
+        raise FolderError(f"{where} is {value!r}: expected a colour [r, g, b] of integers 0..255")
+    return tuple(value)
+
+
+def read_classes(folder: str | os.PathLike) -> ClassTable:
+    """Parse ``folder/classes.yaml`` (see the module docstring); errors name the entry and the fix."""
+    import yaml
+
+    path = Path(folder) / "classes.yaml"
+    example = "classes:\n  - {name: soil, value: 0}\n  - {name: crop, value: 1}"
+    if not path.is_file():
+        raise FolderError(f"{path} is missing: write it with one entry per class, e.g.\n{example}")
+    data = yaml.safe_load(path.read_text()) or {}
+    entries = data.get("classes") if isinstance(data, dict) else None
+    if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) and "name" in e for e in entries):
+        raise FolderError(f"{path} must hold 'classes:', a list of entries with a name each, e.g.\n{example}")
+    kinds = {"value" if "value" in e else "color" if "mask_color" in e else None for e in entries}
+    if kinds not in ({"value"}, {"color"}):
+        raise FolderError(f"{path}: every class needs a 'value' (index masks) or every class a 'mask_color' "
+                          f"(colour masks); found a mix or neither in {[e.get('name') for e in entries]}")
+    kind = kinds.pop()
+    table: dict = {}
+    for index, e in enumerate(entries):
+        key = int(e["value"]) if kind == "value" else _rgb(e["mask_color"], f"{path}: mask_color of {e['name']}")
+        if key in table:
+            raise FolderError(f"{path}: classes {entries[table[key]]['name']} and {e['name']} share the mask "
+                              f"{kind} {key}: give each class its own")
+        table[key] = index
+    for key in data.get("ignore") or []:
+        table[int(key) if kind == "value" else _rgb(key, f"{path}: ignore entry")] = 255
+    colors = [_rgb(e["color"], f"{path}: color of {e['name']}") if "color" in e else PALETTE[i % len(PALETTE)]
+              for i, e in enumerate(entries)]
+    return ClassTable(path, [str(e["name"]) for e in entries], colors, kind, table,
+                      str(data.get("mask_suffix", DEFAULT_SUFFIX) or ""))
+
+
+def class_info(root: str | os.PathLike | None) -> tuple[list[str], list[tuple[int, int, int]]]:
+    """Class names and display colours of the folder dataset at ``root`` (only classes.yaml is read)."""
+    table = read_classes(_root(root))
+    return table.names, table.colors
+
+
+@dataclass
+class FolderLayout:
+    """A scanned folder: its classes, the (image, mask) pairs of each split, the pool, and problems."""
+
+    root: Path
+    classes: ClassTable | None
+    splits: dict[str, list[tuple[Path, Path]]]
+    pool: list[Path]
+    split_note: str
+    problems: list[str] = field(default_factory=list)
+    unused: list[str] = field(default_factory=list)
+
+
+def _pairs(root: Path, suffix: str, problems: list[str]) -> dict[str, tuple[Path, Path]]:
+    """``stem -> (image, mask)`` for every image with exactly one mask; the rest become problems."""
+    images, masks = image_files(root / "images"), image_files(root / "masks")
+    by_stem: dict[str, list[Path]] = {}
+    for m in masks:
+        by_stem.setdefault(m.stem, []).append(m)
+    seen: dict[str, Path] = {}
+    pairs, used = {}, set()
+    for image in images:
+        stem = image.stem
+        if stem in seen:
+            problems.append(f"images {seen[stem].name} and {image.name} share the stem '{stem}': rename one")
+            continue
+        seen[stem] = image
+        found = [m for key in dict.fromkeys((stem, stem + suffix)) for m in by_stem.get(key, [])]
+        if not found:
+            problems.append(f"image {image} has no mask: expected masks/{stem}{suffix}.png (or masks/{stem}.png); "
+                            f"add it, or move the image to pool/ if it is unlabelled")
+        elif len(found) > 1:
+            problems.append(f"image {image} has {len(found)} masks ({', '.join(m.name for m in found)}): keep one")
+        else:
+            pairs[stem] = (image, found[0])
+        used.update(found)
+    problems += [f"mask {m} has no image images/{m.stem.removesuffix(suffix) if suffix else m.stem}.*: add the "
+                 f"image or delete the mask" for m in masks if m not in used]
+    return pairs
+
+
+def _split_stems(root: Path, stems: list[str], problems: list[str]) -> tuple[dict[str, list[str]], str]:
+    """Stems of train / val / test from splits.yaml, else a seeded 70/10/20 split (and a note saying so)."""
+    import yaml
+
+    path = root / "splits.yaml"
+    if path.is_file():
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            problems.append(f"{path} must map train, val and test to lists of stems; got {type(data).__name__}")
+            data = {}
+        unknown = sorted(set(data) - set(EVAL_SPLITS))
+        if unknown:
+            problems.append(f"{path} has unknown split(s) {unknown}: use only {list(EVAL_SPLITS)}")
+        splits = {s: [str(x) for x in (data.get(s) or [])] for s in EVAL_SPLITS}
+        owner: dict[str, str] = {}
+        for split, listed in splits.items():
+            for stem in listed:
+                if stem in owner:
+                    problems.append(f"{path}: '{stem}' is listed in both {owner[stem]} and {split}: keep it in one")
+                owner[stem] = split
+                if stem not in stems:
+                    problems.append(f"{path} lists '{stem}' under {split} but there is no image images/{stem}.* "
+                                    f"with a mask: fix the name or add the pair")
+        return {s: [x for x in v if x in stems] for s, v in splits.items()}, f"splits from {path}"
+    import torch
+
+    from ..runtime import seeded_generator
+
+    n = len(stems)
+    n_val, n_test = (max(1, round(share * n)) for share in SPLIT_SHARES[1:])
+    order = torch.randperm(n, generator=seeded_generator("folder-split", SPLIT_SEED)).tolist()
+    shuffled = [stems[i] for i in order]
+    splits = {"train": sorted(shuffled[n_val + n_test:]), "val": sorted(shuffled[:n_val]),
+              "test": sorted(shuffled[n_val:n_val + n_test])}
+    note = (f"{root}: no splits.yaml, so the {n} labelled images were split 70/10/20 with seed {SPLIT_SEED}: "
+            f"{len(splits['train'])} train / {len(splits['val'])} val / {len(splits['test'])} test "
+            f"(freeze it with: python -m smir_lib check-data {root} --write-splits)")
+    return splits, note
+
+
+def scan_folder(root: str | os.PathLike, include_eval_in_pool: bool = False) -> FolderLayout:
+    """Read a folder's layout and collect every problem found (nothing raises for content)."""
+    root = Path(root).expanduser()
+    problems: list[str] = []
+    if not (root / "images").is_dir():
+        problems.append(f"{root / 'images'} is not a folder: a folder dataset needs DIR/images/ and DIR/masks/ "
+                        f"(and DIR/classes.yaml); see the README section 'Use your own images'")
+    elif not (root / "masks").is_dir():
+        problems.append(f"{root / 'masks'} is not a folder: put one mask per image there")
+    classes = None
+    try:
+        classes = read_classes(root)
+    except FolderError as err:
+        problems.append(str(err))
+    pairs = _pairs(root, classes.mask_suffix if classes else DEFAULT_SUFFIX, problems)
+    stems = sorted(pairs)
+    names, note = _split_stems(root, stems, problems)
+    for split, listed in names.items():
+        if not listed and (root / "images").is_dir():
+            problems.append(f"split {split} is empty ({len(stems)} labelled images in all): "
+                            + ("list stems under it in splits.yaml" if (root / "splits.yaml").is_file()
+                               else "add labelled images (at least 3 are needed) or write splits.yaml"))
+    splits = {s: [pairs[x] for x in v] for s, v in names.items()}
+    listed = {x for v in names.values() for x in v}
+    unused = [x for x in stems if x not in listed]
+    pool_extra = image_files(root / "pool")
+    held_out = set(names["test"]) | set(names["val"])
+    if not include_eval_in_pool:
+        problems += [f"pool file {p} has the stem of a val/test image: evaluation images must not be "
+                     f"pretrained on; remove it from pool/" for p in pool_extra if p.stem in held_out]
+    pool_splits = ("train", "val", "test") if include_eval_in_pool else ("train", "val")
+    pool = [image for s in pool_splits for image, _ in splits[s]] + pool_extra
+    return FolderLayout(root, classes, splits, pool, note, problems, unused)
+
+
+def write_splits(layout: FolderLayout) -> Path:
+    """Write the layout's splits to ``root/splits.yaml`` (stems per split), to keep them fixed."""
+    import yaml
+
+    path = layout.root / "splits.yaml"
+    path.write_text(yaml.safe_dump({s: [image.stem for image, _ in pairs] for s, pairs in layout.splits.items()},
+                                   sort_keys=False))
+    return path
+
+
+_STATED: set[str] = set()
+
+
+def _root(root: str | os.PathLike | None) -> Path:
+    if root is None:
+        raise FolderError("dataset 'folder' needs its folder: set data_root=DIR (command line or config), "
+                          "or get_dataset('folder', split, root=DIR)")
+    return Path(root).expanduser()
+
+
+def build(split: str, root: str | os.PathLike | None = None, *, include_eval_in_pool: bool = False,
+          transform: Callable | None = None) -> SegmentationFiles:
+    """Registry entry: ``get_dataset("folder", split, root=DIR, include_eval_in_pool=False)``."""
+    check_split("folder", split)
+    layout = scan_folder(_root(root), include_eval_in_pool)
+    if layout.problems:
+        listed = "\n".join(f"  - {p}" for p in layout.problems)
+        raise FolderError(f"folder dataset {layout.root} has {len(layout.problems)} problem(s):\n{listed}\n"
+                          f"(python -m smir_lib check-data {layout.root} lists them with pixel statistics)")
+    if not layout.split_note.startswith("splits from") and layout.split_note not in _STATED:
+        _STATED.add(layout.split_note)
+        print(layout.split_note, file=sys.stderr)
+    classes = layout.classes
+    assert classes is not None  # no problems means classes.yaml was read
+    if split == "pool":
+        return SegmentationFiles("folder", split, layout.pool, None, None, classes.names, classes.colors,
+                                 transform=transform, root=layout.root, exif_transpose=True)
+    pairs = layout.splits[split]
+    return SegmentationFiles("folder", split, [i for i, _ in pairs], [m for _, m in pairs], classes.decode,
+                             classes.names, classes.colors, transform=transform, root=layout.root,
+                             exif_transpose=True, size_fix=SIZE_FIX)

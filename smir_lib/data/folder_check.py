@@ -1,0 +1,94 @@
+"""``python -m smir_lib check-data DIR``: everything wrong with a folder dataset, before training.
+
+:func:`check_folder` scans the layout (:func:`smir_lib.data.folder.scan_folder`), then reads
+every file once: image sizes from their headers (EXIF orientation applied), every mask decoded
+and compared with its image's size, every pool image opened. It never stops at the first
+problem: the :class:`FolderReport` lists them all, with counts per split, image sizes and the
+share of labelled pixels per class.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .base import ImageLoadError, LabelError, image_shape, size_mismatch
+from .folder import SIZE_FIX, FolderLayout, scan_folder
+
+__all__ = ["FolderReport", "check_folder"]
+
+
+@dataclass
+class FolderReport:
+    """What :func:`check_folder` found. ``ok`` is True when ``problems`` is empty."""
+
+    layout: FolderLayout
+    counts: dict[str, int]
+    sizes: Counter = field(default_factory=Counter)  # (width, height) -> number of images
+    pixel_counts: dict[str, np.ndarray] = field(default_factory=dict)  # split -> (C,) labelled pixels
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def class_shares(self) -> dict[str, list[float]]:
+        """Per split, the share of labelled (not ignored) pixels in each class."""
+        return {s: (c / max(c.sum(), 1)).tolist() for s, c in self.pixel_counts.items()}
+
+    def format(self) -> str:
+        """The report as text: splits, sizes, class shares, then every problem."""
+        lines = [f"folder dataset {self.layout.root}", f"  {self.layout.split_note}",
+                 "  images: " + ", ".join(f"{s} {n}" for s, n in self.counts.items())]
+        if self.layout.unused:
+            lines.append(f"  {len(self.layout.unused)} labelled image(s) in no split (unused): "
+                         f"{', '.join(self.layout.unused[:5])}")
+        sizes = ", ".join(f"{w}x{h} ({n})" for (w, h), n in self.sizes.most_common(6))
+        lines.append(f"  sizes (width x height): {sizes or 'none'}"
+                     + (f" and {len(self.sizes) - 6} more" if len(self.sizes) > 6 else ""))
+        if self.layout.classes is not None:
+            names = self.layout.classes.names
+            for split, shares in self.class_shares().items():
+                lines.append(f"  class pixels, {split}: "
+                             + ", ".join(f"{n} {100 * s:.1f} %" for n, s in zip(names, shares)))
+        lines.append(f"{len(self.problems)} problem(s)" + (":" if self.problems else ": ready to train"))
+        lines += [f"  - {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+def check_folder(root: str | os.PathLike, progress: bool = True) -> FolderReport:
+    """Validate the folder dataset at ``root`` without training (see the module docstring)."""
+    from tqdm.auto import tqdm
+
+    layout = scan_folder(Path(root))
+    report = FolderReport(layout, {**{s: len(p) for s, p in layout.splits.items()}, "pool": len(layout.pool)},
+                          problems=list(layout.problems))
+    classes = layout.classes
+    n_classes = len(classes.names) if classes else 0
+    jobs = [(s, image, mask) for s, pairs in layout.splits.items() for image, mask in pairs]
+    labelled = {image for _, image, _ in jobs}
+    jobs += [("pool", image, None) for image in layout.pool if image not in labelled]
+    for split, image, mask in tqdm(jobs, desc="checking", disable=not progress, leave=False):
+        try:
+            hw = image_shape(image, exif_transpose=True)
+        except ImageLoadError as err:
+            report.problems.append(str(err))
+            continue
+        report.sizes[(hw[1], hw[0])] += 1
+        if mask is None or classes is None:
+            continue
+        try:
+            index = classes.decode(mask)  # (H, W) class indices, 255 = ignored
+        except (LabelError, ImageLoadError) as err:
+            report.problems.append(str(err))
+            continue
+        if index.shape != hw:
+            report.problems.append(size_mismatch(hw, index.shape, image, mask, SIZE_FIX))
+            continue
+        counts = np.bincount(index[index != 255].ravel(), minlength=n_classes)  # (C,)
+        report.pixel_counts[split] = report.pixel_counts.get(split, 0) + counts
+    return report

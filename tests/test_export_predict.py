@@ -1,0 +1,106 @@
+"""predict (smir_lib.predict) and export (smir_lib.export): files others load, checked against PyTorch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from smir_lib.cli import main
+from smir_lib.config import load_config
+from smir_lib.data.folder_example import write_example_folder
+from smir_lib.export import (check_onnx, encoder_state_dict, export_onnx, export_run, load_safetensors,
+                             onnx_available)
+from smir_lib.models import ResNetEncoder, build_model
+
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_thread")]
+
+FIXTURE = Path(__file__).parent / "fixtures" / "torchvision_resnet_keys.json"
+needs_onnx = pytest.mark.skipif(not onnx_available(), reason="ONNX export needs the export extra: "
+                                "pip install -c constraints.txt -e '.[export]' (onnx, onnxscript, onnxruntime)")
+
+
+def fake_checkpoint(tmp_path, model: str, out_channels: int, **overrides) -> Path:
+    """A checkpoint as train_loop writes it: weights plus the run's configuration."""
+    cfg = load_config("fast", {"model": model, **overrides})
+    net = build_model(cfg, out_channels)
+    path = tmp_path / "best.pt"
+    torch.save({"model": net.state_dict(), "config": cfg.to_dict()}, path)
+    return path
+
+
+def test_encoder_has_torchvision_resnet34_keys_and_shapes(tmp_path):
+    expected = {k: s for k, s in json.loads(FIXTURE.read_text())["resnet34"].items() if not k.startswith("fc.")}
+    source = fake_checkpoint(tmp_path, "resnet34", 3)
+    summary = export_run(source, tmp_path / "out", onnx=False)
+    state = torch.load(summary["encoder"], weights_only=True)
+    assert {k: list(v.shape) for k, v in state.items()} == expected
+    fresh = ResNetEncoder("resnet34")
+    fresh.load_state_dict(state, strict=True)  # what a torchvision / timm / smp ResNet-34 encoder reads
+
+
+def test_safetensors_round_trip_keeps_every_weight(tmp_path):
+    source = fake_checkpoint(tmp_path, "tiny", 4)
+    summary = export_run(source, tmp_path / "out", onnx=False)
+    rebuilt = load_safetensors(summary["safetensors"])
+    original = torch.load(source, weights_only=True)["model"]
+    assert rebuilt.out_channels == 4 and set(rebuilt.state_dict()) == set(original)
+    assert all(torch.equal(rebuilt.state_dict()[k], v) for k, v in original.items())
+    assert encoder_state_dict(rebuilt).keys() == rebuilt.encoder.state_dict().keys()
+
+
+@needs_onnx
+def test_onnx_matches_pytorch_at_any_multiple_of_64(tmp_path):
+    model = build_model(load_config("fast"), 3).eval()
+    path = export_onnx(model, tmp_path / "m.onnx")
+    check = check_onnx(model, path, sizes=(256, 512))
+    assert check["max_abs_output"] < 100 and check["max_abs_diff"] <= 1e-4  # an untrained net: small outputs
+    import onnxruntime as ort
+
+    x = torch.randn(2, 3, 128, 320, generator=torch.Generator().manual_seed(1))  # batch and sides vary
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": x.numpy()})[0]
+    with torch.no_grad():
+        assert np.abs(got - model(x).numpy()).max() <= 1e-4
+
+
+def test_export_without_onnx_says_how_to_get_it(tmp_path, capsys):
+    source = fake_checkpoint(tmp_path, "tiny", 3)
+    assert main(["export", "--checkpoint", str(source), "--out", str(tmp_path / "o"), "--onnx", "no"]) == 0
+    assert not (tmp_path / "o" / "model.onnx").exists() and (tmp_path / "o" / "unet.safetensors").is_file()
+    assert main(["export", "--checkpoint", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
+    assert "run folder holding pretrained.pt" in capsys.readouterr().err
+
+
+def test_predict_writes_index_pngs_and_overlays_at_each_image_size(tmp_path):
+    root = write_example_folder(tmp_path / "f", n_images=4, n_pool=0, size=(96, 128))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for name, (h, w) in {"small.jpg": (50, 70), "wide.png": (120, 700), "big.png": (1100, 1000)}.items():
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(photos / name)
+    source = fake_checkpoint(tmp_path, "tiny", 3, dataset="folder", data_root=str(root), image_size=128)
+    out = tmp_path / "pred"
+    assert main(["predict", "--checkpoint", str(source), "--images", str(photos), "--out", str(out), "--quiet"]) == 0
+    rows = {Path(r["image"]).name: r for r in json.loads((out / "predictions.json").read_text())}
+    for name, (h, w) in {"small.jpg": (50, 70), "wide.png": (120, 700), "big.png": (1100, 1000)}.items():
+        index = np.array(Image.open(out / f"{Path(name).stem}.png"))
+        assert index.shape == (h, w) and index.max() < 3
+        assert Image.open(out / f"{Path(name).stem}_overlay.jpg").size == (w, h)
+        assert sum(rows[name]["class_shares"].values()) == pytest.approx(1.0)
+        assert set(rows[name]["class_shares"]) == {"soil", "crop", "weed"}
+    palette = Image.open(out / "big.png").getpalette()[:9]
+    assert palette == [120, 85, 50, 0, 200, 0, 230, 30, 30]  # the display colours of classes.yaml
+
+
+def test_predict_refuses_a_pretraining_checkpoint_of_another_class_count(tmp_path, capsys):
+    root = tmp_path / "f"
+    write_example_folder(root, n_images=4, n_pool=0)
+    (root / "classes.yaml").write_text("classes:\n  - {name: a, value: 0}\n  - {name: b, value: 1}\n")
+    source = fake_checkpoint(tmp_path, "tiny", 3, dataset="folder", data_root=str(root))
+    assert main(["predict", "--checkpoint", str(source), "--images", str(root / "images"),
+                 "--out", str(tmp_path / "p")]) == 2
+    assert "segments 3 classes but dataset 'folder' has 2" in capsys.readouterr().err

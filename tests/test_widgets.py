@@ -1,0 +1,43 @@
+"""Every explorer builds and draws once outside JupyterLab (the ui tier moves their sliders there)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from smir_lib import widgets
+from smir_lib.data.transforms import normalize
+from smir_lib.patches import patch_grid
+
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_thread")]
+
+NAMES, COLORS = ["soil", "crop", "weed"], [(0, 0, 0), (0, 255, 0), (255, 0, 0)]
+
+
+class Blur(nn.Module):
+    def forward(self, x):
+        return nn.functional.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
+
+
+@pytest.fixture(scope="module")
+def batch():
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(3, 3, 40, 40, generator=g)
+    return images, torch.randint(0, 3, (3, 40, 40), generator=g), patch_grid(40, 40, 16)
+
+
+def test_explorers_build_and_redraw(batch):
+    pytest.importorskip("ipywidgets")
+    images, labels, grid = batch
+    x = normalize(images)
+    boxes = [
+        widgets.dataset_browser(images, labels, NAMES, COLORS),
+        widgets.reconstruction_explorer(Blur(), x, grid, win_size=3),
+        widgets.mask_comparison_explorer(Blur(), x, labels, grid, k=2, class_names=NAMES, class_colors=COLORS),
+        widgets.prediction_browser(images, labels, {"scratch": labels, "random": labels.flip(1)}, NAMES, COLORS),
+    ]
+    for box in boxes:
+        box.redraw()  # draws the figure for the sliders' current values; raises on any error
+        sliders = [w for w in box.children[0].children]
+        assert sliders and all(s.description for s in sliders)
