@@ -19,7 +19,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, Patch, Rectangle
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, NullLocator
 
 IGNORE_GREY = (128, 128, 128)
 MASK_COLORS = {"random": "#4C72B0", "selective": "#DD8452", "image": "#8C8C8C"}
@@ -564,7 +564,7 @@ def study_budget_curves(data: Mapping, pretraining: Mapping, *, title: str | Non
     and selective IR are lines with 95 % bootstrap intervals, scratch a band, cross a square.
     """
     labels = sorted(data["labels"], key=int)
-    fig = Figure(figsize=(4.2 * len(labels), 3.8), layout="constrained")
+    fig = Figure(figsize=(max(5.5, 4.2 * len(labels)), 3.9), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(labels), sharey=True))
 
     def spent(pool, budget, method, key):
@@ -594,7 +594,11 @@ def study_budget_curves(data: Mapping, pretraining: Mapping, *, title: str | Non
                             marker="s", capsize=3, linestyle="none", color=INIT_COLORS["selective_cross"],
                             label=f"selective IR (cross: {cross_pool})")
         ax.set_xscale("log")
-        ax.set_xlabel("pretraining images seen (as run)")
+        ticks = [(spent(data["pool"], b, "random", "images"), spent(data["pool"], b, "random", "iterations"))
+                 for b, _ in _study_inits(inits, "random")]
+        ax.set_xticks([x for x, _ in ticks], [f"{x:.0f}\n{it:.0f} it." for x, it in ticks], fontsize=7)
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xlabel("pretraining images seen (random IR's iterations), as run")
         ax.set_title(f"{cell['finetune']['n_train']} labelled images, {cell['finetune']['iterations']} fine-tuning it.",
                      fontsize=9)
         ax.grid(alpha=0.3)

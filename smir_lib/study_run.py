@@ -12,8 +12,9 @@ engine's run lock keeps two processes out of one folder. The scheduler:
    the study together however uneven the units are, and a process that died leaves no hole;
 5. waits (``poll_s``) while only units held by others remain, and gives up after ``wait_s``.
 
-Each finished unit appends ``{"folder", "kind", "seconds", "image_steps", "pid"}`` to
-``<root>/units.jsonl``: the wall times the time estimate (``study_tables.time_estimate``) reads.
+Each finished unit appends ``{"folder", "kind", "seconds", "cpu_seconds", "load_average",
+"image_steps", "pid"}`` to ``<root>/units.jsonl``: the times the estimate reads
+(``study_tables.time_estimate``; with one thread, CPU seconds are what a free core would take).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def run_unit(protocol: Protocol, root: Path | str, unit: WorkUnit) -> float:
 
     root = Path(root)
     cfg = unit_config(protocol, unit)
-    tic = time.perf_counter()
+    tic, cpu = time.perf_counter(), time.process_time()
     if unit.kind == "pretrain":
         (pretrain_random if unit.method == "random" else pretrain_selective)(cfg, root / unit.folder)
     else:
@@ -68,8 +69,8 @@ def run_unit(protocol: Protocol, root: Path | str, unit: WorkUnit) -> float:
         init = "scratch" if dep is None else root / dep.folder / "pretrained.pt"
         finetune(cfg, root / unit.folder, init)
     seconds = time.perf_counter() - tic
-    record = {"folder": unit.folder, "kind": unit.kind, "seconds": seconds,
-              "image_steps": unit_image_steps(cfg, unit), "pid": os.getpid()}
+    record = {"folder": unit.folder, "kind": unit.kind, "seconds": seconds, "cpu_seconds": time.process_time() - cpu,
+              "load_average": os.getloadavg()[0], "image_steps": unit_image_steps(cfg, unit), "pid": os.getpid()}
     with open(root / UNIT_LOG, "a") as log:  # one short line per unit: appends do not interleave
         log.write(json.dumps(record) + "\n")
     return seconds

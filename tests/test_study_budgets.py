@@ -6,20 +6,15 @@ import re
 
 import pytest
 
-from smir_lib.study_plan import Protocol, work_units
+from smir_lib.study_plan import load_protocol, work_units
 from smir_lib.study_run import run_units, unit_done
 from smir_lib.study_tables import README_BEGIN, README_END, readme_section, write_readme_section, write_report
-
-TOY_ENGINE = dict(model="tiny", synthetic_size=72, image_size=64, msssim_win=3, n_patches=64, k=2, partitions=2,
-                  pretrain_batch=4, warmup_epochs=0, workers=0, score_batch=4, progress=False)
 
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")
 def test_toy_study_in_two_shards_resumes_and_reports(tmp_path):
-    protocol = Protocol(name="toy", seeds=[0, 1], datasets=["synthetic"], pretrain_budgets=[5, 10],
-                        label_budgets=[{"train_size": 2, "finetune_epochs": 2, "finetune_batch": 2}],
-                        engine=TOY_ENGINE, per_dataset={"synthetic": {"pool_size": 6, "val_size": 2, "test_size": 2}})
+    protocol = load_protocol("toy")  # 2 seeds, budgets 5 / 10 image-steps, a pool of 6 in 2 partitions
     root = tmp_path / "study"
     first = run_units(protocol, root, 0, 2, steal=False, poll_s=0.1, wait_s=1)
     assert not first["failed"] and first["left"]  # shard 0 alone leaves shard 1's units

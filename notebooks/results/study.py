@@ -8,7 +8,7 @@ A thin command line over the library (``smir_lib.study_plan``, ``study_run``, ``
     python notebooks/results/study.py run --protocol cpu --root runs/study_cpu --shard 1/2 &
     wait
     python notebooks/results/study.py report --protocol cpu --root runs/study_cpu \\
-        --out notebooks/results/study_cpu
+        --out notebooks/results/study_cpu --timings runs/study_cpu
     python notebooks/results/study.py readme notebooks/results/study_cpu.json
 
 ``run`` resumes: start it again (same command) after a kill or in a new session and it
@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.choices["report"]
     rep.add_argument("--out", required=True, help="write <OUT>.md, <OUT>.json and <OUT>_*.png")
     rep.add_argument("--note", default=None, help="a line for the report (how the runs were split, the machine)")
-    rep.add_argument("--timings", default=None, help="study root whose units.jsonl estimates the cpu protocol's time")
+    rep.add_argument("--timings", default=None, help="a study root whose units.jsonl estimates a protocol's time")
+    rep.add_argument("--estimate-for", default="cpu", help="the protocol --timings estimates (default cpu)")
     readme = sub.add_parser("readme")
     readme.add_argument("json", help="a report's JSON (e.g. notebooks/results/study_reduced.json)")
     readme.add_argument("--readme", default=str(ROOT / "README.md"))
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tic = time.perf_counter()
     summary = write_report(protocol, root, Path(args.out), _command(argv), note=args.note,
-                           timings=Path(args.timings) if args.timings else root)
+                           timings=Path(args.timings) if args.timings else None, estimate_for=args.estimate_for)
     print(f"{summary['units']['done']} of {summary['units']['total']} units finished; report in "
           f"{args.out}.md ({time.perf_counter() - tic:.0f} s)")
     return 0
