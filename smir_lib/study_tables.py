@@ -208,12 +208,12 @@ def _dataset_lines(dataset: str, data: dict) -> list[str]:
         for init, row in sorted(cell["inits"].items(), key=lambda kv: _init_order(kv[0])):
             cells = [_fmt(row["mean"][i], row["low"][i], row["high"][i]) for i in range(len(names))]
             out.append(f"| {init_label(init)} | {row['n_seeds']} | " + " | ".join(cells) + " |")
-        out += ["", f"Paired differences (mean [95 % bootstrap CI] over seeds), mIoU and the rarest class ({rare}):", "",
-                "| a - b | seeds | mIoU | " + f"IoU {rare} |", "|---|---:|---:|---:|"]
+        heads = ["mIoU", *(f"IoU **{n}** (rarest)" if n == rare else f"IoU {n}" for n in names[1:])]
+        out += ["", "Paired differences a - b (mean [95 % bootstrap CI] over seeds), mIoU and every class:", "",
+                "| a - b | seeds | " + " | ".join(heads) + " |", "|---|---:|" + "---:|" * len(names)]
         for d in cell["differences"]:
-            m, r = d["metrics"]["mIoU"], d["metrics"][rare]
-            out.append(f"| {init_label(d['a'])} - {init_label(d['b'])} | {d['n_seeds']} | "
-                       f"{_fmt(m['mean'], m['low'], m['high'], True)} | {_fmt(r['mean'], r['low'], r['high'], True)} |")
+            cells = [_fmt(d["metrics"][n]["mean"], d["metrics"][n]["low"], d["metrics"][n]["high"], True) for n in names]
+            out.append(f"| {init_label(d['a'])} - {init_label(d['b'])} | {d['n_seeds']} | " + " | ".join(cells) + " |")
         out += ["", *[f"- {difference_sentence(d)}" for d in cell["differences"]], ""]
     return out
 
@@ -229,7 +229,8 @@ def report_markdown(summary: dict) -> str:
     results and the paired differences, each difference in words; figures by file name."""
     u = summary["units"]
     head = [f"# Budget study: {summary['description']}", "",
-            f"Produced by: `{summary['command']}` at commit {summary['commit']}.", ""]
+            f"Units run by: `{summary['run_command']}`; report produced by: `{summary['command']}` at commit "
+            f"{summary['commit']}.", ""]
     if summary.get("note"):
         head += [summary["note"], ""]
     head += [f"Finished units: {u['done']} of {u['total']}"
@@ -254,13 +255,17 @@ def report_markdown(summary: dict) -> str:
 
 
 def headline(summary: dict) -> list[str]:
-    """One sentence per dataset and label budget: selective against random at each budget, in words."""
+    """Every paired difference in mIoU, then in the rarest class's IoU at the largest budget, one
+    sentence each, saying who wins where the interval allows (selective or random masking,
+    scratch, self or cross) and where it does not."""
     lines = []
     for dataset, data in summary["datasets"].items():
         for label, cell in sorted(data["labels"].items(), key=lambda kv: int(kv[0])):
-            for d in cell["differences"]:
-                if d["b"].startswith("random") or d["b"].startswith("cross") or d["a"].startswith("random"):
-                    lines.append(f"- {dataset}, {cell['finetune']['n_train']} labels: {difference_sentence(d)}.")
+            where = f"- {dataset}, {cell['finetune']['n_train']} labels"
+            lines += [f"{where}: {difference_sentence(d)}." for d in cell["differences"]]
+            largest = max(summary["pretrain_budgets"])  # the rarest class at the largest budget
+            lines += [f"{where}: {difference_sentence(d, data['rarest_class'])}." for d in cell["differences"]
+                      if d["budget"] == largest]
     return lines
 
 
@@ -268,8 +273,9 @@ def readme_section(summary: dict) -> str:
     """The README's study section, generated from a report's JSON (a test checks it is)."""
     u = summary["units"]
     status = ("complete" if not u["missing"] else f"{u['done']} of {u['total']} units finished")
-    lines = [README_BEGIN, f"**{summary['description']}** ({status}; `{summary['command']}`, commit "
-             f"{summary['commit']}; report: [{summary['out_name']}.md](notebooks/results/{summary['out_name']}.md)).", ""]
+    lines = [README_BEGIN, f"**{summary['description']}** ({status}; units: `{summary['run_command']}`; report: "
+             f"`{summary['command']}`, commit {summary['commit']}; "
+             f"[{summary['out_name']}.md](notebooks/results/{summary['out_name']}.md)).", ""]
     for dataset, figs in summary["figures"].items():
         lines += [f"![{dataset}](notebooks/results/{figs['budget']})", ""]
     lines += ["Paired differences, mean [95 % bootstrap CI] over seeds (budgets in image-steps as they ran):", "",
@@ -346,7 +352,9 @@ def write_report(protocol: Protocol, root: Path | str, out: Path, command: str, 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     summary = {**collect(protocol, root), "command": command, "commit": _commit(), "note": note,
-               "out_name": out.name, "gpu": GPU_STATUS, "figures": {}}
+               "out_name": out.name, "gpu": GPU_STATUS, "figures": {},
+               "run_command": f"OMP_NUM_THREADS=1 python notebooks/results/study.py run --protocol {protocol.name} "
+                              f"--root {root} --shard i/n (for i in 0..n-1, one process each)"}
     for dataset, data in summary["datasets"].items():
         figs = {"budget": f"{out.name}_{dataset}_budget.png", "curves": f"{out.name}_{dataset}_curves.png"}
         title = f"{dataset}: downstream test mIoU against pretraining budget ({protocol.name} protocol)"
