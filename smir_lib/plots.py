@@ -598,7 +598,7 @@ def study_budget_curves(data: Mapping, pretraining: Mapping, *, title: str | Non
                  for b, _ in _study_inits(inits, "random")]
         ax.set_xticks([x for x, _ in ticks], [f"{x:.0f}\n{it:.0f} it." for x, it in ticks], fontsize=7)
         ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_xlabel("pretraining images seen (random IR's iterations), as run")
+        ax.set_xlabel("pretraining images (random IR's iterations)", fontsize=8)
         ax.set_title(f"{cell['finetune']['n_train']} labelled images, {cell['finetune']['iterations']} fine-tuning it.",
                      fontsize=9)
         ax.grid(alpha=0.3)

@@ -287,13 +287,14 @@ def readme_section(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def time_estimate(log_path: Path, protocol: Protocol, processes: int = 2) -> dict | None:
-    """Least-squares ``seconds = a + b * image_steps`` per unit kind from a study's ``units.jsonl``,
+def time_estimate(log_paths: Path | list[Path], protocol: Protocol, processes: int = 2) -> dict | None:
+    """Least-squares ``seconds = a + b * image_steps`` per unit kind from studies' ``units.jsonl``,
     applied to ``protocol``'s units: ``{"per_kind": {kind: [a, b]}, "unit_seconds", "wall_hours",
     "lines"}``, or None when the log has no unit of a kind (one size only: ``a = 0``)."""
-    if not Path(log_path).is_file():
+    paths = [Path(p) for p in (log_paths if isinstance(log_paths, list) else [log_paths]) if Path(p).is_file()]
+    if not paths:
         return None
-    records = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for path in paths for line in path.read_text().splitlines() if line.strip()]
     fits, clocks = {}, {}
     for kind in ("pretrain", "finetune"):
         timed = [r for r in records if r["kind"] == kind and "cpu_seconds" in r]  # CPU: free-core time
@@ -316,7 +317,8 @@ def time_estimate(log_path: Path, protocol: Protocol, processes: int = 2) -> dic
         steps[unit.kind] += n
     hours = total / 3600 / processes
     what = {"cpu_seconds": "CPU time, what a free core takes", "seconds": "wall time on shared cores, an upper bound"}
-    lines = [f"Measured on this machine ({len(records)} units of {Path(log_path).parent.name}, one thread each): "
+    sources = " and ".join(p.parent.name for p in paths)
+    lines = [f"Measured on this machine ({len(records)} units of {sources}, one thread each): "
              + ", ".join(f"{k} {a:.1f} s + {1 / b if b > 0 else float('inf'):.1f} image-steps/s ({what[clocks[k]]})"
                          for k, (a, b) in fits.items()) + ".",
              f"Protocol {protocol.name!r}: {len(work_units(protocol))} units, {steps['pretrain']} pretraining and "
@@ -325,13 +327,13 @@ def time_estimate(log_path: Path, protocol: Protocol, processes: int = 2) -> dic
     return {"protocol": protocol.name, "clocks": clocks, "per_kind": fits, "unit_seconds": total, "wall_hours": hours, "lines": lines}
 
 
-def plan_lines(protocol: Protocol, timings: Path | None, processes: int = 2) -> list[str]:
+def plan_lines(protocol: Protocol, timings: list[Path] | None, processes: int = 2) -> list[str]:
     """What ``plan`` prints: the units and, with a finished study's log, the time estimate."""
     units = work_units(protocol)
     lines = [f"protocol {protocol.name}: {protocol.description}",
              f"{len(units)} units: {sum(u.kind == 'pretrain' for u in units)} pretraining, "
              f"{sum(u.kind == 'finetune' for u in units)} fine-tuning"]
-    est = time_estimate(timings / UNIT_LOG, protocol, processes) if timings else None
+    est = time_estimate([Path(t) / UNIT_LOG for t in timings], protocol, processes) if timings else None
     return lines + (est["lines"] if est else ["(pass --timings <finished study root> for a time estimate)"])
 
 
@@ -342,10 +344,10 @@ GPU_STATUS = ("Not run: no GPU was lent to the session that built this study. Th
 
 
 def write_report(protocol: Protocol, root: Path | str, out: Path, command: str, note: str | None = None,
-                 timings: Path | None = None, estimate_for: str = "cpu") -> dict:
+                 timings: list[Path] | None = None, estimate_for: str = "cpu") -> dict:
     """Collect ``root``, write ``out.json``, ``out.md`` and per dataset ``out_<dataset>_budget.png``
-    and ``out_<dataset>_curves.png``; returns the summary. ``timings``: the study root whose
-    ``units.jsonl`` estimates the ``estimate_for`` protocol's time."""
+    and ``out_<dataset>_curves.png``; returns the summary. ``timings``: study roots whose
+    ``units.jsonl`` estimate the ``estimate_for`` protocol's time."""
     from . import plots
     from .study_plan import load_protocol
 
@@ -364,7 +366,7 @@ def write_report(protocol: Protocol, root: Path | str, out: Path, command: str, 
                               ).savefig(out.parent / figs["curves"], dpi=110)
         summary["figures"][dataset] = figs
     if timings is not None:
-        summary["estimate"] = time_estimate(Path(timings) / UNIT_LOG, load_protocol(estimate_for))
+        summary["estimate"] = time_estimate([Path(t) / UNIT_LOG for t in timings], load_protocol(estimate_for))
     out.with_suffix(".json").write_text(json.dumps(summary, indent=2))
     out.with_suffix(".md").write_text(report_markdown(summary))
     return summary

@@ -25,7 +25,7 @@ def test_toy_study_in_two_shards_resumes_and_reports(tmp_path):
     logged = [json.loads(line) for line in (root / "units.jsonl").read_text().splitlines()]
     assert sorted(r["folder"] for r in logged) == sorted(u.folder for u in work_units(protocol))
 
-    summary = write_report(protocol, root, tmp_path / "out" / "toy", "python test", timings=root,
+    summary = write_report(protocol, root, tmp_path / "out" / "toy", "python test", timings=[root],
                            estimate_for="reduced")
     assert summary["units"] == {"total": 2 * 4 + 2 * 5, "done": 18, "missing": []}  # per seed: 4 + 5
     # pool 6: random trains 5 (1 validates), selective 2 partitions of 3 keep 2 each = 4 per epoch

@@ -179,3 +179,25 @@ def test_budget_figure_has_one_panel_per_label_budget_and_reads_images_from_what
     assert fig.axes[0].get_title().startswith("4 labelled")  # panels in label-budget order
     curves = plots.finetune_curves({"4": {"scratch": [0.1, 0.2]}, "35": {"scratch": [0.3, 0.4]}})
     assert len(curves.axes) == 2
+
+
+def test_time_estimate_fits_the_logged_unit_times(tmp_path):
+    import json
+
+    from smir_lib.study_tables import time_estimate
+
+    log = tmp_path / "units.jsonl"
+    records = [{"kind": "pretrain", "image_steps": 100, "seconds": 90, "cpu_seconds": 20},
+               {"kind": "pretrain", "image_steps": 200, "seconds": 95, "cpu_seconds": 30},
+               {"kind": "finetune", "image_steps": 4, "seconds": 9, "cpu_seconds": 2}]
+    log.write_text("".join(json.dumps(r) + "\n" for r in records))
+    est = time_estimate(log, load_protocol("toy"), processes=2)
+    # CPU seconds win over wall seconds. Pretraining: 20 = a + 100 b, 30 = a + 200 b -> a 10, b 0.1.
+    # Fine-tuning, one size only: 0.5 s per image-step. The toy protocol per seed: pretraining
+    # random_5 (5 images), selective_5 (4), random_10 (10), selective_10 (8); 5 fine-tunings of
+    # 2 images x 2 epochs. Two seeds: 8 x 10 + 0.1 x 54 + 10 x 4 x 0.5 = 105.4 s.
+    assert est["per_kind"]["pretrain"] == pytest.approx([10.0, 0.1])
+    assert est["per_kind"]["finetune"] == pytest.approx([0.0, 0.5])
+    assert est["unit_seconds"] == pytest.approx(105.4)
+    assert est["wall_hours"] == pytest.approx(105.4 / 3600 / 2)
+    assert time_estimate(tmp_path / "missing.jsonl", load_protocol("toy")) is None

@@ -38,8 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seeds", nargs="+", type=int, default=None, help="override the protocol's seeds")
         p.add_argument("--root", default=None, help="study folder (default runs/study_<protocol>)")
         p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    sub.choices["plan"].add_argument("--timings", default=None,
-                                     help="a study root whose units.jsonl gives measured seconds per unit")
+    sub.choices["plan"].add_argument("--timings", nargs="+", default=None,
+                                     help="study roots whose units.jsonl give measured seconds per unit")
     sub.choices["plan"].add_argument("--processes", type=int, default=2)
     run = sub.choices["run"]
     run.add_argument("--shard", default="0/1", help="i/n: this process is i of n (0-based)")
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.choices["report"]
     rep.add_argument("--out", required=True, help="write <OUT>.md, <OUT>.json and <OUT>_*.png")
     rep.add_argument("--note", default=None, help="a line for the report (how the runs were split, the machine)")
-    rep.add_argument("--timings", default=None, help="a study root whose units.jsonl estimates a protocol's time")
+    rep.add_argument("--timings", nargs="+", default=None, help="study roots whose units.jsonl estimate a protocol's time")
     rep.add_argument("--estimate-for", default="cpu", help="the protocol --timings estimates (default cpu)")
     readme = sub.add_parser("readme")
     readme.add_argument("json", help="a report's JSON (e.g. notebooks/results/study_reduced.json)")
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "plan":
         from smir_lib.study_tables import plan_lines
 
-        print("\n".join(plan_lines(protocol, Path(args.timings) if args.timings else None, args.processes)))
+        print("\n".join(plan_lines(protocol, [Path(t) for t in args.timings] if args.timings else None, args.processes)))
         return 0
     if args.command == "run":
         from smir_lib.study_run import run_units
@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
 
     tic = time.perf_counter()
     summary = write_report(protocol, root, Path(args.out), _command(argv), note=args.note,
-                           timings=Path(args.timings) if args.timings else None, estimate_for=args.estimate_for)
+                           timings=[Path(t) for t in args.timings] if args.timings else None,
+                           estimate_for=args.estimate_for)
     print(f"{summary['units']['done']} of {summary['units']['total']} units finished; report in "
           f"{args.out}.md ({time.perf_counter() - tic:.0f} s)")
     return 0
