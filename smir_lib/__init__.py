@@ -35,6 +35,8 @@ Notebook support (what the notebooks draw, measure and run)
     - ``trained``: "found a trained model, loading it", or train it now.
     - ``plots`` / ``widgets``: static figures and the JupyterLab explorers.
     - ``study`` / ``study_report``: the reproduction study loop and its report.
+    - ``study_plan`` / ``study_run`` / ``study_stats`` / ``study_tables``: the budget study (issue 15):
+      its work units, the resumable sharded scheduler, paired bootstrap intervals, the report.
     - ``runner`` / ``report``: the notebook series with papermill and its summary report.
 
 Importing the package does no work: submodules are imported where they are used.

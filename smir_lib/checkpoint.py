@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["atomic_save", "atomic_write_text", "load_checkpoint", "read_torch_file", "read_done", "write_done",
+__all__ = ["RunFolderBusy", "atomic_save", "atomic_write_text", "load_checkpoint", "read_torch_file", "read_done", "write_done",
            "check_run_config", "RunFileError", "run_lock", "locked_run", "to_run_relative", "from_run_relative",
            "check_run_folder"]
 
@@ -166,6 +166,11 @@ def check_run_folder(run_dir: str | Path) -> Path:
     return run_dir
 
 
+class RunFolderBusy(ValueError):
+    """Another process holds the run folder's lock (issue 15: the study scheduler skips such a
+    folder and comes back to it; everyone else sees the ``ValueError`` it always was)."""
+
+
 @contextlib.contextmanager
 def run_lock(run_dir: str | Path) -> Iterator[Path]:
     """Hold ``run_dir/.lock`` while the block runs; a second process on the folder is refused.
@@ -187,7 +192,7 @@ def run_lock(run_dir: str | Path) -> Iterator[Path]:
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
-            raise ValueError(f"run folder {run_dir} is in use by {holder}: wait until it ends, or pass "
+            raise RunFolderBusy(f"run folder {run_dir} is in use by {holder}: wait until it ends, or pass "
                              f"another --out folder") from None
         handle.seek(0)
         handle.truncate()

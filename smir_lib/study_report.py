@@ -16,6 +16,7 @@ import torch
 
 from .measure import stored_mask_shares
 from .study import miou_gap, results_markdown, verdict
+from .study_tables import pretraining_spent
 
 __all__ = ["budget", "direction_lines", "report", "GPU_COMMAND"]
 
@@ -32,12 +33,9 @@ def budget(run_dir: Path) -> dict:
     for name in ("pretrain_random", "pretrain_selective", "pretrain_selective_cross"):
         if not (run_dir / name / "result.json").is_file():
             continue
-        cfg, steps = load(f"{name}/config.json"), load(f"{name}/result.json")["steps"]
-        batch = cfg["pretrain_batch"]
-        out[name] = {"pool": cfg["pool_dataset"] or cfg["dataset"], "batch": batch,
-                     "stages": [{"n_train": s["n_train"], "n_val": s["n_val"], "epochs": s["epochs"]} for s in steps],
-                     "images_seen": sum(s["n_train"] * s["epochs"] for s in steps),
-                     "iterations": sum(-(-s["n_train"] // batch) * s["epochs"] for s in steps)}
+        cfg, spent = load(f"{name}/config.json"), pretraining_spent(run_dir / name)
+        out[name] = {"pool": cfg["pool_dataset"] or cfg["dataset"], "batch": spent["batch"], "stages": spent["stages"],
+                     "images_seen": spent["images"], "iterations": spent["iterations"]}
     cfg, ran = load("finetune_scratch/config.json"), load("finetune_scratch/results.json")
     n_train = ran["n_train"]  # what the fine-tuning read, not the config's limit
     out["finetune"] = {"epochs": len(ran["history"]), "batch": cfg["finetune_batch"], "n_train": n_train,

@@ -1,0 +1,105 @@
+"""The budget study (issue 15) from the command line: plan it, run it in shards, report it.
+
+A thin command line over the library (``smir_lib.study_plan``, ``study_run``, ``study_tables``)::
+
+    export OMP_NUM_THREADS=1 SMIR_DATA_DIR=/path/to/data      # the folder holding cwfid/
+    python notebooks/results/study.py plan --protocol cpu --timings runs/study_reduced
+    python notebooks/results/study.py run --protocol cpu --root runs/study_cpu --shard 0/2 &
+    python notebooks/results/study.py run --protocol cpu --root runs/study_cpu --shard 1/2 &
+    wait
+    python notebooks/results/study.py report --protocol cpu --root runs/study_cpu \\
+        --out notebooks/results/study_cpu --timings runs/study_cpu
+    python notebooks/results/study.py readme notebooks/results/study_cpu.json
+
+``run`` resumes: start it again (same command) after a kill or in a new session and it
+continues where the units stopped; any number of processes may run at once (each takes its
+share first, then helps with the rest). ``report`` collects whatever has finished and lists what
+is missing. ``readme`` rewrites the README's study section from the report's JSON.
+One torch thread per process: on busy shared cores more threads per process ran slower.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("plan", "run", "report"):
+        p = sub.add_parser(name)
+        p.add_argument("--protocol", default="cpu", help="packaged protocol (cpu, reduced, gpu) or a YAML file")
+        p.add_argument("--seeds", nargs="+", type=int, default=None, help="override the protocol's seeds")
+        p.add_argument("--root", default=None, help="study folder (default runs/study_<protocol>)")
+        p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    sub.choices["plan"].add_argument("--timings", nargs="+", default=None,
+                                     help="study roots whose units.jsonl give measured seconds per unit")
+    sub.choices["plan"].add_argument("--processes", type=int, default=2)
+    run = sub.choices["run"]
+    run.add_argument("--shard", default="0/1", help="i/n: this process is i of n (0-based)")
+    run.add_argument("--no-steal", action="store_true", help="run only this shard's units (and their pretraining)")
+    run.add_argument("--wait", type=float, default=3600.0, help="seconds to wait for units other processes hold")
+    rep = sub.choices["report"]
+    rep.add_argument("--out", required=True, help="write <OUT>.md, <OUT>.json and <OUT>_*.png")
+    rep.add_argument("--note", default=None, help="a line for the report (how the runs were split, the machine)")
+    rep.add_argument("--timings", nargs="+", default=None, help="study roots whose units.jsonl estimate a protocol's time")
+    rep.add_argument("--estimate-for", default="cpu", help="the protocol --timings estimates (default cpu)")
+    readme = sub.add_parser("readme")
+    readme.add_argument("json", help="a report's JSON (e.g. notebooks/results/study_reduced.json)")
+    readme.add_argument("--readme", default=str(ROOT / "README.md"))
+    return parser
+
+
+def _command(argv: list[str] | None) -> str:
+    args = sys.argv[1:] if argv is None else argv
+    return "python notebooks/results/study.py " + " ".join(shlex.quote(a) for a in args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "readme":
+        from smir_lib.study_tables import write_readme_section
+
+        print(write_readme_section(Path(args.json), Path(args.readme)))
+        return 0
+    import torch
+
+    from smir_lib.study_plan import load_protocol, parse_shard
+
+    torch.set_num_threads(args.threads)
+    protocol = load_protocol(args.protocol, {"seeds": args.seeds} if args.seeds else None)
+    root = Path(args.root or f"runs/study_{protocol.name}")
+    if args.command == "plan":
+        from smir_lib.study_tables import plan_lines
+
+        print("\n".join(plan_lines(protocol, [Path(t) for t in args.timings] if args.timings else None, args.processes)))
+        return 0
+    if args.command == "run":
+        from smir_lib.study_run import run_units
+
+        index, count = parse_shard(args.shard)
+        out = run_units(protocol, root, index, count, steal=not args.no_steal, wait_s=args.wait)
+        print(f"ran {len(out['ran'])} unit(s); failed {len(out['failed'])}; "
+              f"{len(out['left'])} unit(s) of the study not finished")
+        for folder, error in out["failed"].items():
+            print(f"FAILED {folder}: {error}")
+        return 1 if out["failed"] else 0
+    from smir_lib.study_tables import write_report
+
+    tic = time.perf_counter()
+    summary = write_report(protocol, root, Path(args.out), _command(argv), note=args.note,
+                           timings=[Path(t) for t in args.timings] if args.timings else None,
+                           estimate_for=args.estimate_for)
+    print(f"{summary['units']['done']} of {summary['units']['total']} units finished; report in "
+          f"{args.out}.md ({time.perf_counter() - tic:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

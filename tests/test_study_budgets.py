@@ -1,0 +1,61 @@
+"""The budget study end to end at toy size (two shards, resume, report, README block), and the
+committed README study section checked against the committed JSON it was generated from."""
+
+import json
+import re
+
+import pytest
+
+from smir_lib.study_plan import load_protocol, work_units
+from smir_lib.study_run import run_units, unit_done
+from smir_lib.study_tables import README_BEGIN, README_END, readme_section, write_readme_section, write_report
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
+def test_toy_study_in_two_shards_resumes_and_reports(tmp_path):
+    protocol = load_protocol("toy")  # 2 seeds, budgets 5 / 10 image-steps, a pool of 6 in 2 partitions
+    root = tmp_path / "study"
+    first = run_units(protocol, root, 0, 2, steal=False, poll_s=0.1, wait_s=1)
+    assert not first["failed"] and first["left"]  # shard 0 alone leaves shard 1's units
+    second = run_units(protocol, root, 1, 2, steal=False, poll_s=0.1, wait_s=1)
+    assert not second["failed"] and second["left"] == []
+    assert all(unit_done(root, u) for u in work_units(protocol))
+    assert run_units(protocol, root, 0, 1, poll_s=0.1, wait_s=1)["ran"] == []  # finished units are not redone
+    logged = [json.loads(line) for line in (root / "units.jsonl").read_text().splitlines()]
+    assert sorted(r["folder"] for r in logged) == sorted(u.folder for u in work_units(protocol))
+
+    summary = write_report(protocol, root, tmp_path / "out" / "toy", "python test", timings=[root],
+                           estimate_for="reduced")
+    assert summary["units"] == {"total": 2 * 4 + 2 * 5, "done": 18, "missing": []}  # per seed: 4 + 5
+    # pool 6: random trains 5 (1 validates), selective 2 partitions of 3 keep 2 each = 4 per epoch
+    spent = summary["pretraining"]["synthetic"]
+    assert spent["5"]["random"]["0"]["images"] == 5 and spent["10"]["random"]["0"]["images"] == 10
+    assert spent["5"]["selective"]["0"]["images"] == 4 and spent["10"]["selective"]["0"]["images"] == 8
+    cell = summary["datasets"]["synthetic"]["labels"]["2"]
+    assert set(cell["inits"]) == {"scratch", "random_5", "selective_5", "random_10", "selective_10"}
+    assert len(cell["differences"]) == 6 and all(d["n_seeds"] == 2 for d in cell["differences"])
+    assert cell["finetune"]["iterations"] == 2 and len(cell["curves"]["scratch"]) == 2
+    for suffix in (".json", ".md", "_synthetic_budget.png", "_synthetic_curves.png"):
+        assert (tmp_path / "out" / f"toy{suffix}").is_file(), suffix
+    assert summary["estimate"]["wall_hours"] > 0
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{README_BEGIN}\nPREVIOUS TEXT\n{README_END}\n\nafter\n")
+    block = write_readme_section(tmp_path / "out" / "toy.json", readme)
+    assert readme.read_text() == f"# x\n\n{block}\n\nafter\n" and "PREVIOUS TEXT" not in block
+
+
+@pytest.mark.unit
+def test_readme_study_section_is_generated_from_the_committed_json(repo_root):
+    """Every number in the README's study section comes from notebooks/results/study_reduced.json:
+    the section is exactly what ``readme_section`` makes of it (regenerate with
+    ``python notebooks/results/study.py readme notebooks/results/study_reduced.json``)."""
+    summary = json.loads((repo_root / "notebooks/results/study_reduced.json").read_text())
+    text = (repo_root / "README.md").read_text()
+    start, end = text.index(README_BEGIN), text.index(README_END) + len(README_END)
+    block = text[start:end]
+    assert block == readme_section(summary)
+    numbers = re.findall(r"[+-]?\d+\.\d+", block)
+    assert numbers, "the study section quotes no measured number"
+    for figure in re.findall(r"\(notebooks/results/([^)]+\.png)\)", block):
+        assert (repo_root / "notebooks/results" / figure).is_file(), figure
