@@ -33,7 +33,8 @@ Notebook support (what the notebooks draw, measure and run)
     - ``notebook_setup``: parameters, run folders, the version report, the data check.
     - ``measure``: class shares, hidden-pixel shares, batch loading, the MAE-style views.
     - ``trained``: "found a trained model, loading it", or train it now.
-    - ``plots`` / ``widgets``: static figures and the JupyterLab explorers.
+    - ``plots`` / ``widgets``: static figures and the JupyterLab explorers; ``study_plots``: the
+      budget study's figures.
     - ``study`` / ``study_report``: the reproduction study loop and its report.
     - ``study_plan`` / ``study_run`` / ``study_stats`` / ``study_tables``: the budget study (issue 15):
       its work units, the resumable sharded scheduler, paired bootstrap intervals, the report.

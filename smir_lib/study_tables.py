@@ -350,7 +350,7 @@ def write_report(protocol: Protocol, root: Path | str, out: Path, command: str, 
     """Collect ``root``, write ``out.json``, ``out.md`` and per dataset ``out_<dataset>_budget.png``
     and ``out_<dataset>_curves.png``; returns the summary. ``timings``: study roots whose
     ``units.jsonl`` estimate the ``estimate_for`` protocol's time."""
-    from . import plots
+    from . import study_plots
     from .study_plan import load_protocol
 
     out = Path(out)
@@ -362,8 +362,8 @@ def write_report(protocol: Protocol, root: Path | str, out: Path, command: str, 
     for dataset, data in summary["datasets"].items():
         figs = {"budget": f"{out.name}_{dataset}_budget.png", "curves": f"{out.name}_{dataset}_curves.png"}
         title = f"{dataset}: downstream test mIoU against pretraining budget ({protocol.name} protocol)"
-        plots.study_budget_curves(data, summary["pretraining"], title=title).savefig(out.parent / figs["budget"], dpi=110)
-        plots.finetune_curves({label: cell["curves"] for label, cell in data["labels"].items()},
+        study_plots.study_budget_curves(data, summary["pretraining"], title=title).savefig(out.parent / figs["budget"], dpi=110)
+        study_plots.finetune_curves({label: cell["curves"] for label, cell in data["labels"].items()},
                               title=f"{dataset}: validation mIoU per fine-tuning epoch (mean over seeds)"
                               ).savefig(out.parent / figs["curves"], dpi=110)
         summary["figures"][dataset] = figs

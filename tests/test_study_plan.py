@@ -163,7 +163,7 @@ def test_bootstrap_is_seeded_vectorised_over_metrics_and_paired_by_seed():
 def test_budget_figure_has_one_panel_per_label_budget_and_reads_images_from_what_ran():
     from matplotlib.figure import Figure
 
-    from smir_lib import plots
+    from smir_lib import study_plots
 
     row = lambda m: {"mean": [m], "low": [m - 0.01], "high": [m + 0.01]}  # noqa: E731
     inits = {"scratch": row(0.5), "random_500": row(0.52), "selective_500": row(0.53), "random_1500": row(0.55),
@@ -173,11 +173,11 @@ def test_budget_figure_has_one_panel_per_label_budget_and_reads_images_from_what
     ran = {"cwfid": {"500": {"random": {"0": {"images": 526, "iterations": 33}}},
                      "1500": {"random": {"0": {"images": 1578, "iterations": 99}}}},
            "synthetic": {"1500": {"selective": {"0": {"images": 1672, "iterations": 110}}}}}
-    fig = plots.study_budget_curves(data, ran, title="t")
+    fig = study_plots.study_budget_curves(data, ran, title="t")
     assert isinstance(fig, Figure) and len(fig.axes) == 2
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["526\n33 it.", "1578\n99 it."]
     assert fig.axes[0].get_title().startswith("4 labelled")  # panels in label-budget order
-    curves = plots.finetune_curves({"4": {"scratch": [0.1, 0.2]}, "35": {"scratch": [0.3, 0.4]}})
+    curves = study_plots.finetune_curves({"4": {"scratch": [0.1, 0.2]}, "35": {"scratch": [0.3, 0.4]}})
     assert len(curves.axes) == 2
 
 
