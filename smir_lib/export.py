@@ -24,6 +24,7 @@ import contextlib
 import io
 import json
 import logging
+import os
 import time
 import warnings
 from collections.abc import Sequence
@@ -60,6 +61,9 @@ def save_safetensors(model: nn.Module, path: str | Path, metadata: dict[str, str
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(path), metadata=metadata)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)  # safetensors writes 0600; give it a normal file's permissions
     return Path(path)
 
 
