@@ -2,7 +2,8 @@
 
 The run is a subprocess killed after seeded random delays, wherever it happens to be: loading,
 scoring a partition, training an epoch, or writing a checkpoint, a mask file, a history or
-``done.json``. Each kill is followed by a restart on the same folder. After the last restart
+``done.json``; two more kills aim at the scoring of partitions 1 and 2 (the run folder shows when
+it starts: the previous step's ``done.json`` is there and the step's ``masks.pt`` is not). Each kill is followed by a restart on the same folder. After the last restart
 the weights, every step's masks and the whole history must equal those of a run never killed.
 Nothing in the library knows about the test (no hook, no environment variable).
 """
@@ -88,6 +89,23 @@ def run_killed_after(out: Path, delay: float) -> str:
         proc.stderr.close()
 
 
+def run_killed_while_scoring(out: Path, step: int) -> str:
+    """Start the run and SIGKILL it as soon as step ``step - 1`` is done and step ``step``'s masks
+    are not written yet: the moment it scores partition ``step``. Where it stood then."""
+    proc, _ = start(out)
+    done, masks = out / f"step_{step - 1}" / "done.json", out / f"step_{step}" / "masks.pt"
+    try:
+        while proc.poll() is None and not (done.is_file() and not masks.is_file()):
+            time.sleep(0.001)
+        if proc.poll() is not None:
+            return "finished"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return phase(out)
+    finally:
+        proc.stderr.close()
+
+
 def comparable(history: list[dict]) -> list[dict]:
     return [{k: v for k, v in row.items() if k not in ("seconds", "images_per_s")} for row in history]
 
@@ -97,9 +115,13 @@ def test_random_kills_end_like_an_uninterrupted_run(tmp_path):
     startup, work = run_to_end(reference)
     rng = random.Random(18)
     # Each restart resumes, so on average each kill lets a 1/KILLS share of the work be done.
-    phases = [run_killed_after(interrupted, rng.uniform(0.0, 2.0 * work / KILLS)) for _ in range(KILLS)]
+    phases = [run_killed_after(interrupted, rng.uniform(0.0, 2.0 * work / KILLS)) for _ in range(KILLS // 2)]
+    # Scoring takes a fraction of a second here, so random moments rarely hit it: aim at it.
+    phases += [run_killed_while_scoring(interrupted, step) for step in (1, 2)]
+    phases += [run_killed_after(interrupted, rng.uniform(0.0, 2.0 * work / KILLS)) for _ in range(KILLS // 2)]
     print(f"reference: start-up {startup:.1f} s, work {work:.1f} s; kills landed while {phases}")
     assert sum(p not in ("finished", "starting") for p in phases) >= 3, phases
+    assert "scoring" in phases, phases
     run_to_end(interrupted)
 
     a = torch.load(interrupted / "pretrained.pt", weights_only=True)["model"]
