@@ -69,11 +69,7 @@ def study_budget_curves(data: Mapping, pretraining: Mapping, *, title: str | Non
         ax.set_title(f"{cell['finetune']['n_train']} labelled images, {cell['finetune']['iterations']} fine-tuning it.",
                      fontsize=9)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("test mIoU (mean, 95 % CI over seeds)")
-    axes[-1].legend(fontsize=7, loc="lower right")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return fig
+    return _label_panels(fig, axes, "test mIoU (mean, 95 % CI over seeds)", title, legend_size=7)
 
 
 def finetune_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], *, title: str | None = None) -> Figure:
@@ -92,8 +88,13 @@ def finetune_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], *, titl
         ax.set_xlabel("epoch")
         ax.set_title(f"{label} labelled images", fontsize=9)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("validation mIoU")
-    axes[-1].legend(fontsize=6, loc="lower right")
+    return _label_panels(fig, axes, "validation mIoU", title, legend_size=6)
+
+
+def _label_panels(fig: Figure, axes, ylabel: str, title: str | None, legend_size: int) -> Figure:
+    """The y label on the first panel, the legend on the last, the title over all; returns ``fig``."""
+    axes[0].set_ylabel(ylabel)
+    axes[-1].legend(fontsize=legend_size, loc="lower right")
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
