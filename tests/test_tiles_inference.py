@@ -11,7 +11,7 @@ from smir_lib.data.folder_example import write_example_folder
 from smir_lib.data.synthetic import SyntheticFields
 from smir_lib.data.tiles import TiledPool, tile_boxes, tile_starts
 from smir_lib.inference import sliding_window_logits
-from smir_lib.pretrain_data import load_split
+from smir_lib.pretrain_data import data_origin, load_split
 
 pytestmark = pytest.mark.unit
 
@@ -52,6 +52,7 @@ def test_config_tiles_the_pool_of_synthetic_and_folder_data(tmp_path):
                                "pool_tile_stride": 48})
     pool = load_split(cfg, "pool")  # 7 train + 1 val + 2 pool images, 6 tiles each
     assert len(pool) == 10 * 6 and pool[0].shape == (3, 64, 64)
+    assert data_origin(pool) == f"read from {root.resolve()}"  # a run's announcement names the folder
     assert load_config("fast").pool_tile_size is None  # off by default: the paper's recipe
 
 

@@ -92,7 +92,7 @@ class TiledPool(Dataset):
             boxes = tile_boxes(h, w, self.tile, self.stride)  # (N_i, 4)
             rows.append(torch.cat([torch.full((len(boxes), 1), i), boxes], dim=1))
         self.boxes = torch.cat(rows) if rows else torch.zeros(0, 5, dtype=torch.long)  # (N, 5): image, t, l, h, w
-        for attr in ("class_names", "class_colors", "ignore_index", "name"):
+        for attr in ("class_names", "class_colors", "ignore_index", "name", "root"):
             if hasattr(base, attr):
                 setattr(self, attr, getattr(base, attr))
         self.labelled = False
