@@ -19,17 +19,19 @@ Each finished unit appends ``{"folder", "kind", "seconds", "cpu_seconds", "load_
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import sys
 import time
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 
 from .checkpoint import RunFolderBusy
 from .study_plan import Protocol, WorkUnit, shard, unit_config, work_units
 
-__all__ = ["unit_done", "run_unit", "run_units", "unit_image_steps", "UNIT_LOG"]
+__all__ = ["unit_done", "run_unit", "run_units", "select_units", "unit_image_steps", "UNIT_LOG"]
 
 UNIT_LOG = "units.jsonl"
 
@@ -76,13 +78,25 @@ def run_unit(protocol: Protocol, root: Path | str, unit: WorkUnit) -> float:
     return seconds
 
 
+def select_units(units: list[WorkUnit], patterns: Sequence[str]) -> list[WorkUnit]:
+    """The units whose folder matches one of the shell-style ``patterns`` (``fnmatch``), e.g.
+    ``finetune/cwfid/seed_0/train_4/selective_9000`` or ``finetune/cwfid/*/train_4/*``."""
+    chosen = [u for u in units if any(fnmatch.fnmatchcase(u.folder, p) for p in patterns)]
+    if not chosen:
+        examples = ", ".join(u.folder for u in units if u.kind == "finetune")[:300]
+        raise ValueError(f"no unit of the protocol matches {list(patterns)}; unit folders look like: {examples} ...")
+    return chosen
+
+
 def run_units(protocol: Protocol, root: Path | str, index: int = 0, count: int = 1, *, steal: bool = True,
-              poll_s: float = 20.0, wait_s: float = 3600.0, log=print) -> dict:
+              poll_s: float = 20.0, wait_s: float = 3600.0, only: Sequence[str] | None = None, log=print) -> dict:
     """Run process ``index`` of ``count``'s share of ``protocol`` under ``root`` (see the module
-    docstring). Returns ``{"ran": [...], "failed": {folder: error}, "left": [...]}`` (folders)."""
+    docstring). ``only``: run just the units matching these patterns (:func:`select_units`; a
+    fine-tuning unit brings its pretraining). Returns ``{"ran": [...], "failed": {folder: error},
+    "left": [...]}`` (folders; ``left`` counts the selected units only)."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    units = work_units(protocol)
+    units = work_units(protocol) if only is None else select_units(work_units(protocol), only)
     mine = shard(units, index, count)
     pending = mine + ([u for u in units if u not in set(mine)] if steal else [])
     ran, failed = [], {}

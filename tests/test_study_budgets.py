@@ -7,6 +7,7 @@ import re
 import pytest
 
 from smir_lib.study_plan import load_protocol, work_units
+from smir_lib.study_rerun import rerun_cell, rerun_lines
 from smir_lib.study_run import run_units, unit_done
 from smir_lib.study_tables import README_BEGIN, README_END, readme_section, write_readme_section, write_report
 
@@ -43,6 +44,25 @@ def test_toy_study_in_two_shards_resumes_and_reports(tmp_path):
     readme.write_text(f"# x\n\n{README_BEGIN}\nPREVIOUS TEXT\n{README_END}\n\nafter\n")
     block = write_readme_section(tmp_path / "out" / "toy.json", readme)
     assert readme.read_text() == f"# x\n\n{block}\n\nafter\n" and "PREVIOUS TEXT" not in block
+    cell = "finetune/synthetic/seed_0/train_2/selective_10"
+    assert f"study.py rerun notebooks/results/toy.json {cell}" in block  # the README names one command
+
+    # Rerunning one cell: that unit and its pretraining only, in a fresh folder, beside the committed seed.
+    rerun = rerun_cell(tmp_path / "out" / "toy.json", cell, tmp_path / "rerun", log=lambda m: None)
+    ran = sorted(r["folder"] for r in map(json.loads, (tmp_path / "rerun" / "units.jsonl").read_text().splitlines()))
+    assert ran == ["finetune/synthetic/seed_0/train_2/selective_10", "pretrain/synthetic/seed_0/selective_10"]
+    assert rerun["committed"] == cell_values(summary, cell) and len(rerun["rerun"]) == len(rerun["metrics"])
+    assert rerun["rerun"][0] == pytest.approx(rerun["committed"][0], abs=0.05)  # same code, same seed
+    assert "difference" in rerun_lines(rerun)[1]
+    with pytest.raises(ValueError, match="names 2 unit"):
+        rerun_cell(tmp_path / "out" / "toy.json", "finetune/synthetic/*/train_2/scratch", tmp_path / "rerun")
+    with pytest.raises(ValueError, match="no unit of the protocol matches"):
+        run_units(protocol, tmp_path / "rerun", only=["finetune/cwfid/*"])
+
+
+def cell_values(summary, folder):
+    _, dataset, seed, train, init = folder.split("/")
+    return summary["datasets"][dataset]["labels"][train.split("_")[1]]["inits"][init]["per_seed"][seed.split("_")[1]]
 
 
 @pytest.mark.unit

@@ -14,7 +14,13 @@ A thin command line over the library (``smir_lib.study_plan``, ``study_run``, ``
 ``run`` resumes: start it again (same command) after a kill or in a new session and it
 continues where the units stopped; any number of processes may run at once (each takes its
 share first, then helps with the rest). ``report`` collects whatever has finished and lists what
-is missing. ``readme`` rewrites the README's study section from the report's JSON.
+is missing. ``readme`` rewrites the README's study section from the report's JSON. ``rerun``
+runs one cell of a committed report again in a fresh folder and prints it beside the committed
+numbers (``run --only PATTERN`` runs any subset of the units)::
+
+    python notebooks/results/study.py rerun notebooks/results/study_cpu.json \\
+        finetune/cwfid/seed_0/train_4/selective_9000
+
 One torch thread per process: on busy shared cores more threads per process ran slower.
 """
 
@@ -50,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--note", default=None, help="a line for the report (how the runs were split, the machine)")
     rep.add_argument("--timings", nargs="+", default=None, help="study roots whose units.jsonl estimate a protocol's time")
     rep.add_argument("--estimate-for", default="cpu", help="the protocol --timings estimates (default cpu)")
+    run.add_argument("--only", nargs="+", default=None, metavar="PATTERN",
+                     help="run only the units whose folder matches (shell patterns, e.g. 'finetune/cwfid/*/train_4/*')")
+    rerun = sub.add_parser("rerun", help="rerun one cell of a committed report and compare")
+    rerun.add_argument("json", help="the committed report's JSON (e.g. notebooks/results/study_cpu.json)")
+    rerun.add_argument("unit", help="a fine-tuning unit, e.g. finetune/cwfid/seed_0/train_4/selective_9000")
+    rerun.add_argument("--root", default="runs/rerun", help="a fresh study folder for the rerun")
+    rerun.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     readme = sub.add_parser("readme")
     readme.add_argument("json", help="a report's JSON (e.g. notebooks/results/study_reduced.json)")
     readme.add_argument("--readme", default=str(ROOT / "README.md"))
@@ -73,6 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     from smir_lib.study_plan import load_protocol, parse_shard
 
     torch.set_num_threads(args.threads)
+    if args.command == "rerun":
+        from smir_lib.study_rerun import rerun_cell, rerun_lines
+
+        print("\n".join(rerun_lines(rerun_cell(args.json, args.unit, args.root))))
+        return 0
     protocol = load_protocol(args.protocol, {"seeds": args.seeds} if args.seeds else None)
     root = Path(args.root or f"runs/study_{protocol.name}")
     if args.command == "plan":
@@ -84,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         from smir_lib.study_run import run_units
 
         index, count = parse_shard(args.shard)
-        out = run_units(protocol, root, index, count, steal=not args.no_steal, wait_s=args.wait)
+        out = run_units(protocol, root, index, count, steal=not args.no_steal, wait_s=args.wait, only=args.only)
         print(f"ran {len(out['ran'])} unit(s); failed {len(out['failed'])}; "
               f"{len(out['left'])} unit(s) of the study not finished")
         for folder, error in out["failed"].items():
