@@ -34,7 +34,8 @@ from pytorch_msssim.ssim import _fspecial_gauss_1d
 
 from .patches import PatchGrid
 
-__all__ = ["MS_WEIGHTS", "check_msssim_size", "ms_ssim", "reconstruction_loss", "patch_loss_map"]
+__all__ = ["MS_WEIGHTS", "check_msssim_size", "ms_ssim", "reconstruction_loss", "patch_loss_map",
+           "patch_loss_terms"]
 
 MS_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 """pytorch-msssim's (and Wang et al. 2003's) weights of the 5 MS-SSIM scales, finest first."""
@@ -212,18 +213,35 @@ def patch_loss_map(pred: torch.Tensor, target: torch.Tensor, grid: PatchGrid, *,
     large batch; on a GPU the default is the whole batch at once. ``block_pixels=0`` never
     splits the batch.
     """
+    l1, dissimilarity = patch_loss_terms(pred, target, grid, win_size=win_size, data_range=data_range,
+                                         win_sigma=win_sigma, K=K, block_pixels=block_pixels)
+    return l1.add_(dissimilarity)
+
+
+@torch.no_grad()
+def patch_loss_terms(pred: torch.Tensor, target: torch.Tensor, grid: PatchGrid, *,
+                     win_size: int = 3, data_range: float = 1.0, win_sigma: float = 1.5,
+                     K: tuple[float, float] = (0.01, 0.03),
+                     block_pixels: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two terms of :func:`patch_loss_map`, ``(L1, 1 - SSIM)``, each ``(B, gh, gw)``.
+
+    Their sum is the patch score. Apart they say *why* a patch scores high: a wrong colour shows
+    in L1, lost fine structure (pixel grain, edges) in the SSIM term.
+    """
     if tuple(pred.shape[-2:]) != (grid.height, grid.width) or pred.shape != target.shape:
         raise ValueError(f"pred is {tuple(pred.shape)}, target {tuple(target.shape)}, the grid "
                          f"is for {grid.height}x{grid.width}: pass (B, C, H, W) pairs on its size")
     with torch.autocast(pred.device.type, enabled=False):  # float32 sums, even under AMP
-        return _patch_loss_blocks(pred, target, grid, win_size=win_size, data_range=data_range,
-                                  win_sigma=win_sigma, K=K, block_pixels=block_pixels)
+        terms = _patch_loss_blocks(pred, target, grid, win_size=win_size, data_range=data_range,
+                                   win_sigma=win_sigma, K=K, block_pixels=block_pixels)
+    return terms[0], terms[1]
 
 
 def _patch_loss_blocks(pred: torch.Tensor, target: torch.Tensor, grid: PatchGrid, *,
                        win_size: int, data_range: float, win_sigma: float,
                        K: tuple[float, float], block_pixels: int | None) -> torch.Tensor:
-    """Split the batch into blocks (see ``patch_loss_map``) and score each."""
+    """Split the batch into blocks (see ``patch_loss_map``) and score each: ``(2, B, gh, gw)``,
+    the L1 and the 1 - SSIM term."""
     dtype = torch.float64 if pred.dtype == torch.float64 else torch.float32
     n_img = pred.shape[0]
     if block_pixels is None:
@@ -232,10 +250,10 @@ def _patch_loss_blocks(pred: torch.Tensor, target: torch.Tensor, grid: PatchGrid
     if block >= n_img:
         return _patch_loss_block(pred.to(dtype), target.to(dtype), grid, win_size=win_size,
                                  data_range=data_range, win_sigma=win_sigma, K=K)
-    scores = torch.empty(n_img, *grid.shape, dtype=dtype, device=pred.device)  # (B, gh, gw)
+    scores = torch.empty(2, n_img, *grid.shape, dtype=dtype, device=pred.device)  # (2, B, gh, gw)
     for start in range(0, n_img, block):  # blocks of images, each fully vectorised
         stop = min(start + block, n_img)
-        scores[start:stop] = _patch_loss_block(
+        scores[:, start:stop] = _patch_loss_block(
             pred[start:stop].to(dtype), target[start:stop].to(dtype), grid, win_size=win_size,
             data_range=data_range, win_sigma=win_sigma, K=K)
     return scores
@@ -244,7 +262,7 @@ def _patch_loss_blocks(pred: torch.Tensor, target: torch.Tensor, grid: PatchGrid
 def _patch_loss_block(pred: torch.Tensor, target: torch.Tensor, grid: PatchGrid, *,
                       win_size: int, data_range: float, win_sigma: float,
                       K: tuple[float, float]) -> torch.Tensor:
-    """``patch_loss_map`` of one block of images, ``(B, C, H, W)`` -> ``(B, gh, gw)``."""
+    """``patch_loss_terms`` of one block of images, ``(B, C, H, W)`` -> ``(2, B, gh, gw)``."""
     n_chan, dtype = pred.shape[1], pred.dtype
     rows = _side(grid.row_edges, win_size, pred.device)
     cols = _side(grid.col_edges, win_size, pred.device)
@@ -276,4 +294,4 @@ def _patch_loss_block(pred: torch.Tensor, target: torch.Tensor, grid: PatchGrid,
     abs_diff = torch.sub(pred, target).abs_().sum(1)  # (B, H, W)
     l1_sum = rows.pixel_onehot.to(dtype) @ abs_diff @ cols.pixel_onehot.to(dtype).T
     l1_count = rows.pixel_onehot.sum(1)[:, None] * cols.pixel_onehot.sum(1) * n_chan  # (gh, gw)
-    return l1_sum / l1_count + (1.0 - ssim_sum / ssim_count)
+    return torch.stack([l1_sum / l1_count, 1.0 - ssim_sum / ssim_count])

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 __all__ = ["class_pixel_counts", "class_pixel_shares", "hidden_class_shares", "dataset_class_shares",
-           "load_batch", "reconstruct", "mae_views", "reconstruction_quality", "heldback_quality", "object_share_per_image", "mask_object_shares", "stored_mask_shares"]
+           "load_batch", "reconstruct", "mae_views", "reconstruction_quality", "heldback_quality", "score_terms", "object_share_per_image", "mask_object_shares", "stored_mask_shares"]
 
 
 def class_pixel_counts(labels: torch.Tensor, num_classes: int, ignore_index: int = 255,
@@ -163,6 +163,33 @@ def reconstruction_quality(model, images: torch.Tensor, grid, mask: torch.Tensor
             "psnr_fill": -10 * torch.log10(torch.tensor(mse["fill"])).item(),
             "gain_db": 10 * torch.log10(torch.tensor(mse["fill"] / mse["reconstruction"])).item(),
             "hidden_visible_ratio": (scores[mask].mean() / scores[~mask].mean()).item()}
+
+
+def score_terms(model, images: torch.Tensor, grid, mask: torch.Tensor) -> dict:
+    """Why patches score what they score: the two terms of the patch score, hidden and visible.
+
+    Returns ``{"hidden": {"l1", "ssim"}, "visible": {...}, "coarse": {...}}``, each the mean
+    ``L1`` and ``1 - SSIM`` term (``losses.patch_loss_terms``) of the reconstruction of
+    normalised ``images`` (B, 3, H, W) under grid ``mask`` (B, gh, gw), over the hidden and the
+    visible patches. ``coarse`` scores the *original* drawn at the head's resolution (averaged
+    over ``OUTPUT_STRIDE`` x ``OUTPUT_STRIDE`` pixels, bilinearly upsampled back, as the head's
+    output is): a reference for how much pixel-level structure a picture at that resolution keeps,
+    over all patches.
+    """
+    import torch.nn.functional as F
+
+    from smir_lib.losses import patch_loss_terms
+    from smir_lib.models import OUTPUT_STRIDE
+    from smir_lib.patches import apply_pixel_mask, mask_to_pixels
+
+    recon = reconstruct(model, apply_pixel_mask(images, mask_to_pixels(mask, grid)))
+    l1, ssim = patch_loss_terms(recon, images, grid)  # (B, gh, gw) each
+    coarse = F.interpolate(F.avg_pool2d(images, OUTPUT_STRIDE, ceil_mode=True), size=images.shape[-2:],
+                           mode="bilinear", align_corners=False)
+    c_l1, c_ssim = patch_loss_terms(coarse, images, grid)
+    return {"hidden": {"l1": l1[mask].mean().item(), "ssim": ssim[mask].mean().item()},
+            "visible": {"l1": l1[~mask].mean().item(), "ssim": ssim[~mask].mean().item()},
+            "coarse": {"l1": c_l1.mean().item(), "ssim": c_ssim.mean().item()}}
 
 
 def heldback_quality(model, cfg, n_images: int = 32, seed: int = 0) -> dict:

@@ -129,6 +129,10 @@ class UNetDecoder(nn.Module):
         return x  # (B, widths[0], H/4, W/4)
 
 
+OUTPUT_STRIDE = 4
+"""The head works on the decoder's stride-4 map and is bilinearly upsampled to the input (SPEC)."""
+
+
 class SegmentationHead(nn.Module):
     """Dropout2d then a 1x1 conv: one output channel per class (or per colour)."""
 

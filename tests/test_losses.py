@@ -5,7 +5,7 @@ import torch
 from pytorch_msssim import ms_ssim as reference_ms_ssim
 
 from benchmarks.reference import patch_loss_map_loop as loop_patch_loss_map
-from smir_lib.losses import check_msssim_size, ms_ssim, patch_loss_map, reconstruction_loss
+from smir_lib.losses import check_msssim_size, ms_ssim, patch_loss_map, patch_loss_terms, reconstruction_loss
 from smir_lib.patches import patch_grid
 
 pytestmark = pytest.mark.unit
@@ -65,6 +65,22 @@ def test_perfect_reconstruction_scores_zero():
     grid = patch_grid(64, 64)
     _, target = random_pair(2, 64, 64)
     assert patch_loss_map(target, target.clone(), grid).abs().max() < 1e-5
+
+
+def test_patch_loss_terms_are_the_l1_and_the_ssim_parts_of_the_score():
+    grid = patch_grid(64, 64, 16)  # 16 px patches
+    pred, target = random_pair(2, 64, 64)
+    l1, dissimilarity = patch_loss_terms(pred, target, grid)
+    assert torch.allclose(l1 + dissimilarity, patch_loss_map(pred, target, grid))
+    by_patch = torch.nn.functional.avg_pool2d((pred - target).abs().mean(1, keepdim=True), 16)[:, 0]
+    assert torch.allclose(l1, by_patch, atol=1e-6)
+    g = torch.Generator().manual_seed(1)
+    smooth = 0.5 + 0.1 * torch.nn.functional.interpolate(torch.randn(1, 3, 4, 4, generator=g), size=64, mode="bilinear")
+    grainy = smooth + 0.2 * (torch.rand(1, 3, 64, 64, generator=g) - 0.5)  # pixel grain
+    l1, dissimilarity = patch_loss_terms(grainy + 0.1, grainy, grid)  # a wrong colour: L1 sees it
+    assert torch.allclose(l1, torch.full_like(l1, 0.1), atol=1e-5) and dissimilarity.max() < 0.05
+    l1, dissimilarity = patch_loss_terms(smooth, grainy, grid)  # the grain lost: SSIM sees it
+    assert dissimilarity.min() > 5 * l1.max()
 
 
 def test_patch_loss_map_rejects_wrong_size():

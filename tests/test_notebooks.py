@@ -123,10 +123,14 @@ def test_03_teaching_model_loss_maps_see_the_mask(series):
     assert "teaching model" in m["model_source"], f"03 did not load the teaching model: {m['model_source']}"
     assert m["hidden_visible_ratio"] >= MIN_HIDDEN_VISIBLE, (
         f"hidden patches score only {m['hidden_visible_ratio']:.3f}x visible ones; expected >= {MIN_HIDDEN_VISIBLE}")
+    terms = m["score_terms"]  # why not more: the original drawn at the head's stride-4 resolution
+    assert terms["hidden"]["l1"] > terms["visible"]["l1"] and terms["hidden"]["ssim"] > terms["visible"]["ssim"]
+    assert terms["coarse"]["ssim"] >= 0.7 * terms["visible"]["ssim"], terms  # loses most of the visible SSIM term too
 
 
-@pytest.mark.xfail(strict=True, reason="the tiny teaching U-Net copies visible pixels through a stride-4 head "
-                   "(bilinear x4), so visible patches keep a high loss: 1.16x after 40 epochs, 1.18x after 90")
+@pytest.mark.xfail(strict=True, reason="the paper's head draws at stride 4 (bilinear x4), so visible patches keep a "
+                   "high SSIM term: the original itself at 1/4 resolution scores 88 % of it (notebook 03); 1.16x "
+                   "after 40 epochs, 1.18x after 90")
 def test_03_teaching_model_reaches_the_target_ratio(series):
     teaching_models_or_skip()
     m = metrics(series[0], "03_patch_loss_maps")

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from smir_lib.data.transforms import NORM_MEAN, normalize
-from smir_lib.measure import object_share_per_image
+from smir_lib.measure import object_share_per_image, score_terms
 from smir_lib.patches import mask_to_pixels, n_hidden, patch_grid
 from smir_lib.selective import top_patch_mask
 from smir_lib.config import load_config
@@ -53,3 +53,14 @@ def test_object_share_per_image_by_hand():
     shares = object_share_per_image(hidden, labels, background=0, num_classes=3)
     assert shares[0].item() == pytest.approx(2 / 3)  # 3 hidden labelled pixels, 2 on objects
     assert torch.isnan(shares[1])  # its only hidden pixel is unlabelled (255)
+
+
+def test_score_terms_split_the_score_of_hidden_visible_and_coarse_patches():
+    grid = patch_grid(32, 32, 16)
+    x = normalize(torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
+    mask = torch.zeros(2, 4, 4, dtype=torch.bool)
+    mask[:, :2] = True  # the top half hidden
+    t = score_terms(nn.Identity(), x, grid, mask)  # a model that copies its input
+    assert t["visible"] == {"l1": pytest.approx(0, abs=1e-6), "ssim": pytest.approx(0, abs=1e-6)}
+    assert t["hidden"]["l1"] > 0.5 and t["hidden"]["ssim"] > 0.5  # the mean-colour fill, against noise
+    assert 0.5 < t["coarse"]["ssim"] < t["hidden"]["ssim"]  # 4x4 averages of noise lose most of its structure
