@@ -9,6 +9,7 @@ import torch
 from smir_lib.study_plan import (Protocol, epochs_for_budget, load_protocol, parse_shard, protocol_names, shard,
                                  stage_train_sizes, unit_config, work_units)
 from smir_lib.study_stats import bootstrap_interval, paired_difference
+from smir_lib.study_tables import difference_table, headline
 
 pytestmark = pytest.mark.unit
 
@@ -201,3 +202,24 @@ def test_time_estimate_fits_the_logged_unit_times(tmp_path):
     assert est["unit_seconds"] == pytest.approx(105.4)
     assert est["wall_hours"] == pytest.approx(105.4 / 3600 / 2)
     assert time_estimate(tmp_path / "missing.jsonl", load_protocol("toy")) is None
+
+
+def test_headline_names_only_differences_whose_interval_excludes_zero_over_enough_seeds():
+    names = ["mIoU", "soil", "crop"]
+    sel = {s: [0.50 + 0.01 * s, 0.9, 0.20] for s in range(5)}
+    rnd = {s: [0.45 + 0.01 * s, 0.9, 0.20 + 0.02 * (s % 2 * 2 - 1)] for s in range(5)}  # crop: +-0.02 around sel
+    diffs = [{"a": "selective_10", "b": "random_10", "budget": 10, **paired_difference(sel, rnd, names)},
+             {"a": "random_10", "b": "scratch", "budget": 10, **paired_difference(rnd, sel, names)}]
+    few = {"a": "selective_10", "b": "scratch", "budget": 10,
+           **paired_difference({s: sel[s] for s in range(3)}, {s: rnd[s] for s in range(3)}, names)}
+    data = {"rarest_class": "crop", "labels": {"4": {"finetune": {"n_train": 4}, "differences": [*diffs, few]}}}
+    lines = headline({"datasets": {"cwfid": data}})
+    assert lines[0] == ("- cwfid, 4 labels: selective IR 10 - random IR 10, mIoU: +0.050 [+0.050, +0.050] over 5 seeds: "
+                        "selective IR 10 higher.")
+    assert lines[1].endswith("random IR 10 LOWER (scratch wins).")
+    assert lines[2] == ("- cwfid, mIoU: 2 of 3 paired differences named; 0 hold 0 in their 95 % interval "
+                        "(no difference detectable), 1 rest on fewer than 5 seeds (not called).")
+    assert lines[3].startswith("- cwfid, IoU of crop (the rarest class): 0 of 3 paired differences named; 2 hold 0")
+    table = difference_table(data, "mIoU")
+    assert table[0] == "| a - b | 4 labels |" and table[2] == "| selective IR 10 - random IR 10 | **+0.050 [+0.050, +0.050]** |"
+    assert table[4] == "| selective IR 10 - scratch | +0.050 [+0.050, +0.050] |"  # 3 seeds: not called, not bold
