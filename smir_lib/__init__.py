@@ -20,6 +20,8 @@ The engine (training runs that resume, on one CPU or many GPUs)
     - ``metrics`` / ``finetune``: the Jaccard loss and mIoU; fine-tuning and evaluation.
     - ``checkpoint`` / ``distributed``: atomic run files; torchrun and DDP.
     - ``cli`` (``python -m smir_lib``): pretrain, finetune and evaluate from the shell.
+    - ``inference``: whole images, resized (the paper) or in sliding windows at full resolution.
+    - ``predict`` / ``export``: segment a folder of images; write the network for other tools.
 
 The data (every dataset behind one entry point)
     - ``data.registry`` (``get_dataset``) with one module per dataset (``data.synthetic``,
@@ -27,17 +29,21 @@ The data (every dataset behind one entry point)
     - ``data.base``: reading image and label files with errors that say how to fix them.
     - ``data.transforms``: kornia augmentation and the evaluation transforms.
     - ``data.views``: first-n, in-memory (``cache_images``) and resized views of a dataset.
+    - ``data.folder`` / ``data.folder_check``: your own images and labels, checked; ``data.tiles``:
+      a pool tiled from large images.
     - ``download``: verified, resumable, atomic downloads of the real datasets and weights.
 
 Notebook support (what the notebooks draw, measure and run)
     - ``notebook_setup``: parameters, run folders, the version report, the data check.
     - ``measure``: class shares, hidden-pixel shares, batch loading, the MAE-style views.
     - ``trained``: "found a trained model, loading it", or train it now.
+    - ``showcase``: the data behind the paper's figures; ``zoo``: the teaching models.
     - ``plots`` / ``widgets``: static figures and the JupyterLab explorers; ``study_plots``: the
       budget study's figures.
     - ``study`` / ``study_report``: the reproduction study loop and its report.
-    - ``study_plan`` / ``study_run`` / ``study_stats`` / ``study_tables``: the budget study (issue 15):
-      its work units, the resumable sharded scheduler, paired bootstrap intervals, the report.
+    - ``study_plan`` / ``study_run`` / ``study_stats`` / ``study_tables`` / ``study_rerun``: the
+      budget study (issue 15): its work units, the resumable sharded scheduler, paired bootstrap
+      intervals, the report, one committed cell rerun.
     - ``runner`` / ``report``: the notebook series with papermill and its summary report.
 
 Importing the package does no work: submodules are imported where they are used.

@@ -307,11 +307,13 @@ def headline(summary: dict) -> list[str]:
             called = [(n, d) for n, d in diffs if _called(d, metric)]
             lines += [f"- {dataset}, {n} labels: {difference_sentence(d, metric)}." for n, d in called]
             few = sum(d["n_seeds"] < MIN_SEEDS for _, d in diffs)
-            zero = len(diffs) - len(called) - few
+            holds = sum(d["metrics"][metric]["low"] <= 0 <= d["metrics"][metric]["high"] for _, d in diffs)
             what = f"IoU of {metric} (the rarest class)" if metric != "mIoU" else "mIoU"
-            lines.append(f"- {dataset}, {what}: {len(called)} of {len(diffs)} paired differences named; "
-                         f"{zero} hold 0 in their 95 % interval (no difference detectable)"
-                         + (f", {few} rest on fewer than {MIN_SEEDS} seeds (not called)" if few else "") + ".")
+            lines.append(f"- {dataset}, {what}: {len(called)} of {len(diffs)} paired differences named (interval "
+                         f"excluding 0, at least {MIN_SEEDS} seeds); {holds} hold 0 in their 95 % interval (no "
+                         "difference detectable)"
+                         + (f"; {few} rest on fewer than {MIN_SEEDS} seeds and are not called, whatever their interval"
+                            if few else "") + ".")
     return lines
 
 
@@ -325,7 +327,7 @@ def readme_section(summary: dict) -> str:
     for dataset, data in summary["datasets"].items():
         lines += [f"![{dataset}](notebooks/results/{summary['figures'][dataset]['budget']})", "",
                   f"{dataset}: paired differences in test mIoU, mean [95 % bootstrap CI] over seeds (pretraining "
-                  "budgets in image-steps; bold: the interval excludes 0):", "", *difference_table(data, "mIoU"), "",
+                  f"budgets in image-steps; bold: named, the interval excludes 0 and rests on at least {MIN_SEEDS} seeds):", "", *difference_table(data, "mIoU"), "",
                   f"{dataset}: the same in the IoU of {data['rarest_class']}, the rarest class:", "",
                   *difference_table(data, data["rarest_class"]), ""]
     lines += ["What holds and what does not (computed from the JSON):", "", *headline(summary), ""]

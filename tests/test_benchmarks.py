@@ -54,7 +54,8 @@ def test_timings_are_medians_of_repeats(quick_report):
         for side, t in result["timings"].items():
             assert len(t["seconds"]) == quick_report["profile_settings"]["repeats"], side
             assert t["min_s"] <= t["median_s"] <= t["max_s"]
-            assert t["items_per_s"] == pytest.approx(t["items"] / t["median_s"], rel=1e-3)
+            # items_per_s is stored to 3 decimals: on a slow machine 0.259 for 0.2594 is a 1.4e-3 relative gap
+            assert t["items_per_s"] == pytest.approx(t["items"] / t["median_s"], rel=1e-3, abs=5e-4)
 
 
 def test_ratios_and_targets_are_computed(quick_report):

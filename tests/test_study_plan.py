@@ -217,9 +217,11 @@ def test_headline_names_only_differences_whose_interval_excludes_zero_over_enoug
     assert lines[0] == ("- cwfid, 4 labels: selective IR 10 - random IR 10, mIoU: +0.050 [+0.050, +0.050] over 5 seeds: "
                         "selective IR 10 higher.")
     assert lines[1].endswith("random IR 10 LOWER (scratch wins).")
-    assert lines[2] == ("- cwfid, mIoU: 2 of 3 paired differences named; 0 hold 0 in their 95 % interval "
-                        "(no difference detectable), 1 rest on fewer than 5 seeds (not called).")
-    assert lines[3].startswith("- cwfid, IoU of crop (the rarest class): 0 of 3 paired differences named; 2 hold 0")
+    assert lines[2] == ("- cwfid, mIoU: 2 of 3 paired differences named (interval excluding 0, at least 5 seeds); "
+                        "0 hold 0 in their 95 % interval (no difference detectable); 1 rest on fewer than 5 seeds "
+                        "and are not called, whatever their interval.")
+    assert lines[3].startswith("- cwfid, IoU of crop (the rarest class): 0 of 3 paired differences named (interval "
+                               "excluding 0, at least 5 seeds); 3 hold 0")
     table = difference_table(data, "mIoU")
     assert table[0] == "| a - b | 4 labels |" and table[2] == "| selective IR 10 - random IR 10 | **+0.050 [+0.050, +0.050]** |"
     assert table[4] == "| selective IR 10 - scratch | +0.050 [+0.050, +0.050] |"  # 3 seeds: not called, not bold
