@@ -31,7 +31,7 @@ from pathlib import Path
 from .checkpoint import RunFolderBusy
 from .study_plan import Protocol, WorkUnit, shard, unit_config, work_units
 
-__all__ = ["unit_done", "run_unit", "run_units", "select_units", "unit_image_steps", "UNIT_LOG"]
+__all__ = ["unit_done", "run_unit", "run_units", "select_units", "stale_config", "stale_message", "unit_image_steps", "UNIT_LOG"]
 
 UNIT_LOG = "units.jsonl"
 
@@ -42,6 +42,27 @@ def unit_done(root: Path | str, unit: WorkUnit) -> bool:
     if unit.kind == "pretrain":
         return (folder / "result.json").is_file() and (folder / "pretrained.pt").is_file()
     return (folder / "results.json").is_file()
+
+
+def stale_config(protocol: Protocol, root: Path | str, unit: WorkUnit) -> dict[str, tuple]:
+    """Keys whose values in ``unit``'s saved ``config.json`` differ from what ``protocol`` asks
+    now, as ``{key: (saved, now)}`` (``config.config_diff``: execution-only keys may differ);
+    ``{}`` when they agree or the folder has no config yet. A finished unit is never run again,
+    so a protocol edited after its units ran (say, more fine-tuning epochs) would otherwise mix
+    old results into the new study without a word."""
+    from .config import config_diff
+
+    path = Path(root) / unit.folder / "config.json"
+    if not path.is_file():
+        return {}
+    saved = json.loads(path.read_text())
+    saved.pop("method", None)  # the engine's metadata, not a setting
+    return config_diff(saved, unit_config(protocol, unit).to_dict())
+
+
+def stale_message(folder: str, diff: dict) -> str:
+    return (f"{folder} finished with another configuration than the protocol asks now (saved vs now: {diff}): "
+            "move that folder away (to keep it as a record) so the unit runs again, or use a new --root")
 
 
 def unit_image_steps(cfg, unit: WorkUnit) -> int:
@@ -102,11 +123,19 @@ def run_units(protocol: Protocol, root: Path | str, index: int = 0, count: int =
     ran, failed = [], {}
     idle_since = time.monotonic()
 
+    checked: set[str] = set()
+
     def attempt(unit: WorkUnit) -> str:
         """``done``, ``busy`` (another process holds it) or ``failed``."""
         if unit.folder in failed:
             return "failed"
         if unit_done(root, unit):
+            if unit.folder not in checked:  # once per process: reading a pool's size is not free
+                checked.add(unit.folder)
+                diff = stale_config(protocol, root, unit)
+                if diff:
+                    failed[unit.folder] = stale_message(unit.folder, diff)
+                    return "failed"
             return "done"
         dep = unit.dependency
         if dep is not None and not unit_done(root, dep):

@@ -24,7 +24,7 @@ import torch
 
 from .study_plan import Protocol, WorkUnit, unit_config, work_units
 from .study_rerun import example_cell
-from .study_run import UNIT_LOG, unit_done, unit_image_steps
+from .study_run import UNIT_LOG, stale_config, stale_message, unit_done, unit_image_steps
 from .study_stats import bootstrap_interval, paired_difference
 
 __all__ = ["pretraining_spent", "finetuning_spent", "collect", "report_markdown", "readme_section",
@@ -105,6 +105,11 @@ def collect(protocol: Protocol, root: Path | str) -> dict:
     root = Path(root)
     units = work_units(protocol)
     done = [u for u in units if unit_done(root, u)]
+    stale = {u.folder: diff for u in done if (diff := stale_config(protocol, root, u))}
+    if stale:  # a report must not mix runs of an older protocol into the one it names
+        folder, diff = next(iter(stale.items()))
+        raise ValueError(f"{len(stale)} finished unit(s) under {root} do not match protocol {protocol.name!r}; "
+                         + stale_message(folder, diff))
     summary = {"protocol": protocol.name, "description": protocol.description, "seeds": protocol.seeds,
                "pretrain_budgets": protocol.pretrain_budgets, "cross": protocol.cross,
                "units": {"total": len(units), "done": len(done),

@@ -59,6 +59,14 @@ def test_toy_study_in_two_shards_resumes_and_reports(tmp_path):
     with pytest.raises(ValueError, match="no unit of the protocol matches"):
         run_units(protocol, tmp_path / "rerun", only=["finetune/cwfid/*"])
 
+    # A protocol edited after its units ran: finished units of the old one are refused, never mixed in.
+    longer = load_protocol("toy", {"label_budgets": [{**protocol.label_budgets[0], "finetune_epochs": 3}]})
+    out = run_units(longer, root, 0, 1, poll_s=0.1, wait_s=1)
+    assert out["ran"] == [] and len(out["failed"]) == 2 * 5  # every fine-tuning unit, none rerun silently
+    assert "finetune_epochs': (2, 3)" in next(iter(out["failed"].values()))
+    with pytest.raises(ValueError, match="do not match protocol 'toy'.*move that folder away"):
+        write_report(longer, root, tmp_path / "out" / "longer", "python test")
+
 
 def cell_values(summary, folder):
     _, dataset, seed, train, init = folder.split("/")
