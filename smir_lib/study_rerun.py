@@ -54,6 +54,12 @@ def rerun_cell(json_path: Path | str, folder: str, root: Path | str, log=print) 
         raise ValueError(f"{folder!r} names {len(units)} unit(s) of protocol {protocol.name!r}; name one "
                          f"fine-tuning unit, e.g. {example_cell(summary)}")
     unit = units[0]
+    cell = summary["datasets"].get(unit.dataset, {}).get("labels", {}).get(str(unit.train_size))
+    asked = next(b for b in protocol.label_budgets if int(b["train_size"]) == unit.train_size)
+    if cell and int(cell["finetune"]["epochs"]) != int(asked["finetune_epochs"]):
+        raise ValueError(f"{unit.folder}: the report's cell fine-tuned for {cell['finetune']['epochs']} epochs, "
+                         f"protocol {protocol.name!r} now asks {asked['finetune_epochs']}; the rerun would not be "
+                         f"comparable: check out the report's commit ({summary.get('commit')}) to rerun it")
     out = run_units(protocol, root, only=[unit.folder], log=log)
     if out["failed"]:
         raise RuntimeError(f"the rerun of {unit.folder} failed: {out['failed']}")

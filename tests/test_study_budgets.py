@@ -54,6 +54,11 @@ def test_toy_study_in_two_shards_resumes_and_reports(tmp_path):
     assert rerun["committed"] == cell_values(summary, cell) and len(rerun["rerun"]) == len(rerun["metrics"])
     assert rerun["rerun"][0] == pytest.approx(rerun["committed"][0], abs=0.05)  # same code, same seed
     assert "difference" in rerun_lines(rerun)[1]
+    edited = json.loads((tmp_path / "out" / "toy.json").read_text())
+    edited["datasets"]["synthetic"]["labels"]["2"]["finetune"]["epochs"] = 7
+    (tmp_path / "edited.json").write_text(json.dumps(edited))
+    with pytest.raises(ValueError, match="fine-tuned for 7 epochs, protocol 'toy' now asks 2"):
+        rerun_cell(tmp_path / "edited.json", cell, tmp_path / "rerun")
     with pytest.raises(ValueError, match="names 2 unit"):
         rerun_cell(tmp_path / "out" / "toy.json", "finetune/synthetic/*/train_2/scratch", tmp_path / "rerun")
     with pytest.raises(ValueError, match="no unit of the protocol matches"):
