@@ -42,6 +42,21 @@ interval never reaches beyond the smallest and largest of the ``n`` observed dif
 PLATEAU_TAIL = 0.2
 """A fine-tuning whose best validation epoch falls in its last 20 % of epochs may not have plateaued."""
 
+RISE_TOLERANCE = 0.01
+"""A label budget whose mean validation curve gains more mIoU than this in its last ``PLATEAU_TAIL``
+of epochs (best there against best before) is reported as not plateaued."""
+
+
+def late_rise(curves: dict[str, list[float]]) -> float:
+    """Largest gain, over initialisations, of a mean validation curve in its last ``PLATEAU_TAIL``
+    of epochs: the best value there minus the best value before (0 for curves too short)."""
+    rises = []
+    for curve in curves.values():
+        cut = len(curve) - max(1, round(PLATEAU_TAIL * len(curve)))
+        if cut >= 1:
+            rises.append(max(curve[cut:]) - max(curve[:cut]))
+    return max(rises, default=0.0)
+
 
 def _read(path: Path) -> dict:
     return json.loads(Path(path).read_text())
@@ -306,6 +321,13 @@ def headline(summary: dict) -> list[str]:
     scratch, self or cross), then how many comparisons name no difference, and why."""
     lines = []
     for dataset, data in summary["datasets"].items():
+        for _, cell in sorted(data["labels"].items(), key=lambda kv: int(kv[0])):
+            rise = late_rise(cell["curves"])
+            if rise > RISE_TOLERANCE:
+                lines.append(f"- {dataset}, {cell['finetune']['n_train']} labels: NOT PLATEAUED. Validation mIoU still rose "
+                             f"{rise:+.3f} in the last {100 * PLATEAU_TAIL:.0f} % of the {cell['finetune']['epochs']} "
+                             "fine-tuning epochs (mean curve over seeds, largest over initialisations): its test "
+                             "numbers understate every initialisation, and its differences are provisional.")
         diffs = [(cell["finetune"]["n_train"], d) for _, cell in sorted(data["labels"].items(), key=lambda kv: int(kv[0]))
                  for d in cell["differences"]]
         for metric in ("mIoU", data["rarest_class"]):
@@ -318,7 +340,10 @@ def headline(summary: dict) -> list[str]:
                          f"excluding 0, at least {MIN_SEEDS} seeds); {holds} hold 0 in their 95 % interval (no "
                          "difference detectable)"
                          + (f"; {few} rest on fewer than {MIN_SEEDS} seeds and are not called, whatever their interval"
-                            if few else "") + ".")
+                            if few else "")
+                         + f". With no effect at all, about {0.05 * len(diffs):.1f} of {len(diffs)} would be named by "
+                         "chance at 95 %, more with a 5-seed percentile interval (narrower than a true 95 % one): "
+                         "a single named difference is weak evidence, a pattern across budgets and label counts stronger.")
     return lines
 
 

@@ -80,10 +80,10 @@ def cell_values(summary, folder):
 
 @pytest.mark.unit
 def test_readme_study_section_is_generated_from_the_committed_json(repo_root):
-    """Every number in the README's study section comes from notebooks/results/study_reduced.json:
+    """Every number in the README's study section comes from notebooks/results/study_cpu.json:
     the section is exactly what ``readme_section`` makes of it (regenerate with
-    ``python notebooks/results/study.py readme notebooks/results/study_reduced.json``)."""
-    summary = json.loads((repo_root / "notebooks/results/study_reduced.json").read_text())
+    ``python notebooks/results/study.py readme notebooks/results/study_cpu.json``)."""
+    summary = json.loads((repo_root / "notebooks/results/study_cpu.json").read_text())
     text = (repo_root / "README.md").read_text()
     start, end = text.index(README_BEGIN), text.index(README_END) + len(README_END)
     block = text[start:end]

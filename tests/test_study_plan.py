@@ -9,7 +9,7 @@ import torch
 from smir_lib.study_plan import (Protocol, epochs_for_budget, load_protocol, parse_shard, protocol_names, shard,
                                  stage_train_sizes, unit_config, work_units)
 from smir_lib.study_stats import bootstrap_interval, paired_difference
-from smir_lib.study_tables import difference_table, headline
+from smir_lib.study_tables import difference_table, headline, late_rise
 
 pytestmark = pytest.mark.unit
 
@@ -212,16 +212,22 @@ def test_headline_names_only_differences_whose_interval_excludes_zero_over_enoug
              {"a": "random_10", "b": "scratch", "budget": 10, **paired_difference(rnd, sel, names)}]
     few = {"a": "selective_10", "b": "scratch", "budget": 10,
            **paired_difference({s: sel[s] for s in range(3)}, {s: rnd[s] for s in range(3)}, names)}
-    data = {"rarest_class": "crop", "labels": {"4": {"finetune": {"n_train": 4}, "differences": [*diffs, few]}}}
+    flat = [0.1, 0.3, 0.4, 0.45, 0.46, 0.46, 0.46, 0.46, 0.455, 0.46]  # 10 epochs: the last 2 are the tail
+    data = {"rarest_class": "crop", "labels": {"4": {"finetune": {"n_train": 4, "epochs": 10}, "curves": {"scratch": flat},
+                                                     "differences": [*diffs, few]}}}
     lines = headline({"datasets": {"cwfid": data}})
     assert lines[0] == ("- cwfid, 4 labels: selective IR 10 - random IR 10, mIoU: +0.050 [+0.050, +0.050] over 5 seeds: "
                         "selective IR 10 higher.")
     assert lines[1].endswith("random IR 10 LOWER (scratch wins).")
-    assert lines[2] == ("- cwfid, mIoU: 2 of 3 paired differences named (interval excluding 0, at least 5 seeds); "
-                        "0 hold 0 in their 95 % interval (no difference detectable); 1 rest on fewer than 5 seeds "
-                        "and are not called, whatever their interval.")
+    assert lines[2].startswith("- cwfid, mIoU: 2 of 3 paired differences named (interval excluding 0, at least 5 seeds); "
+                               "0 hold 0 in their 95 % interval (no difference detectable); 1 rest on fewer than 5 "
+                               "seeds and are not called, whatever their interval. With no effect at all, about 0.2 of 3")
     assert lines[3].startswith("- cwfid, IoU of crop (the rarest class): 0 of 3 paired differences named (interval "
                                "excluding 0, at least 5 seeds); 3 hold 0")
+    assert late_rise({"scratch": flat}) == pytest.approx(0.0) and late_rise({"a": flat, "b": flat[:8] + [0.47, 0.48]}) == pytest.approx(0.02)
+    data["labels"]["4"]["curves"]["random_10"] = flat[:8] + [0.47, 0.48]  # still rising: flagged first
+    assert headline({"datasets": {"cwfid": data}})[0].startswith("- cwfid, 4 labels: NOT PLATEAUED. Validation mIoU "
+                                                                 "still rose +0.020 in the last 20 % of the 10")
     table = difference_table(data, "mIoU")
     assert table[0] == "| a - b | 4 labels |" and table[2] == "| selective IR 10 - random IR 10 | **+0.050 [+0.050, +0.050]** |"
     assert table[4] == "| selective IR 10 - scratch | +0.050 [+0.050, +0.050] |"  # 3 seeds: not called, not bold
