@@ -197,11 +197,22 @@ def _engine_config(protocol: Protocol, dataset: str, extra: dict) -> Config:
     return load_config(Config(), overrides=values)
 
 
+_POOL_KEYS = ("dataset", "pool_dataset", "data_root", "pool_size", "synthetic_size", "include_eval_in_pool",
+              "pool_tile_size", "pool_tile_stride")
+"""The config keys that decide a pool's size: units that share them share it."""
+
+_pool_sizes: dict[tuple, int] = {}
+
+
 def stage_train_sizes(cfg: Config, method: str) -> list[int]:
-    """Training images of each stage of a ``method`` pretraining with ``cfg`` (pool read, not decoded)."""
+    """Training images of each stage of a ``method`` pretraining with ``cfg`` (pool read, not
+    decoded; its size is read once per process for every unit that shares ``_POOL_KEYS``)."""
     from .pretrain_data import load_split, partition_indices
 
-    n_pool = len(load_split(cfg.replace(cache_images=False), "pool"))
+    key = tuple(getattr(cfg, k) for k in _POOL_KEYS)
+    if key not in _pool_sizes:
+        _pool_sizes[key] = len(load_split(cfg.replace(cache_images=False), "pool"))
+    n_pool = _pool_sizes[key]
     partitions = 1 if method == "random" else cfg.partitions
     return [len(train) for train, _ in partition_indices(n_pool, partitions, cfg.val_fraction)]
 

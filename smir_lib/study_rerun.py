@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from .study_plan import WorkUnit, load_protocol, work_units
-from .study_run import run_units, select_units
+from .study_run import UNIT_LOG, run_units, select_units
 
 __all__ = ["committed_values", "rerun_cell", "rerun_lines", "example_cell"]
 
@@ -34,10 +34,14 @@ def example_cell(summary: dict) -> str | None:
     return None
 
 
+def _cell(summary: dict, unit: WorkUnit) -> dict:
+    """The report's cell (dataset, label budget) of fine-tuning ``unit``; ``{}`` if it has none."""
+    return summary["datasets"].get(unit.dataset, {}).get("labels", {}).get(str(unit.train_size), {})
+
+
 def committed_values(summary: dict, unit: WorkUnit) -> list[float] | None:
     """The committed ``[mIoU, IoU per class...]`` of fine-tuning ``unit``, or None if it did not finish."""
-    cell = summary["datasets"].get(unit.dataset, {}).get("labels", {}).get(str(unit.train_size), {})
-    return cell.get("inits", {}).get(unit.init, {}).get("per_seed", {}).get(str(unit.seed))
+    return _cell(summary, unit).get("inits", {}).get(unit.init, {}).get("per_seed", {}).get(str(unit.seed))
 
 
 def rerun_cell(json_path: Path | str, folder: str, root: Path | str, log=print) -> dict:
@@ -54,7 +58,7 @@ def rerun_cell(json_path: Path | str, folder: str, root: Path | str, log=print) 
         raise ValueError(f"{folder!r} names {len(units)} unit(s) of protocol {protocol.name!r}; name one "
                          f"fine-tuning unit, e.g. {example_cell(summary)}")
     unit = units[0]
-    cell = summary["datasets"].get(unit.dataset, {}).get("labels", {}).get(str(unit.train_size))
+    cell = _cell(summary, unit)
     asked = next(b for b in protocol.label_budgets if int(b["train_size"]) == unit.train_size)
     if cell and int(cell["finetune"]["epochs"]) != int(asked["finetune_epochs"]):
         raise ValueError(f"{unit.folder}: the report's cell fine-tuned for {cell['finetune']['epochs']} epochs, "
@@ -64,8 +68,8 @@ def rerun_cell(json_path: Path | str, folder: str, root: Path | str, log=print) 
     if out["failed"]:
         raise RuntimeError(f"the rerun of {unit.folder} failed: {out['failed']}")
     test = json.loads((Path(root) / unit.folder / "results.json").read_text())["test"]
-    seconds = sum(json.loads(line)["seconds"] for line in (Path(root) / "units.jsonl").read_text().splitlines()
-                  if json.loads(line)["folder"] in {unit.folder, getattr(unit.dependency, "folder", None)})
+    logged = [json.loads(line) for line in (Path(root) / UNIT_LOG).read_text().splitlines()]
+    seconds = sum(r["seconds"] for r in logged if r["folder"] in {unit.folder, getattr(unit.dependency, "folder", None)})
     return {"folder": unit.folder, "metrics": ["mIoU", *test["class_names"]],
             "committed": committed_values(summary, unit), "rerun": [test["miou"], *test["per_class_iou"]],
             "seconds": seconds}
