@@ -224,7 +224,8 @@ def _dataset_lines(dataset: str, data: dict) -> list[str]:
                 f"= {f['iterations']} iterations, best of {f['n_val']} validation images tested on {f['n_test']} "
                 f"test images. Median best epoch {p['median_best_epoch']:.0f} of {p['epochs']}; "
                 f"{p['best_in_last_fifth']} of {p['runs']} runs had their best epoch in the last "
-                f"{100 * PLATEAU_TAIL:.0f} % (those may not have plateaued).", "",
+                f"{100 * PLATEAU_TAIL:.0f} % (those may not have plateaued); the mean validation curves "
+                f"rose at most {late_rise(cell['curves']):+.3f} there (flagged above {RISE_TOLERANCE}).", "",
                 "| initialisation | seeds | test mIoU, mean [95 % CI] | " + " | ".join(f"IoU {n}" for n in names[1:]) + " |",
                 "|---|---:|---:|" + "---:|" * (len(names) - 1)]
         for init, row in sorted(cell["inits"].items(), key=lambda kv: _init_order(kv[0])):
