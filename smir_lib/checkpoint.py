@@ -73,7 +73,7 @@ def read_torch_file(path: str | Path, fix: str | None = None) -> object:
             raise RunFileError(f"{path} holds pickled Python objects, not only tensors: refused, since "
                                f"loading it could run code; {fix}") from None
         raise RunFileError(f"{path} is not a torch checkpoint or is corrupt; {fix}") from None
-    except (RuntimeError, EOFError, KeyError, OSError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001 - unpickling arbitrary bytes raises anything (IndexError, KeyError, ...)
         kind = "empty" if path.stat().st_size == 0 else "truncated or corrupt"
         raise RunFileError(f"{path} is {kind} ({type(err).__name__}); {fix}") from None
 

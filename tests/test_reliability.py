@@ -9,6 +9,7 @@ checkpoint, absolute paths inside run folders, two processes on one run folder, 
 from __future__ import annotations
 
 import json
+import random
 import os
 import shutil
 import signal
@@ -22,6 +23,7 @@ import pytest
 import torch
 from PIL import Image
 
+from smir_lib.checkpoint import RunFileError, read_torch_file
 from smir_lib.cli import main
 from smir_lib.config import load_config
 from smir_lib.data import base, get_dataset
@@ -238,10 +240,21 @@ def test_a_damaged_run_file_is_one_line_naming_it(finished_run, tmp_path, capsys
 @pytest.mark.unit
 def test_a_random_file_as_init_is_one_line_without_torchs_advice(tmp_path, capsys):
     init = tmp_path / "weights.pt"
-    init.write_bytes(os.urandom(4096))
+    init.write_bytes(random.Random(2).randbytes(4096))  # the unpickler raises IndexError on these bytes
     assert main(["finetune", "--init", str(init), "--out", str(tmp_path / "ft"), "--quiet", *TINY]) == 2
     line = error_line(capsys)
     assert str(init) in line and "weights_only" not in line
+
+
+@pytest.mark.unit
+def test_any_random_bytes_are_a_run_file_error(tmp_path):
+    """Unpickling random bytes fails in many ways (UnpicklingError, IndexError, KeyError,
+    UnicodeDecodeError among 300 seeds): every one is the kit's one-line error naming the file."""
+    path = tmp_path / "weights.pt"
+    for seed in range(300):
+        path.write_bytes(random.Random(seed).randbytes(4096))
+        with pytest.raises(RunFileError, match=str(path)):
+            read_torch_file(path)
 
 
 @pytest.mark.unit
