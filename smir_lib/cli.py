@@ -64,6 +64,23 @@ def user_message(err: BaseException) -> str:
     return text
 
 
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The errors that are a user's mistake (a bad value, a missing file or dataset, an unreadable
+    image or label): printed as one line, not a traceback."""
+    from .data.base import ImageLoadError
+
+    return (ValueError, FileNotFoundError, ModuleNotFoundError, ImageLoadError)
+
+
+def report_user_error(err: BaseException) -> int:
+    """Print ``err`` as one line on stderr and return the exit status 2; call it in the ``except``
+    of :func:`user_errors`. With ``SMIR_DEBUG=1`` it re-raises instead, traceback and all."""
+    if os.environ.get("SMIR_DEBUG"):
+        raise err
+    print(f"error: {user_message(err)}\n(set SMIR_DEBUG=1 for the full traceback)", file=sys.stderr)
+    return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smir", description="SMIR training engine")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -139,8 +156,6 @@ def _run_tool(args) -> dict | int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m smir_lib`` and the ``smir`` console script."""
     args = build_parser().parse_args(argv)
-    from .data.base import DatasetNotFoundError, ImageLoadError, LabelError
-
     if args.command in ("check-data", "predict", "export"):
         bad = [o for o in getattr(args, "overrides", []) if "=" not in o]
         if bad:
@@ -148,11 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         try:
             result = _run_tool(args)
-        except (ValueError, FileNotFoundError, ModuleNotFoundError, ImageLoadError, LabelError) as err:
-            if os.environ.get("SMIR_DEBUG"):
-                raise
-            print(f"error: {err}\n(set SMIR_DEBUG=1 for the full traceback)", file=sys.stderr)
-            return 2
+        except user_errors() as err:
+            return report_user_error(err)
         if isinstance(result, int):
             return result
         print(json.dumps(result, indent=2, default=str))
@@ -197,11 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if out is not None:
                 atomic_write_text(json.dumps({"written_by": WRITTEN_BY, **summary}, indent=2), out)
             summary = {k: v for k, v in summary.items() if k != "confusion"}
-    except (ValueError, FileNotFoundError, DatasetNotFoundError, ImageLoadError, LabelError) as err:
-        if os.environ.get("SMIR_DEBUG"):
-            raise
-        print(f"error: {user_message(err)}\n(set SMIR_DEBUG=1 for the full traceback)", file=sys.stderr)
-        return 2
+    except user_errors() as err:
+        return report_user_error(err)
     if os.environ.get("RANK", "0") == "0":
         print(json.dumps(summary, indent=2, default=str))
     return 0

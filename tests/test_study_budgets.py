@@ -92,3 +92,19 @@ def test_readme_study_section_is_generated_from_the_committed_json(repo_root):
     assert numbers, "the study section quotes no measured number"
     for figure in re.findall(r"\(notebooks/results/([^)]+\.png)\)", block):
         assert (repo_root / "notebooks/results" / figure).is_file(), figure
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("args,names", [
+    (["plan", "--protocol", "nonexist"], "'nonexist' is neither a file nor one of the packaged protocols"),
+    (["rerun", "notebooks/results/study_cpu.json", "finetune/cwfid/seed_9/train_4/scratch"],
+     "no unit of the protocol matches ['finetune/cwfid/seed_9/train_4/scratch']"),
+])
+def test_study_script_errors_are_one_line(repo_root, args, names):
+    """A mistyped protocol or unit is one line naming it (exit 2), not a traceback."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "notebooks/results/study.py", *args], cwd=repo_root,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and names in done.stderr and "Traceback" not in done.stderr

@@ -75,7 +75,17 @@ def _command(argv: list[str] | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """A user's mistake (an unknown protocol or unit, a stale or missing run) is one line, exit 2."""
+    from smir_lib.cli import report_user_error, user_errors
+
     args = build_parser().parse_args(argv)
+    try:
+        return _main(args, argv)
+    except user_errors() as err:
+        return report_user_error(err)
+
+
+def _main(args, argv: list[str] | None) -> int:
     if args.command == "readme":
         from smir_lib.study_tables import write_readme_section
 
