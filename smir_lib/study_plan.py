@@ -24,7 +24,9 @@ of ``n`` its share (``units[i::n]``). Folders, relative to the study root::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import difflib
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 from .config import PRESETS, Config, load_config
@@ -59,8 +61,7 @@ class Protocol:
                      "label_budgets", "a list of dicts that each set train_size")]
         for bad, key, expected in problems:
             if bad:
-                raise ValueError(f"study protocol {self.name!r}: {key}={getattr(self, key)!r} is invalid: "
-                                 f"expected {expected}")
+                raise ValueError(f"{key}={getattr(self, key)!r} is invalid: expected {expected}")
         self.pretrain_budgets = sorted(int(b) for b in self.pretrain_budgets)
 
     @property
@@ -80,17 +81,93 @@ def protocol_names() -> list[str]:
 
 def load_protocol(name_or_path: str | Path, overrides: dict | None = None) -> Protocol:
     """A packaged protocol by name (``cpu``, ``reduced``, ``gpu``) or a YAML file; ``overrides``
-    replace top-level fields (e.g. ``{"seeds": [0, 1]}``)."""
-    import yaml
+    replace top-level fields (e.g. ``{"seeds": [0, 1]}``).
 
+    The whole file is checked up front, so a typo fails here, not at ``run`` once per unit: every
+    key and dataset name must be known (a ``ValueError`` names it, where it is and the closest
+    valid name), and every unit's engine config must build (``load_config``'s checks of each value).
+    """
     path = Path(name_or_path)
     if not path.is_file():
         path = PROTOCOLS / f"{name_or_path}.yaml"
     if not path.is_file():
         raise ValueError(f"study protocol {str(name_or_path)!r} is neither a file nor one of the packaged "
                          f"protocols {protocol_names()} (smir_lib/configs/studies/)")
-    data = {**yaml.safe_load(path.read_text()), **(overrides or {})}
-    return Protocol(name=data.pop("name", path.stem), **data)
+    data = {**_read_protocol_file(path), **(overrides or {})}
+    try:
+        _check_names_and_keys(data)
+        protocol = Protocol(name=data.pop("name", path.stem), **data)
+        for dataset in protocol.pools():
+            for i, labels in enumerate(protocol.label_budgets):
+                try:
+                    _engine_config(protocol, dataset, labels)
+                except ValueError as err:
+                    raise ValueError(f"{err} (dataset {dataset}, label_budgets[{i}])") from None
+    except ValueError as err:
+        raise ValueError(f"study protocol {path}: {err}") from None
+    return protocol
+
+
+def _read_protocol_file(path: Path) -> dict:
+    """The mapping in a protocol file; a YAML syntax error names the file and the line."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ValueError(f"study protocol {path}{where}: invalid YAML ({problem})") from None
+    if not isinstance(data, Mapping):
+        raise ValueError(f"study protocol {path} holds a {type(data).__name__}; expected a mapping of keys")
+    return dict(data)
+
+
+def _check_known(names: list[tuple[str, str]], known: list[str], what: str) -> None:
+    """Raise on the first ``(name, where)`` whose name is not in ``known``: say where it is, and the
+    closest known name (``difflib``) or, without one, every known name."""
+    for name, where in names:
+        if name not in known:
+            close = difflib.get_close_matches(str(name), known, n=1)
+            fix = f"did you mean {close[0]!r}?" if close else f"expected one of: {', '.join(known)}"
+            raise ValueError(f"unknown {what} {where}; {fix}")
+
+
+def _check_names_and_keys(data: dict) -> None:
+    """Every top-level key of a protocol, every dataset name (``smir_lib.data.ALL_NAMES``) and every
+    config key (``Config``'s fields) of ``engine``, ``per_dataset`` and each label budget is known."""
+    from .data import ALL_NAMES
+
+    top = [f.name for f in fields(Protocol)]
+    _check_known([(k, k) for k in data], top, "key")
+    missing = [f.name for f in fields(Protocol) if f.name != "name" and f.name not in data
+               and f.default is MISSING and f.default_factory is MISSING]
+    if missing:
+        raise ValueError(f"missing key(s) {missing}: see smir_lib/configs/studies/cpu.yaml for every field")
+    shapes = {"seeds": list, "datasets": list, "pretrain_budgets": list, "label_budgets": list,
+              "engine": Mapping, "per_dataset": Mapping, "cross": Mapping}
+    for key, shape in shapes.items():
+        if key in data and not isinstance(data[key], shape):
+            raise ValueError(f"{key}={data[key]!r} is a {type(data[key]).__name__}; expected a "
+                             f"{'list' if shape is list else 'mapping'}")
+    datasets, per_dataset, cross = data["datasets"], data.get("per_dataset", {}), data.get("cross", {})
+    names = [(d, f"{d!r} in datasets[{i}]") for i, d in enumerate(datasets)]
+    names += [(d, f"{d!r} in per_dataset") for d in per_dataset]
+    names += [(p, f"{p!r} in cross.{d}") for d, p in cross.items()]
+    _check_known(names, list(ALL_NAMES), "dataset")
+    _check_known([(d, f"{d!r} in cross (not in datasets)") for d in cross], list(datasets), "downstream dataset")
+    if "preset" in data["engine"]:
+        preset = data["engine"]["preset"]
+        _check_known([(preset, f"{preset!r} in engine.preset")], list(PRESETS), "preset")
+    config_keys = [f.name for f in fields(Config)]
+    sections = [("engine", data["engine"], config_keys + ["preset"])]
+    sections += [(f"per_dataset.{d}", v, config_keys) for d, v in per_dataset.items()]
+    sections += [(f"label_budgets[{i}]", b, config_keys) for i, b in enumerate(data["label_budgets"])]
+    for where, values, known in sections:
+        if not isinstance(values, Mapping):
+            raise ValueError(f"{where}={values!r} is a {type(values).__name__}; expected a mapping of config keys")
+        _check_known([(k, f"{where}.{k}") for k in values], known, "key")
 
 
 @dataclass(frozen=True, order=True)

@@ -10,9 +10,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullLocator
+from matplotlib.ticker import MaxNLocator, NullLocator
 
 from .plots import INIT_COLORS
+from .study_tables import init_label
 
 __all__ = ["study_budget_curves", "finetune_curves"]
 
@@ -56,7 +57,7 @@ def study_budget_curves(data: Mapping, pretraining: Mapping, *, title: str | Non
         for name, row in inits.items():
             if name.startswith("cross_"):
                 _, cross_pool, budget = name.split("_")
-                x = spent(cross_pool, budget, "selective", "images")
+                x = spent(cross_pool, budget, "selective", "images") * 1.06  # beside, not on, selective's point
                 ax.errorbar([x], [row["mean"][0]], yerr=[[row["mean"][0] - row["low"][0]], [row["high"][0] - row["mean"][0]]],
                             marker="s", capsize=3, linestyle="none", color=INIT_COLORS["selective_cross"],
                             label=f"selective IR (cross: {cross_pool})")
@@ -76,16 +77,17 @@ def finetune_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], *, titl
     """Validation mIoU per fine-tuning epoch, one panel per label budget, one line per
     initialisation (``{label: {init: curve}}``, e.g. means over seeds): has it plateaued?"""
     labels = sorted(curves, key=int)
-    fig = Figure(figsize=(4.2 * len(labels), 3.4), layout="constrained")
+    fig = Figure(figsize=(max(5.5, 4.2 * len(labels)), 3.4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(labels), sharey=True))
     for ax, label in zip(axes, labels):
         for name, values in sorted(curves[label].items()):
             kind = "selective_cross" if name.startswith("cross") else name.split("_")[0]
             faint = kind in ("random", "selective") and not name.endswith(max(
                 (n.rsplit("_", 1)[1] for n in curves[label] if n.startswith(kind)), key=int))
-            ax.plot(np.arange(1, len(values) + 1), values, label=name, color=INIT_COLORS.get(kind),
+            ax.plot(np.arange(1, len(values) + 1), values, label=init_label(name), color=INIT_COLORS.get(kind),
                     alpha=0.35 if faint else 1.0, linewidth=1)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(f"{label} labelled images", fontsize=9)
         ax.grid(alpha=0.3)
     return _label_panels(fig, axes, "validation mIoU", title, legend_size=6)

@@ -168,10 +168,18 @@ def collect(protocol: Protocol, root: Path | str) -> dict:
     return summary
 
 
+def _signed(v: float) -> str:
+    """``+0.012``; a value that rounds to 0.000 gets the digits that show its sign (``-0.0003``)."""
+    digits = 3
+    while v != 0 and round(v, digits) == 0 and digits < 6:
+        digits += 1
+    return f"{v:+.{digits}f}"
+
+
 def _fmt(m: float, lo: float, hi: float, signed: bool = False) -> str:
     if any(math.isnan(v) for v in (m, lo, hi)):
         return "n/a"
-    return f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]" if signed else f"{m:.3f} [{lo:.3f}, {hi:.3f}]"
+    return f"{_signed(m)} [{_signed(lo)}, {_signed(hi)}]" if signed else f"{m:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
 def init_label(init: str) -> str:
@@ -184,11 +192,17 @@ def init_label(init: str) -> str:
     return f"{parts[0]} IR {parts[1]}"
 
 
+def pair_labels(a: str, b: str) -> tuple[str, str]:
+    """:func:`init_label` of both sides; beside a cross initialisation the other is marked (self)."""
+    cross = a.startswith("cross") or b.startswith("cross")
+    return tuple(init_label(x) + (" (self)" if cross and not x.startswith(("cross", "scratch")) else "") for x in (a, b))
+
+
 def difference_sentence(diff: dict, metric: str = "mIoU") -> str:
     """Whether ``a`` beat ``b`` in ``metric``, from the paired interval: only an interval that
     excludes zero is called a difference."""
     m = diff["metrics"][metric]
-    a, b, n = init_label(diff["a"]), init_label(diff["b"]), diff["n_seeds"]
+    (a, b), n = pair_labels(diff["a"], diff["b"]), diff["n_seeds"]
     if n < MIN_SEEDS:  # a percentile interval of few seeds stays inside the range of their differences
         verdict = f"too few seeds to call ({n}; at least {MIN_SEEDS})"
     elif m["low"] > 0:
@@ -236,7 +250,7 @@ def _dataset_lines(dataset: str, data: dict) -> list[str]:
                 "| a - b | seeds | " + " | ".join(heads) + " |", "|---|---:|" + "---:|" * len(names)]
         for d in cell["differences"]:
             cells = [_fmt(d["metrics"][n]["mean"], d["metrics"][n]["low"], d["metrics"][n]["high"], True) for n in names]
-            out.append(f"| {init_label(d['a'])} - {init_label(d['b'])} | {d['n_seeds']} | " + " | ".join(cells) + " |")
+            out.append(f"| {' - '.join(pair_labels(d['a'], d['b']))} | {d['n_seeds']} | " + " | ".join(cells) + " |")
         out += ["", *[f"- {difference_sentence(d)}" for d in cell["differences"]], ""]
     return out
 
@@ -252,7 +266,8 @@ def rerun_command(summary: dict) -> str | None:
     cell = example_cell(summary)
     if cell is None:
         return None
-    return f"python notebooks/results/study.py rerun notebooks/results/{summary['out_name']}.json {cell}"
+    report = summary.get("out_path", f"notebooks/results/{summary['out_name']}")  # older reports: committed ones
+    return f"python notebooks/results/study.py rerun {report}.json {cell}"
 
 
 def report_markdown(summary: dict) -> str:
@@ -312,8 +327,19 @@ def difference_table(data: dict, metric: str) -> list[str]:
     lines = ["| a - b | " + " | ".join(f"{data['labels'][l]['finetune']['n_train']} labels" for l in labels) + " |",
              "|---|" + "---:|" * len(labels)]
     for (a, b), cells in rows.items():
-        lines.append(f"| {init_label(a)} - {init_label(b)} | " + " | ".join(cells.get(l, "") for l in labels) + " |")
+        lines.append(f"| {' - '.join(pair_labels(a, b))} | " + " | ".join(cells.get(l, "") for l in labels) + " |")
     return lines
+
+
+def _selective_against_random(dataset: str, diffs: list[dict]) -> str:
+    """The study's question in one sentence: selective minus random IR at equal image-steps, in mIoU."""
+    pairs = [d for d in diffs if d["a"].startswith("selective") and d["b"].startswith("random")]
+    below = sum(d["metrics"]["mIoU"]["mean"] < 0 for d in pairs)
+    wins = {side: sum(_called(d, "mIoU") == side for d in pairs) for side in (1, -1)}
+    times = {n: "once" if n == 1 else f"{n} times" for n in wins.values()}
+    return (f"- {dataset}, the question itself: selective minus random IR at equal image-steps is below 0 in "
+            f"{below} of {len(pairs)} mIoU means (label x pretraining budgets); named in favour of selective "
+            f"{times[wins[1]]}, of random {times[wins[-1]]}.")
 
 
 def headline(summary: dict) -> list[str]:
@@ -331,11 +357,13 @@ def headline(summary: dict) -> list[str]:
                              "numbers understate every initialisation, and its differences are provisional.")
         diffs = [(cell["finetune"]["n_train"], d) for _, cell in sorted(data["labels"].items(), key=lambda kv: int(kv[0]))
                  for d in cell["differences"]]
+        lines.append(_selective_against_random(dataset, [d for _, d in diffs]))
         for metric in ("mIoU", data["rarest_class"]):
             called = [(n, d) for n, d in diffs if _called(d, metric)]
             lines += [f"- {dataset}, {n} labels: {difference_sentence(d, metric)}." for n, d in called]
             few = sum(d["n_seeds"] < MIN_SEEDS for _, d in diffs)
-            holds = sum(d["metrics"][metric]["low"] <= 0 <= d["metrics"][metric]["high"] for _, d in diffs)
+            holds = sum(d["n_seeds"] >= MIN_SEEDS and d["metrics"][metric]["low"] <= 0 <= d["metrics"][metric]["high"]
+                        for _, d in diffs)
             what = f"IoU of {metric} (the rarest class)" if metric != "mIoU" else "mIoU"
             lines.append(f"- {dataset}, {what}: {len(called)} of {len(diffs)} paired differences named (interval "
                          f"excluding 0, at least {MIN_SEEDS} seeds); {holds} hold 0 in their 95 % interval (no "
@@ -374,10 +402,12 @@ def readme_section(summary: dict) -> str:
 def time_estimate(log_paths: Path | list[Path], protocol: Protocol, processes: int = 2) -> dict | None:
     """Least-squares ``seconds = a + b * image_steps`` per unit kind from studies' ``units.jsonl``,
     applied to ``protocol``'s units: ``{"per_kind": {kind: [a, b]}, "unit_seconds", "wall_hours",
-    "lines"}``, or None when the log has no unit of a kind (one size only: ``a = 0``)."""
-    paths = [Path(p) for p in (log_paths if isinstance(log_paths, list) else [log_paths]) if Path(p).is_file()]
-    if not paths:
-        return None
+    "lines"}``, or None when the log has no unit of a kind (one size only: ``a = 0``). A missing
+    log, or one whose units are too small to give a time per image-step, is a ValueError."""
+    paths = [Path(p) for p in (log_paths if isinstance(log_paths, list) else [log_paths])]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise ValueError(f"no unit log {', '.join(missing)}: pass --timings the root of a study that `run` has written to")
     records = [json.loads(line) for path in paths for line in path.read_text().splitlines() if line.strip()]
     fits, clocks = {}, {}
     for kind in ("pretrain", "finetune"):
@@ -392,6 +422,10 @@ def time_estimate(log_paths: Path | list[Path], protocol: Protocol, processes: i
         x = torch.tensor([[1.0, float(s)] for s, _ in rows], dtype=torch.float64)
         y = torch.tensor([[t] for _, t in rows], dtype=torch.float64)
         fits[kind] = torch.linalg.lstsq(x, y).solution[:, 0].tolist()
+        if fits[kind][1] <= 0:
+            raise ValueError(f"the {kind} units of {', '.join(map(str, paths))} ({min(x for x, _ in rows)}-"
+                             f"{max(x for x, _ in rows)} image-steps) are too small to measure a time per "
+                             "image-step: pass --timings the root of a larger study")
     total = 0.0
     steps = {"pretrain": 0, "finetune": 0}
     for unit in work_units(protocol):
@@ -403,7 +437,7 @@ def time_estimate(log_paths: Path | list[Path], protocol: Protocol, processes: i
     what = {"cpu_seconds": "CPU time, what a free core takes", "seconds": "wall time on shared cores, an upper bound"}
     sources = " and ".join(p.parent.name for p in paths)
     lines = [f"Measured on this machine ({len(records)} units of {sources}, one thread each): "
-             + ", ".join(f"{k} {a:.1f} s + {1 / b if b > 0 else float('inf'):.1f} image-steps/s ({what[clocks[k]]})"
+             + ", ".join(f"{k} {a:.1f} s + {1 / b:.1f} image-steps/s ({what[clocks[k]]})"
                          for k, (a, b) in fits.items()) + ".",
              f"Protocol {protocol.name!r}: {len(work_units(protocol))} units, {steps['pretrain']} pretraining and "
              f"{steps['finetune']} fine-tuning image-steps, {total / 3600:.1f} h of one core: about {hours:.1f} h "
@@ -421,24 +455,41 @@ def plan_lines(protocol: Protocol, timings: list[Path] | None, processes: int = 
     return lines + (est["lines"] if est else ["(pass --timings <finished study root> for a time estimate)"])
 
 
-GPU_STATUS = ("Not run: no GPU was lent to the session that built this study. The prepared protocol "
-              "`smir_lib/configs/studies/gpu.yaml` (ResNet-34 U-Net, 256 px, 10 partitions, K = 5, CWFID tiles) "
-              "runs with `python notebooks/results/study.py run --protocol gpu --threads 8` and reports with "
-              "`python notebooks/results/study.py report --protocol gpu --out notebooks/results/study_gpu`.")
+GPU_REPORT = Path(__file__).resolve().parents[1] / "notebooks" / "results" / "study_gpu.json"
+
+
+def gpu_status() -> str:
+    """Whether the paper preset's GPU study is committed (``notebooks/results/study_gpu.json``), and its command."""
+    state = ("Committed: [study_gpu.md](notebooks/results/study_gpu.md)." if GPU_REPORT.is_file()
+             else "Not run yet: the kit has no committed GPU report (notebooks/results/study_gpu.json).")
+    return (f"{state} The prepared protocol `smir_lib/configs/studies/gpu.yaml` (ResNet-34 U-Net, 256 px, "
+            "10 partitions, K = 5, CWFID tiles) runs and reports in at most 8 minutes of one GPU with "
+            "`bash notebooks/results/study_gpu.sh`.")
 
 
 def write_report(protocol: Protocol, root: Path | str, out: Path, command: str, note: str | None = None,
-                 timings: list[Path] | None = None, estimate_for: str = "cpu") -> dict:
+                 timings: list[Path] | None = None, estimate_for: str = "cpu", force: bool = False) -> dict:
     """Collect ``root``, write ``out.json``, ``out.md`` and per dataset ``out_<dataset>_budget.png``
     and ``out_<dataset>_curves.png``; returns the summary. ``timings``: study roots whose
-    ``units.jsonl`` estimate the ``estimate_for`` protocol's time."""
+    ``units.jsonl`` estimate the ``estimate_for`` protocol's time. Refuses (ValueError) a root
+    where nothing has finished, and, unless ``force``, to replace a report of more finished units
+    (a fresh clone has no runs: its report must not overwrite the committed one)."""
     from . import study_plots
     from .study_plan import load_protocol
 
     out = Path(out)
+    collected = collect(protocol, root)
+    done = collected["units"]["done"]
+    if done == 0:
+        raise ValueError(f"no unit of protocol {protocol.name!r} has finished under {root}: run "
+                         f"`study.py run --protocol {protocol.name} --root {root}` first, or pass the --root of a finished study")
+    before = _read(out.with_suffix(".json"))["units"]["done"] if out.with_suffix(".json").is_file() else 0
+    if before > done and not force:
+        raise ValueError(f"{out.with_suffix('.json')} reports {before} finished units, {root} has {done}: "
+                         "pass --force to replace it anyway, or another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
-    summary = {**collect(protocol, root), "command": command, "commit": _commit(), "note": note,
-               "out_name": out.name, "gpu": GPU_STATUS, "figures": {},
+    summary = {**collected, "command": command, "commit": _commit(), "note": note,
+               "out_name": out.name, "out_path": str(out), "gpu": gpu_status(), "figures": {},
                "run_command": f"OMP_NUM_THREADS=1 python notebooks/results/study.py run --protocol {protocol.name} "
                               f"--root {root} --shard i/n (for i in 0..n-1, one process each)"}
     for dataset, data in summary["datasets"].items():

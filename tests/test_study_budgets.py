@@ -3,6 +3,7 @@ committed README study section checked against the committed JSON it was generat
 
 import json
 import re
+import shutil
 
 import pytest
 
@@ -26,8 +27,7 @@ def test_toy_study_in_two_shards_resumes_and_reports(tmp_path):
     logged = [json.loads(line) for line in (root / "units.jsonl").read_text().splitlines()]
     assert sorted(r["folder"] for r in logged) == sorted(u.folder for u in work_units(protocol))
 
-    summary = write_report(protocol, root, tmp_path / "out" / "toy", "python test", timings=[root],
-                           estimate_for="reduced")
+    summary = write_report(protocol, root, tmp_path / "out" / "toy", "python test")  # toy units: too small to time
     assert summary["units"] == {"total": 2 * 4 + 2 * 5, "done": 18, "missing": []}  # per seed: 4 + 5
     # pool 6: random trains 5 (1 validates), selective 2 partitions of 3 keep 2 each = 4 per epoch
     spent = summary["pretraining"]["synthetic"]
@@ -39,13 +39,19 @@ def test_toy_study_in_two_shards_resumes_and_reports(tmp_path):
     assert cell["finetune"]["iterations"] == 2 and len(cell["curves"]["scratch"]) == 2
     for suffix in (".json", ".md", "_synthetic_budget.png", "_synthetic_curves.png"):
         assert (tmp_path / "out" / f"toy{suffix}").is_file(), suffix
-    assert summary["estimate"]["wall_hours"] > 0
+    assert "estimate" not in summary
+    with pytest.raises(ValueError, match="has finished under"):  # a fresh clone has no runs
+        write_report(protocol, tmp_path / "no_runs", tmp_path / "out" / "toy", "python test")
+    shutil.copytree(root, tmp_path / "partial")
+    (tmp_path / "partial" / work_units(protocol)[-1].folder / "results.json").unlink()
+    with pytest.raises(ValueError, match="reports 18 finished units"):  # nor replace a fuller report
+        write_report(protocol, tmp_path / "partial", tmp_path / "out" / "toy", "python test")
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\n{README_BEGIN}\nPREVIOUS TEXT\n{README_END}\n\nafter\n")
     block = write_readme_section(tmp_path / "out" / "toy.json", readme)
     assert readme.read_text() == f"# x\n\n{block}\n\nafter\n" and "PREVIOUS TEXT" not in block
     cell = "finetune/synthetic/seed_0/train_2/selective_10"
-    assert f"study.py rerun notebooks/results/toy.json {cell}" in block  # the README names one command
+    assert f"study.py rerun {tmp_path / 'out' / 'toy'}.json {cell}" in block  # the README names one command
 
     # Rerunning one cell: that unit and its pretraining only, in a fresh folder, beside the committed seed.
     rerun = rerun_cell(tmp_path / "out" / "toy.json", cell, tmp_path / "rerun", log=lambda m: None)

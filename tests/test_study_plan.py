@@ -126,6 +126,54 @@ def test_packaged_protocols_load_and_name_their_budgets():
         protocol(label_budgets=[{"finetune_epochs": 3}])
 
 
+PROTOCOL_FILE = """\
+seeds: [0]
+datasets: [cwfid, synthetic]
+cross: {cwfid: synthetic}
+pretrain_budgets: [10]
+label_budgets:
+  - {train_size: 2, finetune_epochs: 2}
+  - {train_size: 4, finetune_epochs: 2, finetune_batch: 2}
+engine:
+  model: tiny
+  image_size: 64
+  msssim_win: 3
+per_dataset:
+  synthetic: {synthetic_size: 72, pool_size: 6}
+"""
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("old, new, named", [
+    ("pretrain_budgets:", "pretrain_budget:", "unknown key pretrain_budget; did you mean 'pretrain_budgets'"),
+    ("  model: tiny", "  modle: tiny", "unknown key engine.modle; did you mean 'model'"),
+    ("finetune_batch: 2}", "finetune_batc: 2}",
+     "unknown key label_budgets[1].finetune_batc; did you mean 'finetune_batch'"),
+    ("{synthetic_size:", "{synthetc_size:",
+     "unknown key per_dataset.synthetic.synthetc_size; did you mean 'synthetic_size'"),
+    ("  synthetic: {", "  synthtic: {",
+     "unknown dataset 'synthtic' in per_dataset; did you mean 'synthetic'"),
+    ("[cwfid, synthetic]", "[cwfid, synthtic]",
+     "unknown dataset 'synthtic' in datasets[1]; did you mean 'synthetic'"),
+    ("[cwfid, synthetic]", "[cwfid, imagenet]",
+     "unknown dataset 'imagenet' in datasets[1]; expected one of: synthetic, cwfid"),
+    ("{cwfid: synthetic}", "{cwfid: synthetik}",
+     "unknown dataset 'synthetik' in cross.cwfid; did you mean 'synthetic'"),
+    ("{train_size: 2, finetune_epochs: 2}", "{train_size: 2, finetune_epochs: 0}", "config finetune_epochs=0 is invalid"),
+    ("  model: tiny", "  model: [tiny", "line 10: invalid YAML"),
+])
+def test_a_protocol_file_with_a_mistake_fails_at_load_naming_the_file_the_key_and_the_fix(tmp_path, old, new, named):
+    good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+    good.write_text(PROTOCOL_FILE)
+    assert load_protocol(good).datasets == ["cwfid", "synthetic"]
+    assert PROTOCOL_FILE.count(old) == 1
+    bad.write_text(PROTOCOL_FILE.replace(old, new))
+    with pytest.raises(ValueError) as err:
+        load_protocol(bad)
+    message = str(err.value)
+    assert message.startswith(f"study protocol {bad}") and named in message and "\n" not in message
+
+
 def _exact_percentiles(values: list[float], level: float = 0.95) -> tuple[float, float]:
     """Percentiles of the mean over all n^n equally likely resamples (inverse of the exact CDF)."""
     n = len(values)
@@ -201,7 +249,11 @@ def test_time_estimate_fits_the_logged_unit_times(tmp_path):
     assert est["per_kind"]["finetune"] == pytest.approx([0.0, 0.5])
     assert est["unit_seconds"] == pytest.approx(105.4)
     assert est["wall_hours"] == pytest.approx(105.4 / 3600 / 2)
-    assert time_estimate(tmp_path / "missing.jsonl", load_protocol("toy")) is None
+    with pytest.raises(ValueError, match="no unit log .*missing.jsonl"):
+        time_estimate(tmp_path / "missing.jsonl", load_protocol("toy"))
+    log.write_text("".join(json.dumps({**r, "image_steps": 10 - i, "cpu_seconds": 5 + i}) + "\n" for i, r in enumerate(records)))
+    with pytest.raises(ValueError, match="too small to measure a time per image-step"):  # more steps, less time: noise
+        time_estimate(log, load_protocol("toy"))
 
 
 def test_headline_names_only_differences_whose_interval_excludes_zero_over_enough_seeds():
@@ -215,7 +267,9 @@ def test_headline_names_only_differences_whose_interval_excludes_zero_over_enoug
     flat = [0.1, 0.3, 0.4, 0.45, 0.46, 0.46, 0.46, 0.46, 0.455, 0.46]  # 10 epochs: the last 2 are the tail
     data = {"rarest_class": "crop", "labels": {"4": {"finetune": {"n_train": 4, "epochs": 10}, "curves": {"scratch": flat},
                                                      "differences": [*diffs, few]}}}
-    lines = headline({"datasets": {"cwfid": data}})
+    question, *lines = headline({"datasets": {"cwfid": data}})
+    assert question == ("- cwfid, the question itself: selective minus random IR at equal image-steps is below 0 in "
+                        "0 of 1 mIoU means (label x pretraining budgets); named in favour of selective once, of random 0 times.")
     assert lines[0] == ("- cwfid, 4 labels: selective IR 10 - random IR 10, mIoU: +0.050 [+0.050, +0.050] over 5 seeds: "
                         "selective IR 10 higher.")
     assert lines[1].endswith("random IR 10 LOWER (scratch wins).")
@@ -223,7 +277,7 @@ def test_headline_names_only_differences_whose_interval_excludes_zero_over_enoug
                                "0 hold 0 in their 95 % interval (no difference detectable); 1 rest on fewer than 5 "
                                "seeds and are not called, whatever their interval. With no effect at all, about 0.2 of 3")
     assert lines[3].startswith("- cwfid, IoU of crop (the rarest class): 0 of 3 paired differences named (interval "
-                               "excluding 0, at least 5 seeds); 3 hold 0")
+                               "excluding 0, at least 5 seeds); 2 hold 0")  # named + holding 0 + too few seeds = all
     assert late_rise({"scratch": flat}) == pytest.approx(0.0) and late_rise({"a": flat, "b": flat[:8] + [0.47, 0.48]}) == pytest.approx(0.02)
     data["labels"]["4"]["curves"]["random_10"] = flat[:8] + [0.47, 0.48]  # still rising: flagged first
     assert headline({"datasets": {"cwfid": data}})[0].startswith("- cwfid, 4 labels: NOT PLATEAUED. Validation mIoU "

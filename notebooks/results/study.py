@@ -38,15 +38,18 @@ ROOT = Path(__file__).resolve().parents[2]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    helps = {"plan": "list a protocol's units (and, with --timings, its image-steps and time)",
+             "run": "run or resume a protocol's units (any number of processes share them)",
+             "report": "collect the finished units into <OUT>.md, .json and figures"}
     for name in ("plan", "run", "report"):
-        p = sub.add_parser(name)
-        p.add_argument("--protocol", default="cpu", help="packaged protocol (cpu, reduced, gpu) or a YAML file")
+        p = sub.add_parser(name, help=helps[name])
+        p.add_argument("--protocol", default="cpu", help="packaged protocol (toy, reduced, cpu, gpu) or a YAML file")
         p.add_argument("--seeds", nargs="+", type=int, default=None, help="override the protocol's seeds")
         p.add_argument("--root", default=None, help="study folder (default runs/study_<protocol>)")
         p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     sub.choices["plan"].add_argument("--timings", nargs="+", default=None,
                                      help="study roots whose units.jsonl give measured seconds per unit")
-    sub.choices["plan"].add_argument("--processes", type=int, default=2)
+    sub.choices["plan"].add_argument("--processes", type=int, default=2, help="processes the time estimate assumes (default 2)")
     run = sub.choices["run"]
     run.add_argument("--shard", default="0/1", help="i/n: this process is i of n (0-based)")
     run.add_argument("--no-steal", action="store_true", help="run only this shard's units (and their pretraining)")
@@ -56,16 +59,17 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--note", default=None, help="a line for the report (how the runs were split, the machine)")
     rep.add_argument("--timings", nargs="+", default=None, help="study roots whose units.jsonl estimate a protocol's time")
     rep.add_argument("--estimate-for", default="cpu", help="the protocol --timings estimates (default cpu)")
+    rep.add_argument("--force", action="store_true", help="replace a report of more finished units than --root has")
     run.add_argument("--only", nargs="+", default=None, metavar="PATTERN",
                      help="run only the units whose folder matches (shell patterns, e.g. 'finetune/cwfid/*/train_4/*')")
     rerun = sub.add_parser("rerun", help="rerun one cell of a committed report and compare")
     rerun.add_argument("json", help="the committed report's JSON (e.g. notebooks/results/study_cpu.json)")
     rerun.add_argument("unit", help="a fine-tuning unit, e.g. finetune/cwfid/seed_0/train_4/selective_9000")
-    rerun.add_argument("--root", default="runs/rerun", help="a fresh study folder for the rerun")
+    rerun.add_argument("--root", default="runs/rerun", help="a fresh study folder for the rerun (default runs/rerun)")
     rerun.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    readme = sub.add_parser("readme")
+    readme = sub.add_parser("readme", help="rewrite the README's study block from a report's JSON")
     readme.add_argument("json", help="a report's JSON (e.g. notebooks/results/study_reduced.json)")
-    readme.add_argument("--readme", default=str(ROOT / "README.md"))
+    readme.add_argument("--readme", default=str(ROOT / "README.md"), help="the file with the study block (default the kit's README.md)")
     return parser
 
 
@@ -123,7 +127,7 @@ def _main(args, argv: list[str] | None) -> int:
     tic = time.perf_counter()
     summary = write_report(protocol, root, Path(args.out), _command(argv), note=args.note,
                            timings=[Path(t) for t in args.timings] if args.timings else None,
-                           estimate_for=args.estimate_for)
+                           estimate_for=args.estimate_for, force=args.force)
     print(f"{summary['units']['done']} of {summary['units']['total']} units finished; report in "
           f"{args.out}.md ({time.perf_counter() - tic:.0f} s)")
     return 0
