@@ -87,7 +87,7 @@ def finetune_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], *, titl
             ax.plot(np.arange(1, len(values) + 1), values, label=init_label(name), color=INIT_COLORS.get(kind),
                     alpha=0.35 if faint else 1.0, linewidth=1)
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
         ax.set_title(f"{label} labelled images", fontsize=9)
         ax.grid(alpha=0.3)
     return _label_panels(fig, axes, "validation mIoU", title, legend_size=6)
