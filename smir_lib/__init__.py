@@ -44,6 +44,7 @@ Notebook support (what the notebooks draw, measure and run)
     - ``study_plan`` / ``study_run`` / ``study_stats`` / ``study_tables`` / ``study_rerun``: the
       budget study (issue 15): its work units, the resumable sharded scheduler, paired bootstrap
       intervals, the report, one committed cell rerun.
+    - ``provenance``: the commit (and whether its code had changes) a report or model came from.
     - ``runner`` / ``report``: the notebook series with papermill and its summary report.
 
 Importing the package does no work: submodules are imported where they are used.

@@ -233,6 +233,8 @@ def parse_shard(text: str) -> tuple[int, int]:
         i, n = (int(x) for x in text.split("/"))
     except ValueError:
         raise ValueError(f"shard {text!r} is not i/n, e.g. 0/2 for the first of two processes") from None
+    if n < 1:
+        raise ValueError(f"shard {text!r}: n is the number of processes, at least 1 (0/1 runs every unit in one)")
     if not 0 <= i < n:
         raise ValueError(f"shard {text!r}: i must be 0..{n - 1} for n = {n} processes")
     return i, n

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 from pathlib import Path
 
 import torch
 
+from .provenance import git_commit
 from .study_plan import Protocol, WorkUnit, unit_config, work_units
 from .study_rerun import example_cell
 from .study_run import UNIT_LOG, stale_config, stale_message, unit_done, unit_image_steps
@@ -82,14 +82,11 @@ def finetuning_spent(folder: Path) -> dict:
 
 
 def _commit() -> str:
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, cwd=Path(__file__).parent).stdout.strip()
-        return head + (" (with uncommitted changes)" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
+    """The commit of the code that wrote the report (its own outputs may be modified: not counted)."""
+    found = git_commit(short=True)
+    if found is None:
         return "unknown (not a git checkout)"
+    return found[0] + (" (with uncommitted changes to the code)" if found[1] else "")
 
 
 def _interval(values: dict[int, list[float]]) -> dict:

@@ -34,12 +34,13 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
+
+from .provenance import git_commit
 
 __all__ = ["MODELS_DIR", "RUNS", "teaching_config", "models_dir", "shipped_folder", "verify", "build", "main"]
 
@@ -150,16 +151,9 @@ def _export_run(work: Path, out: Path, name: str) -> list[Path]:
 
 
 def _git_commit() -> str:
-    """The commit the build ran at (``+dirty`` when the working tree had changes), or "unknown"."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "smir_lib"], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + ("+dirty" if dirty else "")
+    """The commit the build ran at (``+dirty`` when the library had changes), or "unknown"."""
+    found = git_commit(code=("smir_lib",))
+    return "unknown" if found is None else found[0] + ("+dirty" if found[1] else "")
 
 
 def measure_quality(cfg, pretrain_dir: Path) -> dict:

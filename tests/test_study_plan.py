@@ -67,6 +67,8 @@ def test_parse_shard():
     for bad in ("4/4", "-1/2", "1-2", "a/b"):
         with pytest.raises(ValueError, match="shard"):
             parse_shard(bad)
+    with pytest.raises(ValueError, match="at least 1"):  # not "i must be 0..-1"
+        parse_shard("0/0")
 
 
 def test_budget_to_epochs_arithmetic():
