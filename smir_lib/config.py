@@ -266,15 +266,16 @@ def packaged_configs() -> list[str]:
     return sorted(p.stem for p in PACKAGED.glob("*.yaml"))
 
 
-def _valid_keys() -> list[str]:
+def config_keys() -> list[str]:
+    """Every key a config (file, override, study protocol section) may set: ``Config``'s fields."""
     return [f.name for f in fields(Config)]
 
 
 def _checked(values: Mapping) -> dict:
-    unknown = [k for k in values if k not in _valid_keys()]
+    valid = config_keys()
+    unknown = [k for k in values if k not in valid]
     if unknown:
-        raise ConfigValueError(unknown[0], f"unknown config key(s) {unknown}; valid keys are: "
-                               f"{', '.join(_valid_keys())}")
+        raise ConfigValueError(unknown[0], f"unknown config key(s) {unknown}; valid keys are: {', '.join(valid)}")
     return dict(values)
 
 
@@ -321,14 +322,15 @@ def parse_overrides(items: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def _read_file(path: Path) -> dict:
-    """The mapping in a YAML/JSON config file; a syntax error names the file and the line."""
+def read_mapping(path: Path, what: str = "config file") -> dict:
+    """The mapping in a YAML/JSON file (an empty YAML file is ``{}``); a syntax error, or a file
+    that is not a mapping, is one ValueError naming ``what``, the file and the line."""
     text = path.read_text()
     if path.suffix == ".json":
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
-            raise ValueError(f"config file {path}, line {err.lineno}: invalid JSON ({err.msg})") from None
+            raise ValueError(f"{what} {path}, line {err.lineno}: invalid JSON ({err.msg})") from None
     else:
         import yaml
 
@@ -338,10 +340,15 @@ def _read_file(path: Path) -> dict:
             mark = getattr(err, "problem_mark", None)
             where = f", line {mark.line + 1}" if mark is not None else ""
             problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-            raise ValueError(f"config file {path}{where}: invalid YAML ({problem})") from None
+            raise ValueError(f"{what} {path}{where}: invalid YAML ({problem})") from None
     if not isinstance(data, Mapping):
-        raise ValueError(f"config file {path} holds a {type(data).__name__}; expected a mapping of keys")
-    data = dict(data)
+        raise ValueError(f"{what} {path} holds a {type(data).__name__}; expected a mapping of keys")
+    return dict(data)
+
+
+def _read_file(path: Path) -> dict:
+    """The mapping in a YAML/JSON config file, on top of the preset it names (``preset: fast``)."""
+    data = read_mapping(path)
     base = data.pop("preset", None)  # a file may start from a preset: `preset: fast`
     data.pop("method", None)  # a run folder's config.json names its method (see save_config)
     return {**(PRESETS[base] if base else {}), **data}

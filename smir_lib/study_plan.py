@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
-from .config import PRESETS, Config, load_config
+from .config import PRESETS, Config, config_keys, load_config, read_mapping
 
 __all__ = ["Protocol", "WorkUnit", "PROTOCOLS", "load_protocol", "protocol_names", "work_units", "shard",
            "parse_shard", "epochs_for_budget", "unit_config", "stage_train_sizes"]
@@ -93,7 +93,7 @@ def load_protocol(name_or_path: str | Path, overrides: dict | None = None) -> Pr
     if not path.is_file():
         raise ValueError(f"study protocol {str(name_or_path)!r} is neither a file nor one of the packaged "
                          f"protocols {protocol_names()} (smir_lib/configs/studies/)")
-    data = {**_read_protocol_file(path), **(overrides or {})}
+    data = {**read_mapping(path, "study protocol"), **(overrides or {})}
     try:
         _check_names_and_keys(data)
         protocol = Protocol(name=data.pop("name", path.stem), **data)
@@ -106,22 +106,6 @@ def load_protocol(name_or_path: str | Path, overrides: dict | None = None) -> Pr
     except ValueError as err:
         raise ValueError(f"study protocol {path}: {err}") from None
     return protocol
-
-
-def _read_protocol_file(path: Path) -> dict:
-    """The mapping in a protocol file; a YAML syntax error names the file and the line."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f", line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ValueError(f"study protocol {path}{where}: invalid YAML ({problem})") from None
-    if not isinstance(data, Mapping):
-        raise ValueError(f"study protocol {path} holds a {type(data).__name__}; expected a mapping of keys")
-    return dict(data)
 
 
 def _check_known(names: list[tuple[str, str]], known: list[str], what: str) -> None:
@@ -160,10 +144,10 @@ def _check_names_and_keys(data: dict) -> None:
     if "preset" in data["engine"]:
         preset = data["engine"]["preset"]
         _check_known([(preset, f"{preset!r} in engine.preset")], list(PRESETS), "preset")
-    config_keys = [f.name for f in fields(Config)]
-    sections = [("engine", data["engine"], config_keys + ["preset"])]
-    sections += [(f"per_dataset.{d}", v, config_keys) for d, v in per_dataset.items()]
-    sections += [(f"label_budgets[{i}]", b, config_keys) for i, b in enumerate(data["label_budgets"])]
+    keys = config_keys()
+    sections = [("engine", data["engine"], keys + ["preset"])]
+    sections += [(f"per_dataset.{d}", v, keys) for d, v in per_dataset.items()]
+    sections += [(f"label_budgets[{i}]", b, keys) for i, b in enumerate(data["label_budgets"])]
     for where, values, known in sections:
         if not isinstance(values, Mapping):
             raise ValueError(f"{where}={values!r} is a {type(values).__name__}; expected a mapping of config keys")

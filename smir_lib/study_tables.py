@@ -332,11 +332,13 @@ def _selective_against_random(dataset: str, diffs: list[dict]) -> str:
     """The study's question in one sentence: selective minus random IR at equal image-steps, in mIoU."""
     pairs = [d for d in diffs if d["a"].startswith("selective") and d["b"].startswith("random")]
     below = sum(d["metrics"]["mIoU"]["mean"] < 0 for d in pairs)
-    wins = {side: sum(_called(d, "mIoU") == side for d in pairs) for side in (1, -1)}
-    times = {n: "once" if n == 1 else f"{n} times" for n in wins.values()}
+    def times(side: int) -> str:  # how often a difference is named in favour of side (+1 a, -1 b)
+        n = sum(_called(d, "mIoU") == side for d in pairs)
+        return "once" if n == 1 else f"{n} times"
+
     return (f"- {dataset}, the question itself: selective minus random IR at equal image-steps is below 0 in "
             f"{below} of {len(pairs)} mIoU means (label x pretraining budgets); named in favour of selective "
-            f"{times[wins[1]]}, of random {times[wins[-1]]}.")
+            f"{times(1)}, of random {times(-1)}.")
 
 
 def headline(summary: dict) -> list[str]:
@@ -425,7 +427,8 @@ def time_estimate(log_paths: Path | list[Path], protocol: Protocol, processes: i
                              "image-step: pass --timings the root of a larger study")
     total = 0.0
     steps = {"pretrain": 0, "finetune": 0}
-    for unit in work_units(protocol):
+    units = work_units(protocol)
+    for unit in units:
         n = unit_image_steps(unit_config(protocol, unit), unit)
         a, b = fits[unit.kind]
         total += a + b * n
@@ -436,7 +439,7 @@ def time_estimate(log_paths: Path | list[Path], protocol: Protocol, processes: i
     lines = [f"Measured on this machine ({len(records)} units of {sources}, one thread each): "
              + ", ".join(f"{k} {a:.1f} s + {1 / b:.1f} image-steps/s ({what[clocks[k]]})"
                          for k, (a, b) in fits.items()) + ".",
-             f"Protocol {protocol.name!r}: {len(work_units(protocol))} units, {steps['pretrain']} pretraining and "
+             f"Protocol {protocol.name!r}: {len(units)} units, {steps['pretrain']} pretraining and "
              f"{steps['finetune']} fine-tuning image-steps, {total / 3600:.1f} h of one core: about {hours:.1f} h "
              f"of wall time with {processes} processes on free cores."]
     return {"protocol": protocol.name, "clocks": clocks, "per_kind": fits, "unit_seconds": total, "wall_hours": hours, "lines": lines}
