@@ -42,11 +42,13 @@ def study_budget_curves(data: Mapping, pretraining: Mapping, *, title: str | Non
     for ax, label in zip(axes, labels):
         cell = data["labels"][label]
         inits = cell["inits"]
+        plotted = []
         for method in ("random", "selective"):
             rows = _study_inits(inits, method)
             if not rows:
                 continue
             xs = [spent(data["pool"], b, method, "images") for b, _ in rows]
+            plotted += xs
             ys = np.array([[r["mean"][0], r["low"][0], r["high"][0]] for _, r in rows])
             ax.errorbar(xs, ys[:, 0], yerr=[ys[:, 0] - ys[:, 1], ys[:, 2] - ys[:, 0]], marker="o", capsize=3,
                         label=f"{method} IR", color=INIT_COLORS[method])
@@ -58,10 +60,13 @@ def study_budget_curves(data: Mapping, pretraining: Mapping, *, title: str | Non
             if name.startswith("cross_"):
                 _, cross_pool, budget = name.split("_")
                 x = spent(cross_pool, budget, "selective", "images") * 1.06  # beside, not on, selective's point
+                plotted.append(x)
                 ax.errorbar([x], [row["mean"][0]], yerr=[[row["mean"][0] - row["low"][0]], [row["high"][0] - row["mean"][0]]],
                             marker="s", capsize=3, linestyle="none", color=INIT_COLORS["selective_cross"],
                             label=f"selective IR (cross: {cross_pool})")
         ax.set_xscale("log")
+        if plotted:  # a fixed margin on the log axis: one budget alone would otherwise span the panel
+            ax.set_xlim(min(plotted) / 1.4, max(plotted) * 1.4)
         ticks = [(spent(data["pool"], b, "random", "images"), spent(data["pool"], b, "random", "iterations"))
                  for b, _ in _study_inits(inits, "random")]
         ax.set_xticks([x for x, _ in ticks], [f"{x:.0f}\n{it:.0f} it." for x, it in ticks], fontsize=7)

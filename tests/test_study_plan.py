@@ -228,6 +228,10 @@ def test_budget_figure_has_one_panel_per_label_budget_and_reads_images_from_what
     assert isinstance(fig, Figure) and len(fig.axes) == 2
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["526\n33 it.", "1578\n99 it."]
     assert fig.axes[0].get_title().startswith("4 labelled")  # panels in label-budget order
+    one = {"pool": "cwfid", "labels": {"4": {"inits": {"random_500": row(0.52), "cross_synthetic_1500": row(0.5)},
+                                             "finetune": {"n_train": 4, "iterations": 10}}}}
+    low, high = study_plots.study_budget_curves(one, ran).axes[0].get_xlim()  # points off the panel's edges
+    assert 526 / 2 < low < 526 / 1.3 and 1672 * 1.06 * 1.3 < high < 1672 * 1.06 * 2
     curves = study_plots.finetune_curves({"4": {"scratch": [0.1, 0.2]}, "35": {"scratch": [0.3, 0.4]}})
     assert len(curves.axes) == 2
 
