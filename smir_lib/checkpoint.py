@@ -1,12 +1,14 @@
 """Resumable runs: atomic checkpoint files and the per-stage state a killed run continues from.
 
 A run folder holds one sub-folder per *stage* (``random``, ``step_0`` ... ``step_9``,
-``finetune``). While a stage trains, ``state.pt`` is rewritten after every epoch with the model,
-optimiser, schedule, epoch, best validation value and history; ``best.pt`` holds the weights of
-the best validation epoch. A finished stage writes ``done.json``. A run started again:
+``finetune``). While a stage trains, ``state.pt`` is rewritten with the model, optimiser,
+schedule, epoch, best validation value and history (after the first and last epochs and about
+every ``train_loop.STATE_EVERY_S`` seconds); ``best.pt`` holds the weights of the best validation
+epoch. A finished stage writes ``done.json``. A run started again:
 
 * skips finished stages (their ``best.pt`` and ``masks.pt`` are reused, nothing is recomputed);
-* continues the current stage from the epoch after the last completed one;
+* continues the current stage from the epoch after the last saved one (and replays the same
+  numbers: every random draw derives from the seed, stage and epoch);
 * refuses to continue when the configuration changed (``config.json`` differs).
 
 Every file is written to a temporary name and moved into place with ``os.replace``, which is
