@@ -66,6 +66,17 @@ def test_train_augment_same_geometry_for_image_label_and_mask():
         assert agreement > 0.9, agreement  # disagreement only on bilinear block edges
 
 
+def test_labels_move_unchanged_whatever_their_integer_type():
+    image, label = blocky()
+    wide = torch.where(label == 2, 70000, label)  # beyond int16: kornia's own checked path
+    aug = TrainAugment(size=64, jitter=0.0)
+    for labels in (label, label.int(), label.to(torch.uint8), wide):
+        out = aug(image, labels, generator=torch.Generator().manual_seed(5))[1]
+        ref = aug(image, labels.double(), generator=torch.Generator().manual_seed(5))[1]  # no integer handling
+        assert out.dtype == labels.dtype and torch.equal(out.double(), ref)
+        assert set(out.unique().tolist()) <= set(labels.unique().tolist())
+
+
 def test_generator_makes_it_reproducible_and_leaves_global_rng_alone():
     image, label = blocky()
     aug = TrainAugment(size=32)

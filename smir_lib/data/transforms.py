@@ -166,6 +166,20 @@ class EvalTransform:
         return f"EvalTransform(size={self.size}, crop={self.crop})"
 
 
+def _narrow_labels(mask: torch.Tensor) -> torch.Tensor:
+    """``mask`` as int16 when it is a wider integer tensor whose values fit, else unchanged.
+
+    kornia verifies that every int32 / int64 label survives its round trip through float, a few
+    passes over the full-resolution label per item (about half of a CWFID item's augmentation);
+    int16 is exact in float32 and needs no check. Nearest-neighbour resampling moves values
+    without changing them, so the result is the same labels (the caller casts them back).
+    """
+    if mask.dtype not in (torch.int32, torch.int64) or mask.numel() == 0:
+        return mask
+    low, high = torch.aminmax(mask)
+    return mask.to(torch.int16) if -(2**15) <= low and high < 2**15 else mask
+
+
 class TrainAugment:
     """The training augmentation: random resized crop + flip on everything, jitter on the image.
 
@@ -218,9 +232,9 @@ class TrainAugment:
                 raise ValueError(f"extra tensor of shape {tuple(e.shape)} does not match image "
                                  f"{tuple(image.shape)}: expected (H, W) per sample")
         geometry, jitter = self._modules(len(extras))
-        out = geometry(img, *masks) if extras else [geometry(img)]
+        out = geometry(img, *map(_narrow_labels, masks)) if extras else [geometry(img)]
         out = list(out) if isinstance(out, (list, tuple)) else [out]
-        geo_img, geo_masks = out[0], out[1:]
+        geo_img, geo_masks = out[0], [m.to(e.dtype) for m, e in zip(out[1:], extras)]
         jittered = jitter(geo_img).clamp_(0.0, 1.0) if jitter is not None else geo_img
         unbatch = (lambda t: t) if batched else (lambda t: t[0])
         result = [unbatch(jittered)]
