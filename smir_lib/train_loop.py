@@ -112,8 +112,9 @@ def train_stage(model: nn.Module, train_set: Dataset,
     """Train ``model`` (already on ``ctx.device``) for one stage; resume from ``stage_dir/state.pt``.
 
     Writes, on rank 0: ``best.pt`` (weights of the best ``monitor`` epoch), ``state.pt`` and
-    ``history.json/csv`` (after the first and last epochs and every :data:`STATE_EVERY_S` s). Returns a :class:`StageResult`. On return ``model``
-    holds the weights of the *last* epoch; load ``best.pt`` for the best ones.
+    ``history.json/csv`` (after the first and last epochs and every :data:`STATE_EVERY_S` s).
+    Returns a :class:`StageResult`. On return ``model`` holds the weights of the *last* epoch;
+    load ``best.pt`` for the best ones.
     """
     stage_dir = Path(stage_dir)
     optimizer = build_optimizer(model, cfg.lr)
@@ -172,7 +173,7 @@ def train_stage(model: nn.Module, train_set: Dataset,
                              monitor: best, "config": cfg.to_dict()}, best_path)
             since = time.perf_counter() - saved_at
             if epoch in (start, epochs - 1) or since >= max(STATE_EVERY_S, STATE_COST_FACTOR * save_seconds):
-                tic = time.perf_counter()
+                write_start = time.perf_counter()
                 # history before state: a run killed between the two redoes this epoch and rewrites
                 # both, while the other order could leave a finished stage with a stale history.json
                 write_history(history, stage_dir)
@@ -180,7 +181,7 @@ def train_stage(model: nn.Module, train_set: Dataset,
                              "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                              "epoch": epoch, "best": best, "history": history}, state_path)
                 saved_at = time.perf_counter()
-                save_seconds = saved_at - tic
+                save_seconds = saved_at - write_start
         barrier(ctx)
     return StageResult(best_path, best, history)
 
