@@ -34,7 +34,7 @@ from .config import Config, save_config
 from .data.transforms import EvalTransform, TrainAugment, normalize
 from .distributed import DistContext, all_reduce_sum, barrier, init_distributed
 from .inference import segment_logits
-from .metrics import confusion_matrix, segmentation_loss, segmentation_metrics
+from .metrics import class_map, confusion_matrix, segmentation_loss, segmentation_metrics
 from .models import build_model, load_imagenet_encoder, load_pretrained
 from .pretrain_data import load_split
 from .runtime import autocast, derive_seed, prepare_model, seeded_generator, setup_determinism, to_device
@@ -59,6 +59,14 @@ class LabelledSet(Dataset):
 
     def __len__(self) -> int:
         return len(self.base)
+
+    def item_key(self, index: int) -> tuple | None:
+        """An evaluation item's key (``smir_lib.data.views.item_key``): its source's key and the
+        transform; None for training items, which are augmented anew every epoch."""
+        from .data.views import item_key
+
+        key = None if self.split == "train" else item_key(self.base, index)
+        return None if key is None else ("eval", repr(self.transform), key)
 
     def __getitem__(self, index: int):
         image, label = self.base[index]
@@ -141,7 +149,7 @@ def _confusion(model: nn.Module, dataset: Dataset, batch_size: int, cfg: Config,
             else:
                 with autocast(cfg.amp, ctx.device):
                     logits = model(normalize(to_device(images, cfg, ctx.device)))  # (B, C, H, W)
-            confusion += confusion_matrix(logits.argmax(1), labels.to(ctx.device), n_classes, ignore)
+            confusion += confusion_matrix(class_map(logits), labels.to(ctx.device), n_classes, ignore)
     return all_reduce_sum(confusion, ctx).cpu()
 
 

@@ -29,6 +29,7 @@ from .data.base import load_image
 from .data.folder import image_files
 from .distributed import resolve_device
 from .inference import load_trained, segment_logits
+from .metrics import class_map
 
 __all__ = ["predict_folder", "overlay"]
 
@@ -69,7 +70,7 @@ def predict_folder(checkpoint: str | os.PathLike, images: str | os.PathLike, out
     for path in tqdm(files, desc="predicting", disable=not (progress and cfg.progress)):
         image = load_image(path, exif_transpose=True)  # (3, H, W) in [0, 1]
         logits = segment_logits(model, image[None], cfg, device)  # (1, C, H, W)
-        index = logits[0].argmax(0).to(torch.uint8).cpu().numpy()  # (H, W)
+        index = class_map(logits)[0].to(torch.uint8).cpu().numpy()  # (H, W)
         png = Image.frombytes("P", (index.shape[1], index.shape[0]), index.tobytes())  # values = classes
         png.putpalette(palette.ravel().tolist())
         png.save(out / f"{path.stem}.png")

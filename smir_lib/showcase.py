@@ -95,9 +95,10 @@ def predict_labels(model: nn.Module, images: torch.Tensor, cfg) -> torch.Tensor:
     eval mode; the model's train/eval state is restored afterwards.
     """
     from smir_lib.inference import segment_logits
+    from smir_lib.metrics import class_map
 
     was_training = model.training
     try:
-        return segment_logits(model.eval(), images, cfg, images.device).argmax(1)  # (B, H, W)
+        return class_map(segment_logits(model.eval(), images, cfg, images.device))  # (B, H, W)
     finally:
         model.train(was_training)

@@ -32,7 +32,7 @@ from pathlib import Path
 from .config import PRESETS, Config, config_keys, load_config, read_mapping
 
 __all__ = ["Protocol", "WorkUnit", "PROTOCOLS", "load_protocol", "protocol_names", "work_units", "shard",
-           "parse_shard", "epochs_for_budget", "unit_config", "stage_train_sizes"]
+           "parse_shard", "epochs_for_budget", "unit_config", "label_values", "stage_train_sizes"]
 
 PROTOCOLS = Path(__file__).parent / "configs" / "studies"
 """The packaged study protocols (``cpu``, ``reduced``, ``gpu``)."""
@@ -100,7 +100,7 @@ def load_protocol(name_or_path: str | Path, overrides: dict | None = None) -> Pr
         for dataset in protocol.pools():
             for i, labels in enumerate(protocol.label_budgets):
                 try:
-                    _engine_config(protocol, dataset, labels)
+                    _engine_config(protocol, dataset, label_values(protocol, dataset, labels["train_size"]))
                 except ValueError as err:
                     raise ValueError(f"{err} (dataset {dataset}, label_budgets[{i}])") from None
     except ValueError as err:
@@ -147,7 +147,15 @@ def _check_names_and_keys(data: dict) -> None:
     keys = config_keys()
     sections = [("engine", data["engine"], keys + ["preset"])]
     sections += [(f"per_dataset.{d}", v, keys) for d, v in per_dataset.items()]
-    sections += [(f"label_budgets[{i}]", b, keys) for i, b in enumerate(data["label_budgets"])]
+    for i, budget in enumerate(data["label_budgets"]):
+        sections.append((f"label_budgets[{i}]", budget, keys + ["per_dataset"]))
+        own = budget.get("per_dataset", {}) if isinstance(budget, Mapping) else {}
+        if not isinstance(own, Mapping):
+            raise ValueError(f"label_budgets[{i}].per_dataset={own!r} is a {type(own).__name__}; expected a "
+                             "mapping of dataset name to config keys, e.g. {synthetic: {finetune_epochs: 600}}")
+        _check_known([(d, f"{d!r} in label_budgets[{i}].per_dataset (not in datasets)") for d in own],
+                     list(datasets), "dataset")
+        sections += [(f"label_budgets[{i}].per_dataset.{d}", v, keys) for d, v in own.items()]
     for where, values, known in sections:
         if not isinstance(values, Mapping):
             raise ValueError(f"{where}={values!r} is a {type(values).__name__}; expected a mapping of config keys")
@@ -287,5 +295,14 @@ def unit_config(protocol: Protocol, unit: WorkUnit) -> Config:
         cfg = _engine_config(protocol, unit.dataset, {"seed": unit.seed})
         epochs = epochs_for_budget(unit.budget, stage_train_sizes(cfg, unit.method))
         return cfg.replace(pretrain_epochs=epochs, random_epochs=epochs if unit.method == "random" else None)
-    labels = next(b for b in protocol.label_budgets if int(b["train_size"]) == unit.train_size)
-    return _engine_config(protocol, unit.dataset, {**labels, "seed": unit.seed})
+    return _engine_config(protocol, unit.dataset, {**label_values(protocol, unit.dataset, unit.train_size),
+                                                   "seed": unit.seed})
+
+
+def label_values(protocol: Protocol, dataset: str, train_size: int) -> dict:
+    """The config keys of ``dataset``'s label budget of ``train_size`` images: the budget's own keys,
+    then its ``per_dataset.<dataset>`` keys, which win (e.g. more fine-tuning epochs for a dataset
+    whose validation curves rise longer)."""
+    budget = next(b for b in protocol.label_budgets if int(b["train_size"]) == int(train_size))
+    shared = {k: v for k, v in budget.items() if k != "per_dataset"}
+    return {**shared, **budget.get("per_dataset", {}).get(dataset, {})}

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .study_plan import WorkUnit, load_protocol, work_units
+from .study_plan import WorkUnit, load_protocol, unit_config, work_units
 from .study_run import UNIT_LOG, run_units, select_units
 
 __all__ = ["committed_values", "rerun_cell", "rerun_lines", "example_cell"]
@@ -59,10 +59,10 @@ def rerun_cell(json_path: Path | str, folder: str, root: Path | str, log=print) 
                          f"fine-tuning unit, e.g. {example_cell(summary)}")
     unit = units[0]
     cell = _cell(summary, unit)
-    asked = next(b for b in protocol.label_budgets if int(b["train_size"]) == unit.train_size)
-    if cell and int(cell["finetune"]["epochs"]) != int(asked["finetune_epochs"]):
+    asked = unit_config(protocol, unit).finetune_epochs
+    if cell and int(cell["finetune"]["epochs"]) != int(asked):
         raise ValueError(f"{unit.folder}: the report's cell fine-tuned for {cell['finetune']['epochs']} epochs, "
-                         f"protocol {protocol.name!r} now asks {asked['finetune_epochs']}; the rerun would not be "
+                         f"protocol {protocol.name!r} now asks {asked}; the rerun would not be "
                          f"comparable: check out the report's commit ({summary.get('commit')}) to rerun it")
     out = run_units(protocol, root, only=[unit.folder], log=log)
     if out["failed"]:

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from smir_lib.metrics import confusion_matrix, segmentation_loss, segmentation_metrics, soft_jaccard_loss
+from smir_lib.metrics import class_map, confusion_matrix, segmentation_loss, segmentation_metrics, soft_jaccard_loss
 
 pytestmark = pytest.mark.unit
 
@@ -16,6 +16,30 @@ def test_confusion_skips_ignore_and_counts_pairs():
     conf = confusion_matrix(pred, target, 3)
     assert conf.tolist() == [[1, 1, 0], [1, 2, 0], [1, 0, 1]]
     assert conf.sum() == 7  # the ignored pixel is not counted
+
+
+def test_confusion_equals_torchmetrics_with_ignored_and_out_of_range_targets():
+    from torchmetrics.functional.classification import multiclass_confusion_matrix
+
+    g = torch.Generator().manual_seed(0)
+    target = torch.randint(0, 4, (3, 17, 19), generator=g)
+    target[0, :5] = 255  # ignored
+    target[1, 2, :7] = 7  # outside [0, C): skipped as well
+    target[2, 3, 3] = -1
+    pred = torch.randint(0, 4, (3, 17, 19), generator=g)
+    keep = (target >= 0) & (target < 4)
+    expected = multiclass_confusion_matrix(pred[keep], target[keep], 4).long()
+    assert torch.equal(confusion_matrix(pred, target, 4), expected)
+    assert torch.equal(confusion_matrix(pred.to(torch.uint8), target.to(torch.int16), 4), expected)
+
+
+def test_class_map_is_argmax_first_maximum_on_ties():
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 5, 9, 11, generator=g).round()  # rounding makes ties
+    logits[0, :, 0, 0] = 3.0  # every class tied: the first wins
+    assert torch.equal(class_map(logits), logits.argmax(1))
+    assert int(class_map(logits)[0, 0, 0]) == 0
+    assert torch.equal(class_map(logits[0], dim=0), logits[0].argmax(0))
 
 
 def test_metrics_values_absent_class_and_lowest():

@@ -136,7 +136,7 @@ cross: {cwfid: synthetic}
 pretrain_budgets: [10]
 label_budgets:
   - {train_size: 2, finetune_epochs: 2}
-  - {train_size: 4, finetune_epochs: 2, finetune_batch: 2}
+  - {train_size: 4, finetune_epochs: 2, finetune_batch: 2, per_dataset: {synthetic: {finetune_epochs: 3}}}
 engine:
   model: tiny
   image_size: 64
@@ -150,7 +150,7 @@ per_dataset:
 @pytest.mark.parametrize("old, new, named", [
     ("pretrain_budgets:", "pretrain_budget:", "unknown key pretrain_budget; did you mean 'pretrain_budgets'"),
     ("  model: tiny", "  modle: tiny", "unknown key engine.modle; did you mean 'model'"),
-    ("finetune_batch: 2}", "finetune_batc: 2}",
+    ("finetune_batch: 2,", "finetune_batc: 2,",
      "unknown key label_budgets[1].finetune_batc; did you mean 'finetune_batch'"),
     ("{synthetic_size:", "{synthetc_size:",
      "unknown key per_dataset.synthetic.synthetc_size; did you mean 'synthetic_size'"),
@@ -164,6 +164,14 @@ per_dataset:
      "unknown dataset 'synthetik' in cross.cwfid; did you mean 'synthetic'"),
     ("{train_size: 2, finetune_epochs: 2}", "{train_size: 2, finetune_epochs: 0}", "config finetune_epochs=0 is invalid"),
     ("  model: tiny", "  model: [tiny", "line 10: invalid YAML"),
+    ("{synthetic: {finetune_epochs: 3}}", "{synthetik: {finetune_epochs: 3}}",
+     "unknown dataset 'synthetik' in label_budgets[1].per_dataset (not in datasets); did you mean 'synthetic'"),
+    ("{synthetic: {finetune_epochs: 3}}", "{synthetic: {finetune_epoch: 3}}",
+     "unknown key label_budgets[1].per_dataset.synthetic.finetune_epoch; did you mean 'finetune_epochs'"),
+    ("{synthetic: {finetune_epochs: 3}}", "{synthetic: {finetune_epochs: -1}}",
+     "config finetune_epochs=-1 is invalid"),
+    ("per_dataset: {synthetic: {finetune_epochs: 3}}", "per_dataset: [600]",
+     "label_budgets[1].per_dataset=[600] is a list; expected a mapping of dataset name to config keys"),
 ])
 def test_a_protocol_file_with_a_mistake_fails_at_load_naming_the_file_the_key_and_the_fix(tmp_path, old, new, named):
     good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
@@ -175,6 +183,19 @@ def test_a_protocol_file_with_a_mistake_fails_at_load_naming_the_file_the_key_an
         load_protocol(bad)
     message = str(err.value)
     assert message.startswith(f"study protocol {bad}") and named in message and "\n" not in message
+
+
+def test_a_label_budget_can_give_one_dataset_other_values_and_still_pairs_its_runs(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(PROTOCOL_FILE)
+    p = load_protocol(path)
+    epochs = {(u.dataset, u.train_size, u.init): unit_config(p, u).finetune_epochs
+              for u in work_units(p) if u.kind == "finetune"}
+    assert {e for (d, n, _), e in epochs.items() if n == 4 and d == "synthetic"} == {3}  # its own value
+    assert {e for (d, n, _), e in epochs.items() if n == 4 and d == "cwfid"} == {2}  # the budget's
+    assert {e for (d, n, _), e in epochs.items() if n == 2} == {2}
+    assert unit_config(p, next(u for u in work_units(p) if u.kind == "finetune" and u.train_size == 4
+                                and u.dataset == "synthetic")).finetune_batch == 2  # the rest is shared
 
 
 def _exact_percentiles(values: list[float], level: float = 0.95) -> tuple[float, float]:

@@ -13,14 +13,20 @@ from smir_lib.config import load_config
 from smir_lib.data import get_dataset
 from smir_lib.data.base import SegmentationFiles
 from smir_lib.data.transforms import resize_short_side
-from smir_lib.data.views import CachedItems, FirstItems, ResizedImages
+from smir_lib.data import views
+from smir_lib.data.tiles import TiledPool
+from smir_lib.data.views import CachedItems, FirstItems, ResizedImages, item_key
 from smir_lib.pretrain import pretrain_selective
 from smir_lib.pretrain_data import load_masks
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _png_dataset(tmp_path, n=3):
+def _read_png(path):
+    return np.array(Image.open(path))
+
+
+def _png_dataset(tmp_path, n=3, decode=None):
     """Labelled PNG files of odd sizes: 8-bit images as they come from disk."""
     rng = np.random.default_rng(0)
     images, labels = [], []
@@ -30,7 +36,7 @@ def _png_dataset(tmp_path, n=3):
         Image.fromarray(rng.integers(0, 3, (h, w), dtype=np.uint8)).save(tmp_path / f"{i}_label.png")
         images.append(tmp_path / f"{i}.png")
         labels.append(tmp_path / f"{i}_label.png")
-    return SegmentationFiles("pngs", "train", images, labels, lambda p: np.array(Image.open(p)),
+    return SegmentationFiles("pngs", "train", images, labels, decode or (lambda p: np.array(Image.open(p))),
                              ["a", "b", "c"], [(0, 0, 0), (0, 255, 0), (255, 0, 0)])
 
 
@@ -45,6 +51,66 @@ def test_cached_items_equal_the_files_and_are_stored_as_bytes(tmp_path):
     cached[0][0].zero_()  # a caller writing into an item leaves the cache as it was
     assert torch.equal(cached[0][0], files[0][0])
     assert cached.class_names == ["a", "b", "c"] and cached.images == files.images  # metadata forwarded
+
+
+class _Counting(FirstItems):
+    """The items of ``base``, counting how many are read."""
+
+    def __init__(self, base):
+        super().__init__(base, len(base))
+        self.reads = 0
+
+    def __getitem__(self, index):
+        self.reads += 1
+        return super().__getitem__(index)
+
+
+@pytest.mark.unit
+def test_a_second_cache_of_the_same_files_reads_the_memo_until_a_file_changes(tmp_path):
+    views.clear_memo()
+    files = _png_dataset(tmp_path, decode=_read_png)
+    first, second = _Counting(files), _Counting(files)
+    CachedItems(first)
+    cached = CachedItems(second)
+    assert (first.reads, second.reads) == (3, 0)  # one decode per process
+    for i in range(3):
+        assert all(torch.equal(a, b) for a, b in zip(cached[i], files[i]))
+    cached[0][1].fill_(2)  # a caller writing into an item changes neither this cache nor the memo
+    assert torch.equal(CachedItems(files)[0][1], files[0][1])
+    Image.fromarray(np.zeros((40, 57, 3), np.uint8)).save(tmp_path / "0.png")  # a new file: new key
+    third = _Counting(files)
+    assert torch.equal(CachedItems(third)[0][0], torch.zeros(3, 40, 57)) and third.reads == 1
+    views.clear_memo()
+
+
+@pytest.mark.unit
+def test_views_that_change_items_have_their_own_keys_or_none(tmp_path):
+    files = _png_dataset(tmp_path, decode=_read_png)
+    key = item_key(files, 0)
+    assert key is not None and item_key(FirstItems(files, 2), 0) == key  # same item, same key
+    assert item_key(ResizedImages(files, 20), 0) not in (None, key)
+    assert item_key(ResizedImages(files, 20), 0) != item_key(ResizedImages(files, 30), 0)
+    tiles = TiledPool(files, 32, 16)
+    assert len({item_key(tiles, i) for i in range(len(tiles))}) == len(tiles)
+    assert item_key(_png_dataset(tmp_path), 0) is None  # a lambda decoder: the key could not tell it apart
+    from smir_lib.finetune import LabelledSet
+
+    cfg = load_config(overrides={"image_size": 36, "msssim_win": 3})
+    assert item_key(LabelledSet(files, "train", cfg), 0) is None  # augmented anew every epoch
+    assert item_key(LabelledSet(files, "val", cfg), 0) != item_key(LabelledSet(files, "test", cfg), 0)
+
+
+@pytest.mark.unit
+def test_the_memo_keeps_at_most_memo_bytes(tmp_path, monkeypatch):
+    views.clear_memo()
+    files = _png_dataset(tmp_path, decode=_read_png)
+    sizes = [views._nbytes(item) for item in CachedItems(files).items]
+    views.clear_memo()
+    monkeypatch.setattr(views, "MEMO_BYTES", sizes[1] + sizes[2])
+    CachedItems(files)
+    assert len(views._memo) == 2 and views._memo_bytes <= views.MEMO_BYTES  # the oldest went first
+    assert item_key(files, 0) not in views._memo
+    views.clear_memo()
 
 
 @pytest.mark.unit

@@ -15,6 +15,7 @@ turns the label file into class indices. This module holds the parts they share:
 
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -283,6 +284,20 @@ class SegmentationFiles(Dataset):
     def image_shape(self, index: int) -> tuple[int, int]:
         """``(height, width)`` of image ``index`` from its file header (nothing decoded)."""
         return image_shape(self.images[index], self.exif_transpose)
+
+    def item_key(self, index: int) -> tuple | None:
+        """What item ``index`` is read from: its files with their size and modification time, and
+        how they are decoded (``smir_lib.data.views.item_key``). None with a transform, or when the
+        label decoder is not a module-level function (a folder dataset's decoder depends on its
+        class table, which the key could not tell apart)."""
+        decode = self.decode_label
+        named = decode is None or (inspect.isfunction(decode) and "<" not in decode.__qualname__)
+        if self.transform is not None or not named:
+            return None
+        files = [self.images[index]] + ([] if self.labels is None else [self.labels[index]])
+        stats = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+        decoder = None if decode is None else f"{decode.__module__}.{decode.__qualname__}"
+        return ("files", *stats, decoder, self.exif_transpose)
 
     def load_label(self, index: int) -> torch.Tensor:
         """Label ``index`` as long ``(H, W)``, without any transform."""

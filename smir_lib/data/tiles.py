@@ -108,6 +108,14 @@ class TiledPool(Dataset):
     def image_shape(self, index: int) -> tuple[int, int]:
         return int(self.boxes[index, 3]), int(self.boxes[index, 4])
 
+    def item_key(self, index: int) -> tuple | None:
+        """The source image's key (``smir_lib.data.views.item_key``) and the tile's box."""
+        from .views import item_key
+
+        source, top, left, h, w = self.boxes[index].tolist()
+        key = item_key(self.base, source)
+        return None if key is None else ("tile", top, left, h, w, key)
+
     def __getitem__(self, index: int) -> torch.Tensor:
         if not -len(self) <= index < len(self):
             raise IndexError(f"tile {index} out of range for a pool of {len(self)} tiles")
