@@ -93,11 +93,46 @@ def test_readme_study_section_is_generated_from_the_committed_json(repo_root):
     text = (repo_root / "README.md").read_text()
     start, end = text.index(README_BEGIN), text.index(README_END) + len(README_END)
     block = text[start:end]
-    assert block == readme_section(summary)
+    names = re.findall(r"^Fine-tuning length check `[^`]+` \(\[(\w+)\.md\]", block, flags=re.M)
+    checks = [json.loads((repo_root / f"notebooks/results/{n}.json").read_text()) for n in names]
+    assert block == readme_section(summary, checks)
     numbers = re.findall(r"[+-]?\d+\.\d+", block)
     assert numbers, "the study section quotes no measured number"
     for figure in re.findall(r"\(notebooks/results/([^)]+\.png)\)", block):
         assert (repo_root / "notebooks/results" / figure).is_file(), figure
+
+
+def _reported_results(summary: dict) -> set[str]:
+    """The results a study report states, written as the README writes them (3 or 4 decimals, no
+    sign): every initialisation's mean and interval, every paired difference's, and the numbers of
+    its computed verdicts (headline: plateau rises and the like). Per-seed values and curves are left
+    out: among their thousands of numbers nearly any 3-decimal value would be found."""
+    from smir_lib.study_tables import headline
+
+    values = []
+    for dataset in summary["datasets"].values():
+        for cell in dataset["labels"].values():
+            values += [v for row in cell["inits"].values() for k in ("mean", "low", "high") for v in row[k]]
+            values += [m[k] for d in cell["differences"] for m in d["metrics"].values() for k in ("mean", "low", "high")]
+    out = {f"{abs(v):.{n}f}" for v in values if v == v for n in (3, 4)}
+    return out | set(re.findall(r"\d\.\d{3,4}", "\n".join(headline(summary))))
+
+
+@pytest.mark.unit
+def test_every_result_the_readme_study_text_quotes_is_in_a_committed_report(repo_root):
+    """The hand-written text around the generated block quotes results (numbers with 3 or 4
+    decimals: means, differences, bounds) only as the committed reports hold them: the study's and
+    its checks' JSON (notebooks/results/study_cpu*.json), so no number drifts from the runs."""
+    text = (repo_root / "README.md").read_text()
+    start = text.index("## Does selective masking pay off")
+    section = text[start:text.index("\n## ", start + 1)]
+    prose = section[:section.index(README_BEGIN)] + section[section.index(README_END):]
+    known = set().union(*(_reported_results(json.loads(p.read_text()))
+                          for p in (repo_root / "notebooks/results").glob("study_cpu*.json")))
+    quoted = re.findall(r"(?<![\d.])[+-]?(\d\.\d{3,4})(?![\d])", prose)
+    assert quoted, "the study text quotes no result"
+    unknown = [q for q in quoted if q not in known]
+    assert not unknown, f"README study text quotes {unknown}, which no committed report states"
 
 
 @pytest.mark.unit

@@ -9,7 +9,7 @@ A thin command line over the library (``smir_lib.study_plan``, ``study_run``, ``
     wait
     python notebooks/results/study.py report --protocol cpu --root runs/study_cpu \\
         --out notebooks/results/study_cpu --timings runs/study_cpu
-    python notebooks/results/study.py readme notebooks/results/study_cpu.json
+    python notebooks/results/study.py readme notebooks/results/study_cpu.json --checks notebooks/results/study_cpu_check_2x.json
 
 ``run`` resumes: start it again (same command) after a kill or in a new session and it
 continues where the units stopped; any number of processes may run at once (each takes its
@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     readme = sub.add_parser("readme", help="rewrite the README's study block from a report's JSON")
     readme.add_argument("json", help="a report's JSON (e.g. notebooks/results/study_reduced.json)")
     readme.add_argument("--readme", default=str(ROOT / "README.md"), help="the file with the study block (default the kit's README.md)")
+    readme.add_argument("--checks", nargs="+", default=[], metavar="JSON",
+                        help="fine-tuning length checks shown beside the study (e.g. notebooks/results/study_cpu_check_2x.json)")
     return parser
 
 
@@ -93,7 +95,7 @@ def _main(args, argv: list[str] | None) -> int:
     if args.command == "readme":
         from smir_lib.study_tables import write_readme_section
 
-        print(write_readme_section(Path(args.json), Path(args.readme)))
+        print(write_readme_section(Path(args.json), Path(args.readme), [Path(p) for p in args.checks]))
         return 0
     import torch
 
