@@ -121,8 +121,9 @@ def _reported_results(summary: dict) -> set[str]:
 @pytest.mark.unit
 def test_every_result_the_readme_study_text_quotes_is_in_a_committed_report(repo_root):
     """The hand-written text around the generated block quotes results (numbers with 3 or 4
-    decimals: means, differences, bounds) only as the committed reports hold them: the study's and
-    its checks' JSON (notebooks/results/study_cpu*.json), so no number drifts from the runs."""
+    decimals: means, differences, bounds) only as the committed reports state them: the study's and
+    its checks' JSON (notebooks/results/study_cpu*.json), so no number drifts from the runs. (Today
+    it quotes none: the numbers are in the generated block.)"""
     text = (repo_root / "README.md").read_text()
     start = text.index("## Does selective masking pay off")
     section = text[start:text.index("\n## ", start + 1)]
@@ -130,7 +131,6 @@ def test_every_result_the_readme_study_text_quotes_is_in_a_committed_report(repo
     known = set().union(*(_reported_results(json.loads(p.read_text()))
                           for p in (repo_root / "notebooks/results").glob("study_cpu*.json")))
     quoted = re.findall(r"(?<![\d.])[+-]?(\d\.\d{3,4})(?![\d])", prose)
-    assert quoted, "the study text quotes no result"
     unknown = [q for q in quoted if q not in known]
     assert not unknown, f"README study text quotes {unknown}, which no committed report states"
 
