@@ -32,6 +32,7 @@ from .checkpoint import (atomic_write_text, check_pretraining_checkpoint, check_
                          locked_run, read_done, read_json, to_run_relative, write_done)
 from .config import Config, save_config
 from .data.transforms import EvalTransform, TrainAugment, normalize
+from .data.views import CachedItems, item_key
 from .distributed import DistContext, all_reduce_sum, barrier, init_distributed
 from .inference import segment_logits
 from .metrics import class_map, confusion_matrix, segmentation_loss, segmentation_metrics
@@ -63,8 +64,6 @@ class LabelledSet(Dataset):
     def item_key(self, index: int) -> tuple | None:
         """An evaluation item's key (``smir_lib.data.views.item_key``): its source's key and the
         transform; None for training items, which are augmented anew every epoch."""
-        from .data.views import item_key
-
         key = None if self.split == "train" else item_key(self.base, index)
         return None if key is None else ("eval", repr(self.transform), key)
 
@@ -117,8 +116,6 @@ def _eval_items(items: Dataset, cfg: Config) -> Dataset:
     """
     if not cfg.cache_images:
         return items
-    from .data.views import CachedItems
-
     return CachedItems(items, progress=cfg.progress, desc=f"caching {items.split} items")
 
 

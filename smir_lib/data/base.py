@@ -295,7 +295,7 @@ class SegmentationFiles(Dataset):
         if self.transform is not None or not named:
             return None
         files = [self.images[index]] + ([] if self.labels is None else [self.labels[index]])
-        stats = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+        stats = [(str(f.resolve()), st.st_size, st.st_mtime_ns) for f in files for st in [f.stat()]]
         decoder = None if decode is None else f"{decode.__module__}.{decode.__qualname__}"
         return ("files", *stats, decoder, self.exif_transpose)
 

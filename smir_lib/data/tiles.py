@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset, Subset
 
+from .views import item_key
+
 __all__ = ["tile_starts", "tile_boxes", "image_shapes", "TiledPool"]
 
 
@@ -110,8 +112,6 @@ class TiledPool(Dataset):
 
     def item_key(self, index: int) -> tuple | None:
         """The source image's key (``smir_lib.data.views.item_key``) and the tile's box."""
-        from .views import item_key
-
         source, top, left, h, w = self.boxes[index].tolist()
         key = item_key(self.base, source)
         return None if key is None else ("tile", top, left, h, w, key)
