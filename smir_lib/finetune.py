@@ -32,13 +32,13 @@ from .checkpoint import (atomic_write_text, check_pretraining_checkpoint, check_
                          locked_run, read_done, read_json, to_run_relative, write_done)
 from .config import Config, save_config
 from .data.transforms import EvalTransform, TrainAugment, normalize
-from .data.views import CachedItems, item_key
+from .data.views import CachedItems, item_key, read_item
 from .distributed import DistContext, all_reduce_sum, barrier, init_distributed
 from .inference import segment_logits
 from .metrics import class_map, confusion_matrix, segmentation_loss, segmentation_metrics
 from .models import build_model, load_imagenet_encoder, load_pretrained
 from .pretrain_data import load_split
-from .runtime import autocast, derive_seed, prepare_model, seeded_generator, setup_determinism, to_device
+from .runtime import autocast, derive_seed, forked_rng, prepare_model, seeded_generator, setup_determinism, to_device
 from .train_loop import train_stage
 
 __all__ = ["finetune", "evaluate", "initialise", "LabelledSet"]
@@ -68,10 +68,10 @@ class LabelledSet(Dataset):
         return None if key is None else ("eval", repr(self.transform), key)
 
     def __getitem__(self, index: int):
-        image, label = self.base[index]
-        if self.split == "train":
+        if self.split == "train":  # the augmentation only reads the item: no copy of it first
             generator = seeded_generator(self.cfg.seed, self.stage, self.epoch, index)
-            return self.transform(image, label, generator=generator)
+            return self.transform(*read_item(self.base, index), generator=generator)
+        image, label = self.base[index]
         return (image, label) if self.transform is None else self.transform(image, label)
 
 
@@ -173,8 +173,7 @@ def finetune(cfg: Config, run_dir: str | Path, init: str | Path = "scratch") -> 
     done = read_done(stage_dir)
     if done is None:
         model = build_model(cfg, n_outputs)
-        with torch.random.fork_rng(devices=[]):  # a re-initialised head draws from the seed too
-            torch.manual_seed(derive_seed(cfg.seed, "head"))
+        with forked_rng(derive_seed(cfg.seed, "head")):  # a re-initialised head draws from the seed too
             loaded = initialise(model, init, reinit_head=cfg.reinit_head)
         model = prepare_model(model, cfg, ctx.device)
         val_set = _eval_items(LabelledSet(val, "val", cfg), cfg)

@@ -206,10 +206,9 @@ def build_model(cfg, out_channels: int = 3) -> ResNetUNet:
     The weights depend only on ``(cfg.seed, out_channels)``: the global random state is forked,
     so building a model neither reads nor moves it.
     """
-    from .runtime import derive_seed
+    from .runtime import derive_seed, forked_rng
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(cfg.seed, "init", out_channels))
+    with forked_rng(derive_seed(cfg.seed, "init", out_channels)):
         return build_unet(cfg.model, out_channels)
 
 

@@ -30,7 +30,7 @@ from .config import Config
 from .data import get_dataset
 from .data.tiles import TiledPool
 from .data.transforms import EvalTransform, TrainAugment, normalize, resize_short_side
-from .data.views import CachedItems, FirstItems, ResizedImages, item_image
+from .data.views import CachedItems, FirstItems, ResizedImages, item_image, read_item
 from .distributed import DistContext, gather_objects
 from .patches import mask_to_pixels, patch_grid, random_patch_mask
 from .runtime import seeded_generator
@@ -214,7 +214,7 @@ class MaskedPoolSet(Dataset):
     def __getitem__(self, n: int):
         index = self.indices[n]
         generator = seeded_generator(self.cfg.seed, self.stage, self.epoch, index)
-        image = item_image(self.pool[index])
+        image = item_image(read_item(self.pool, index))  # the augmentation only reads it
         if self.masks is None:
             return self.augment(image, generator=generator)[0]
         image, pixel_mask = scored_image_and_mask(image, self.masks[index], self.cfg)  # (3, h, w), (h, w)

@@ -21,6 +21,7 @@ import contextlib
 import functools
 import hashlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -28,7 +29,7 @@ from torch import nn
 
 from .config import Config
 
-__all__ = ["derive_seed", "seeded_generator", "setup_determinism", "AMP_MODES", "cpu_has_fast_bf16", "amp_dtype",
+__all__ = ["derive_seed", "seeded_generator", "forked_rng", "setup_determinism", "AMP_MODES", "cpu_has_fast_bf16", "amp_dtype",
            "autocast",
            "prepare_model", "to_device"]
 
@@ -45,6 +46,25 @@ def derive_seed(*parts) -> int:
 def seeded_generator(*parts, device: torch.device | str = "cpu") -> torch.Generator:
     """A ``torch.Generator`` seeded with ``derive_seed(*parts)``."""
     return torch.Generator(device=device).manual_seed(derive_seed(*parts))
+
+
+@contextlib.contextmanager
+def forked_rng(seed: int, devices: Sequence = ()):
+    """Run the block with torch's global generators seeded with ``seed``; restore them after.
+
+    The CPU generator always, and that of each CUDA device in ``devices``; for code that draws
+    from the global generators (kornia's augmentations, layer initialisers, dropout).
+    ``torch.manual_seed`` would seed every CUDA, XPU and MTIA device, which costs about 1.5 ms
+    per call on a machine without them (each records a stack trace for a lazy call): once per
+    augmented item, that was 10-20 % of an item's time. The CPU stream is the same either way.
+    """
+    with torch.random.fork_rng(devices=list(devices)):
+        torch.default_generator.manual_seed(seed)
+        for device in devices:
+            if torch.device(device).type == "cuda":
+                with torch.cuda.device(device):
+                    torch.cuda.manual_seed(seed)
+        yield
 
 
 def setup_determinism(cfg: Config) -> None:

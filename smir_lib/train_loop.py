@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from .checkpoint import atomic_save, atomic_write_text, load_checkpoint
 from .config import Config
 from .distributed import DistContext, all_reduce_sum, barrier
-from .runtime import amp_dtype, autocast, derive_seed, seeded_generator
+from .runtime import amp_dtype, autocast, derive_seed, forked_rng, seeded_generator
 from .schedule import build_optimizer, build_scheduler
 
 __all__ = ["StageResult", "train_stage", "write_history", "EpochSampler", "EpochItems", "STATE_EVERY_S",
@@ -141,8 +141,7 @@ def train_stage(model: nn.Module, train_set: Dataset,
         lr = optimizer.param_groups[0]["lr"]
         totals = torch.zeros(2, dtype=torch.float64)  # loss * images, images
         tic = time.perf_counter()
-        with torch.random.fork_rng(devices=rng_devices):
-            torch.manual_seed(derive_seed(cfg.seed, stage, epoch, ctx.rank, "dropout"))
+        with forked_rng(derive_seed(cfg.seed, stage, epoch, ctx.rank, "dropout"), rng_devices):
             model.train()
             bar = _progress(loader, cfg, ctx, f"{stage} {epoch + 1}/{epochs}")
             for batch in bar:

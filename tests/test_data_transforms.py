@@ -108,3 +108,68 @@ def test_batched_input_gets_per_sample_parameters():
 def test_mismatched_extra_is_rejected():
     with pytest.raises(ValueError, match="does not match image"):
         TrainAugment(size=16)(torch.rand(3, 20, 20), torch.zeros(10, 10, dtype=torch.long))
+
+
+def kornia_whole_image(aug: TrainAugment, image, *extras, generator):
+    """What ``aug`` must equal: kornia's AugmentationSequential of its crop and flip on the *whole*
+    float image (the masks as float64, which kornia resamples without any integer handling), then
+    its jitter; all under the seed ``aug`` draws from ``generator``."""
+    import kornia.augmentation as K
+
+    from smir_lib.runtime import forked_rng
+
+    fresh = TrainAugment(aug.size, aug.scale, aug.ratio, aug.hflip, aug.jitter, aug.jitter_p, aug.jitter_target)
+    crop, flip, jitter = fresh.modules()
+    geometry = K.AugmentationSequential(crop, flip, data_keys=["input"] + ["mask"] * len(extras))
+    batched = image.dim() == 4
+    img = (image.float() / 255 if image.dtype == torch.uint8 else image).reshape(-1, *image.shape[-3:])
+    masks = [e.reshape(-1, 1, *e.shape[-2:]).double() for e in extras]
+    with forked_rng(int(torch.randint(0, 2**62, (1,), generator=generator))):
+        out = geometry(img, *masks) if extras else [geometry(img)]
+        out = list(out) if isinstance(out, (list, tuple)) else [out]
+        geo = out[0]
+        jittered = jitter(geo.clone()).clamp_(0.0, 1.0) if jitter is not None else geo
+    unbatch = (lambda t: t) if batched else (lambda t: t[0])
+    result = [unbatch(jittered)] + ([] if aug.jitter_target else [unbatch(geo)])
+    return tuple(result + [unbatch(m[:, 0]).to(e.dtype) for m, e in zip(out[1:], extras)])
+
+
+@pytest.mark.parametrize("case", range(12))
+def test_train_augment_equals_kornia_on_the_whole_image_bit_for_bit(case):
+    """Cropping the box first and gathering the labels is an optimisation, never a change: every
+    output equals kornia's pipeline on the whole image exactly, for float and uint8 images,
+    batched or not, long / uint8 / bool extras, jitter on or off, the authors' target quirk."""
+    g = torch.Generator().manual_seed(case)
+    h, w = (int(v) for v in torch.randint(70, 400, (2,), generator=g))
+    batch = [None, 1, 3][case % 3]
+    shape = (3, h, w) if batch is None else (batch, 3, h, w)
+    as_bytes = torch.randint(0, 256, shape, dtype=torch.uint8, generator=g)
+    label = torch.randint(0, 4, shape[:-3] + (h, w), generator=g)
+    label[..., :3, :3] = 255
+    aug = TrainAugment([64, 48, 100][case % 3], hflip=[0.5, 1.0, 0.0][case % 3 - 1],
+                       jitter=0.0 if case % 4 == 3 else 0.3, jitter_target=case % 2 == 0)
+    extras = [(), (label,), (label.to(torch.uint8), label == 1)][case % 3]
+    image = as_bytes if case % 2 else as_bytes.float() / 255
+    for draw in range(4):
+        want = kornia_whole_image(aug, image, *extras, generator=torch.Generator().manual_seed(draw))
+        got = aug(image, *extras, generator=torch.Generator().manual_seed(draw))
+        assert len(got) == len(want)
+        for a, b in zip(got, want):
+            assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b), (case, draw)
+
+
+def test_train_augment_never_returns_or_changes_its_input():
+    image = torch.rand(3, 128, 128)  # a crop of the whole image at the output size is a view
+    label = torch.randint(0, 3, (128, 128))
+    before = image.clone(), label.clone()
+    aug = TrainAugment(128, scale=(1.0, 1.0), ratio=(1.0, 1.0), hflip=0.0, jitter=0.0, jitter_target=False)
+    out = aug(image, label, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out[0], image) and torch.equal(out[2], label)
+    for t in out:
+        t.add_(1)
+    assert torch.equal(image, before[0]) and torch.equal(label, before[1])
+
+
+def test_train_augment_rejects_integer_images():
+    with pytest.raises(TypeError, match="float images in \\[0, 1\\] or uint8"):
+        TrainAugment(16)(torch.zeros(3, 20, 20, dtype=torch.long))

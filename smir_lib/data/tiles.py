@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset, Subset
 
-from .views import item_key
+from .views import fresh_image, item_image, item_key, read_item
 
 __all__ = ["tile_starts", "tile_boxes", "image_shapes", "TiledPool"]
 
@@ -120,9 +120,8 @@ class TiledPool(Dataset):
         if not -len(self) <= index < len(self):
             raise IndexError(f"tile {index} out of range for a pool of {len(self)} tiles")
         source, top, left, h, w = self.boxes[index].tolist()
-        item = self.base[source]
-        image = item[0] if isinstance(item, (tuple, list)) else item  # (3, H, W)
-        return image[:, top:top + h, left:left + w].contiguous()  # (3, h, w); the source is freed
+        image = item_image(read_item(self.base, source))  # (3, H, W), maybe the cache's uint8 frame
+        return fresh_image(image[:, top:top + h, left:left + w])  # (3, h, w) floats: only the tile copied
 
     def __repr__(self) -> str:
         return (f"TiledPool(n_tiles={len(self)}, tile={self.tile}, stride={self.stride}, "

@@ -27,6 +27,8 @@ from collections.abc import Sequence
 
 import torch
 
+from ..runtime import forked_rng
+
 NORM_MEAN: tuple[float, float, float] = (0.4529, 0.4317, 0.3999)
 NORM_STD: tuple[float, float, float] = (0.4443, 0.4665, 0.4887)
 
@@ -166,18 +168,19 @@ class EvalTransform:
         return f"EvalTransform(size={self.size}, crop={self.crop})"
 
 
-def _narrow_labels(mask: torch.Tensor) -> torch.Tensor:
-    """``mask`` as int16 when it is a wider integer tensor whose values fit, else unchanged.
+def unit_float(image: torch.Tensor) -> torch.Tensor:
+    """An image in ``[0, 1]``: ``uint8`` as ``x / 255`` (the floats ``load_image`` makes), float as it is."""
+    return image.float().div_(255.0) if image.dtype == torch.uint8 else image
 
-    kornia verifies that every int32 / int64 label survives its round trip through float, a few
-    passes over the full-resolution label per item (about half of a CWFID item's augmentation);
-    int16 is exact in float32 and needs no check. Nearest-neighbour resampling moves values
-    without changing them, so the result is the same labels (the caller casts them back).
-    """
-    if mask.dtype not in (torch.int32, torch.int64) or mask.numel() == 0:
-        return mask
-    low, high = torch.aminmax(mask)
-    return mask.to(torch.int16) if -(2**15) <= low and high < 2**15 else mask
+
+def nearest_exact_index(n_in: int, n_out: int) -> torch.Tensor:
+    """The source index of each of ``n_out`` outputs when ``n_in`` values are resized with
+    ``interpolate(mode="nearest-exact")``, computed by that very function (one axis at a time, as
+    it works), so that gathering with them gives its result exactly, for any dtype."""
+    import torch.nn.functional as F
+
+    ramp = torch.arange(n_in, dtype=torch.float32).view(1, 1, n_in, 1)  # exact below 2**24
+    return F.interpolate(ramp, size=(n_out, 1), mode="nearest-exact").view(n_out).long()
 
 
 class TrainAugment:
@@ -196,8 +199,17 @@ class TrainAugment:
 
     Call: ``aug(image (3, H, W), *extras (H, W), generator=None)`` returns
     ``(image, *extras)``, or ``(image, unjittered_image, *extras)`` when ``jitter_target=False``.
-    Extras keep their dtype (long labels, bool masks) and are resampled with nearest neighbour.
-    Batched inputs ``(B, 3, H, W)`` with extras ``(B, H, W)`` get independent parameters per sample.
+    ``image`` is float in ``[0, 1]`` or ``uint8`` (read as ``x / 255``). Extras keep their dtype
+    (long labels, bool masks) and are resampled with nearest neighbour. Batched inputs
+    ``(B, 3, H, W)`` with extras ``(B, H, W)`` get independent parameters per sample. The inputs
+    are never modified and no output shares memory with them.
+
+    **How it runs.** kornia's ``RandomResizedCrop``, ``RandomHorizontalFlip`` and ``ColorJitter``
+    draw the parameters, in that order. The crop is then applied by kornia's own crop function to
+    the crop's box only, so a full-resolution frame (CWFID: 1296x966) is never copied, converted
+    or scanned whole; the extras are gathered at the nearest-neighbour indices. The result is the
+    same, bit for bit, as kornia's ``AugmentationSequential`` of the same modules on the whole
+    image (``tests/test_data_transforms.py`` checks it), at about a third of its time per item.
     """
 
     def __init__(self, size: int = 256, scale: tuple[float, float] = (0.25, 1.0),
@@ -205,42 +217,61 @@ class TrainAugment:
                  jitter_p: float = 0.5, jitter_target: bool = True) -> None:
         self.size, self.scale, self.ratio = size, tuple(scale), tuple(ratio)
         self.hflip, self.jitter, self.jitter_p, self.jitter_target = hflip, jitter, jitter_p, jitter_target
-        self._built: dict[int, tuple] = {}
+        self._built: tuple | None = None
 
-    def _modules(self, n_extras: int):
-        """kornia modules, built lazily (kornia is imported on first use) and cached per extras count."""
-        if n_extras not in self._built:
+    def modules(self) -> tuple:
+        """kornia's ``(crop, flip, jitter)`` modules (``jitter`` None when off), built on first use."""
+        if self._built is None:
             import kornia.augmentation as K
 
-            geometry = K.AugmentationSequential(
-                K.RandomResizedCrop((self.size, self.size), scale=self.scale, ratio=self.ratio),
-                K.RandomHorizontalFlip(p=self.hflip),
-                data_keys=["input"] + ["mask"] * n_extras)  # masks: nearest, dtype kept
             jitter = None
             if self.jitter > 0 and self.jitter_p > 0:
                 j = self.jitter
                 jitter = K.ColorJitter(brightness=j, contrast=j, saturation=j, hue=j, p=self.jitter_p)
-            self._built[n_extras] = (geometry, jitter)
-        return self._built[n_extras]
+            self._built = (K.RandomResizedCrop((self.size, self.size), scale=self.scale, ratio=self.ratio),
+                           K.RandomHorizontalFlip(p=self.hflip), jitter)
+        return self._built
+
+    def _geometry(self, img: torch.Tensor, masks: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Crop and flip of ``img (B, 3, H, W)`` and ``masks (B, H, W)``, as the kornia modules do."""
+        crop, flip, _ = self.modules()
+        params = crop.forward_parameters(img.shape)
+        flipped = flip.forward_parameters((img.shape[0], img.shape[1], self.size, self.size))["batch_prob"]
+        src = params["src"]  # (B, 4, 2) box corners (x, y); kornia's crop truncates them to ints
+        box = src.long()
+        x0, y0 = int(box[:, 0, 0].min()), int(box[:, 0, 1].min())
+        x1, y1 = int(box[:, 1, 0].max()) + 1, int(box[:, 3, 1].max()) + 1
+        region = unit_float(img[..., y0:y1, x0:x1])  # only the boxes' pixels, as floats
+        shifted = {**params, "src": src - torch.tensor([x0, y0], dtype=src.dtype)}
+        out = [crop.apply_transform(region, shifted, crop.flags)]
+        for mask in masks:  # nearest neighbour = a gather at the rows and columns it picks
+            rows = torch.stack([y + nearest_exact_index(int(b[3, 1]) + 1 - y, self.size)
+                                for b, y in zip(box, box[:, 0, 1].tolist())])  # (B, S)
+            cols = torch.stack([x + nearest_exact_index(int(b[1, 0]) + 1 - x, self.size)
+                                for b, x in zip(box, box[:, 0, 0].tolist())])
+            batch = torch.arange(len(mask))[:, None, None]
+            out.append(mask[batch, rows[:, :, None], cols[:, None, :]])  # (B, S, S), mask's dtype
+        chosen = (flipped > 0.5).view(-1, 1, 1, 1)  # kornia applies a transform where p > 0.5
+        return [torch.where(chosen if t.dim() == 4 else chosen[:, 0], t.flip(-1), t) for t in out]
 
     def _apply(self, image: torch.Tensor, extras: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        if image.dtype != torch.uint8 and not image.is_floating_point():
+            raise TypeError(f"TrainAugment takes float images in [0, 1] or uint8 ones, not {image.dtype}")
         batched = image.dim() == 4
         img = _as_batch(image)  # (B, 3, H, W)
-        masks = [(e[:, None] if batched else e[None, None]) for e in extras]  # (B, 1, H, W)
+        masks = [e if batched else e[None] for e in extras]  # (B, H, W)
         for e, m in zip(extras, masks):
-            if m.shape[-2:] != img.shape[-2:] or m.shape[0] != img.shape[0]:
+            if m.dim() != 3 or m.shape[-2:] != img.shape[-2:] or m.shape[0] != img.shape[0]:
                 raise ValueError(f"extra tensor of shape {tuple(e.shape)} does not match image "
                                  f"{tuple(image.shape)}: expected (H, W) per sample")
-        geometry, jitter = self._modules(len(extras))
-        out = geometry(img, *map(_narrow_labels, masks)) if extras else [geometry(img)]
-        out = list(out) if isinstance(out, (list, tuple)) else [out]
-        geo_img, geo_masks = out[0], [m.to(e.dtype) for m, e in zip(out[1:], extras)]
+        geo_img, *geo_masks = self._geometry(img, masks)
+        jitter = self.modules()[2]
         jittered = jitter(geo_img).clamp_(0.0, 1.0) if jitter is not None else geo_img
         unbatch = (lambda t: t) if batched else (lambda t: t[0])
         result = [unbatch(jittered)]
         if not self.jitter_target:
             result.append(unbatch(geo_img))
-        result += [m[:, 0] if batched else m[0, 0] for m in geo_masks]
+        result += [unbatch(m) for m in geo_masks]
         return tuple(result)
 
     def __call__(self, image: torch.Tensor, *extras: torch.Tensor,
@@ -249,8 +280,7 @@ class TrainAugment:
         if generator is None:
             return self._apply(image, extras)
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with forked_rng(seed):
             return self._apply(image, extras)
 
     def __repr__(self) -> str:

@@ -13,7 +13,8 @@ dataset's metadata works the same on a view.
 * :class:`ResizedImages`: images resized to short side ``size`` without augmentation, where the
   patch grid of a selective mask lives (scoring and the selective steps read these).
 
-Every view returns new tensors, so a caller may modify an item without touching the cache.
+Every view returns new tensors, so a caller may modify an item without touching the cache;
+:func:`read_item` skips that copy for readers that only read (the training augmentation).
 
 **One decode per process.** A study runs hundreds of units in one process, each of which would
 decode and resize the same files again (a CWFID fine-tuning: 29 full-resolution frames decoded
@@ -31,9 +32,9 @@ from collections import OrderedDict
 import torch
 from torch.utils.data import Dataset
 
-from .transforms import resize_short_side
+from .transforms import resize_short_side, unit_float
 
-__all__ = ["DatasetView", "FirstItems", "CachedItems", "ResizedImages", "item_image", "item_key",
+__all__ = ["DatasetView", "FirstItems", "CachedItems", "ResizedImages", "item_image", "item_key", "read_item", "fresh_image",
            "MEMO_BYTES", "clear_memo"]
 
 MEMO_BYTES = 2 * 2**30
@@ -53,6 +54,16 @@ def clear_memo() -> None:
 def item_image(item) -> torch.Tensor:
     """The image of a dataset item: a labelled item ``(image, label)`` or a pool image alone."""
     return item[0] if isinstance(item, (tuple, list)) else item
+
+
+def read_item(ds: Dataset, index: int):
+    """Item ``index`` of ``ds`` for a reader that never modifies it, such as the augmentation.
+
+    From :class:`CachedItems` that is the kept item itself, without the copy ``ds[index]`` makes
+    (images may be ``uint8``: :func:`~smir_lib.data.transforms.unit_float` reads them); a
+    1296x966 frame's copy alone was a quarter of its augmented item's time. Other datasets: ``ds[index]``.
+    """
+    return ds.stored(index) if isinstance(ds, CachedItems) else ds[index]  # not forwarded by views
 
 
 def item_key(ds: Dataset, index: int) -> tuple | None:
@@ -116,8 +127,9 @@ def _compact(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def _expand(t: torch.Tensor) -> torch.Tensor:
-    return t.float().div_(255.0) if t.dtype == torch.uint8 else t.clone()
+def fresh_image(t: torch.Tensor) -> torch.Tensor:
+    """A new tensor from a kept one: ``uint8`` images as floats in [0, 1], anything else copied."""
+    return unit_float(t).contiguous() if t.dtype == torch.uint8 else t.clone(memory_format=torch.contiguous_format)
 
 
 def _nbytes(stored) -> int:
@@ -173,11 +185,15 @@ class CachedItems(DatasetView):
             return tuple(_compact(t) if i == 0 else t for i, t in enumerate(item))
         return _compact(item)
 
+    def stored(self, index: int):
+        """Item ``index`` as kept: shared with the cache (never modify it), images maybe ``uint8``."""
+        return self.items[index]
+
     def __getitem__(self, index: int):
         item = self.items[index]
         if isinstance(item, tuple):
-            return tuple(_expand(t) if i == 0 else t.clone() for i, t in enumerate(item))
-        return _expand(item)
+            return tuple(fresh_image(t) if i == 0 else t.clone() for i, t in enumerate(item))
+        return fresh_image(item)
 
 
 class ResizedImages(DatasetView):
