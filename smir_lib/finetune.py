@@ -32,12 +32,12 @@ from .checkpoint import (atomic_write_text, check_pretraining_checkpoint, check_
                          locked_run, read_done, read_json, to_run_relative, write_done)
 from .config import Config, save_config
 from .data.transforms import EvalTransform, TrainAugment, normalize
-from .data.views import CachedItems, item_key, read_item
+from .data.views import item_key, read_item
 from .distributed import DistContext, all_reduce_sum, barrier, init_distributed
 from .inference import segment_logits
 from .metrics import class_map, confusion_matrix, segmentation_loss, segmentation_metrics
 from .models import build_model, load_imagenet_encoder, load_pretrained
-from .pretrain_data import load_split
+from .pretrain_data import eval_items, load_split
 from .runtime import autocast, derive_seed, forked_rng, prepare_model, seeded_generator, setup_determinism, to_device
 from .train_loop import train_stage
 
@@ -107,18 +107,6 @@ def initialise(model: nn.Module, init: str | Path, reinit_head: bool = True) -> 
     return "pretrained network, head kept" if kept else "pretrained network, head re-initialised"
 
 
-def _eval_items(items: Dataset, cfg: Config) -> Dataset:
-    """Evaluation items, transformed once and kept with ``cfg.cache_images`` (issue 15).
-
-    The evaluation transform is deterministic, so the cached items are the same tensors; without
-    the cache every validation epoch resized each full-resolution image again (0.23 s per
-    1296x966 CWFID image on one CPU thread, more than a 4-image fine-tuning epoch trains).
-    """
-    if not cfg.cache_images:
-        return items
-    return CachedItems(items, progress=cfg.progress, desc=f"caching {items.split} items")
-
-
 def _meta(ds) -> tuple[list[str], int]:
     return list(ds.class_names), int(getattr(ds, "ignore_index", 255))
 
@@ -176,7 +164,7 @@ def finetune(cfg: Config, run_dir: str | Path, init: str | Path = "scratch") -> 
         with forked_rng(derive_seed(cfg.seed, "head")):  # a re-initialised head draws from the seed too
             loaded = initialise(model, init, reinit_head=cfg.reinit_head)
         model = prepare_model(model, cfg, ctx.device)
-        val_set = _eval_items(LabelledSet(val, "val", cfg), cfg)
+        val_set = eval_items(LabelledSet(val, "val", cfg), cfg, "val")
 
         def batch_loss(net, batch, generator):
             images, labels = (to_device(t, cfg, ctx.device) for t in batch)
@@ -234,8 +222,8 @@ def evaluate(cfg: Config, checkpoint: str | Path, split: str = "test",
     model = prepare_model(model, cfg, ctx.device)
     sliding = cfg.eval_mode == "sliding"
     batch = 1 if split == "test" or sliding else cfg.finetune_batch
-    conf = _confusion(model, _eval_items(LabelledSet(base, split, cfg, full_resolution=sliding), cfg), batch, cfg, ctx,
-                      n_outputs, ignore, progress=True, sliding=sliding)
+    items = eval_items(LabelledSet(base, split, cfg, full_resolution=sliding), cfg, split)
+    conf = _confusion(model, items, batch, cfg, ctx, n_outputs, ignore, progress=True, sliding=sliding)
     metrics = segmentation_metrics(conf, class_names, n_lowest=min(3, len(class_names)),
                                    n_scored=len(class_names))
     return {**metrics, "n_images": len(base), "split": split, "checkpoint": str(checkpoint)}

@@ -44,8 +44,8 @@ from .distributed import DistContext, all_reduce_sum, barrier, init_distributed
 from .losses import reconstruction_loss
 from .models import build_model, load_pretrained
 from .patches import apply_pixel_mask, mask_images, patch_grid, random_patch_mask
-from .pretrain_data import (FixedMaskValSet, MaskedPoolSet, SelectiveValSet, load_masks, load_split,
-                            partition_indices, save_masks, score_partition, scoring_pool)
+from .pretrain_data import (FixedMaskValSet, MaskedPoolSet, SelectiveValSet, eval_items, load_masks,
+                            load_split, partition_indices, save_masks, score_partition, scoring_pool)
 from .runtime import autocast, prepare_model, setup_determinism, to_device
 from .train_loop import train_stage, write_history
 
@@ -148,8 +148,8 @@ def _run_stage(model, pool, train_idx, val_idx, cfg, ctx, run_dir, stage, epochs
     train_set = MaskedPoolSet(pool if masks is None else steps_pool, train_idx, cfg, stage, masks)
     batch_loss = _random_mask_loss(cfg, ctx) if masks is None else _selective_mask_loss(cfg, ctx)
     selective_val = masks is not None and cfg.val_masking == "selective"
-    val_set = (SelectiveValSet(steps_pool, val_idx, cfg, masks) if selective_val
-               else FixedMaskValSet(pool, val_idx, cfg))
+    val_set = eval_items(SelectiveValSet(steps_pool, val_idx, cfg, masks) if selective_val
+                         else FixedMaskValSet(pool, val_idx, cfg), cfg, f"{stage} validation")
     result = train_stage(model, train_set, batch_loss, _recon_validator(val_set, cfg, ctx), cfg=cfg,
                          ctx=ctx, stage_dir=stage_dir, stage=stage, epochs=epochs,
                          batch_size=cfg.batch_for_pretraining, monitor="val_loss", mode="min")

@@ -36,7 +36,7 @@ from .patches import mask_to_pixels, patch_grid, random_patch_mask
 from .runtime import seeded_generator
 from .selective import selective_mask
 
-__all__ = ["load_split", "partition_indices", "score_partition", "save_masks", "load_masks",
+__all__ = ["load_split", "eval_items", "partition_indices", "score_partition", "save_masks", "load_masks",
            "MaskedPoolSet", "FixedMaskValSet", "SelectiveValSet"]
 
 DATA_SEED = 0
@@ -88,6 +88,18 @@ def _limited(cfg: Config, split: str, name: str, limit: int | None) -> Dataset:
     if cfg.cache_images:
         ds = CachedItems(ds, progress=cfg.progress, desc=f"caching {name}/{split}")
     return ds
+
+
+def eval_items(items: Dataset, cfg: Config, name: str) -> Dataset:
+    """Validation or test items (``name``), computed once and kept with ``cfg.cache_images``.
+
+    Their transforms and masks are deterministic, so the kept items are the same tensors; without
+    them every validation epoch resized each image again (0.23 s per 1296x966 CWFID image on one
+    CPU thread, more than a 4-image fine-tuning epoch trains; a 512 px pool tile, 6 ms).
+    """
+    if not cfg.cache_images:
+        return items
+    return CachedItems(items, progress=cfg.progress, desc=f"caching {name} items")
 
 
 def scoring_pool(pool: Dataset, cfg: Config) -> Dataset:

@@ -8,12 +8,13 @@ What differs between pretraining and fine-tuning is passed in as two functions:
   (mask and reconstruct, or segment); ``generator`` is this epoch's seeded random stream;
 * ``validate(model) -> dict``: the validation metrics, one of which (``monitor``) picks the best.
 
-Everything a killed run needs (``state.pt``, see ``checkpoint``) is written after the first epoch,
-the last one, and in between whenever :data:`STATE_EVERY_S` seconds have passed since the last
-write (and at least 20 times as long as that write took): a kill loses at most about that much
-work, while a fine-tuning run whose epochs take a tenth of a second no longer spends a third of
-its time rewriting an 11 MB file. Every random number of an epoch derives from
-``(seed, stage, epoch)``: a resumed run replays exactly what an uninterrupted run computes, from
+Everything a killed run needs (``state.pt``, see ``checkpoint``, and the best epoch's weights,
+``best.pt``, written just before it) is written after the first epoch, the last one, and in
+between whenever :data:`STATE_EVERY_S` seconds have passed since the last write (and at least 20
+times as long as that write took): a kill loses at most about that much work, while a
+fine-tuning run whose epochs take a tenth of a second no longer spends a third of its time
+rewriting an 11 MB file (nor 5 % of it writing ``best.pt`` at every improvement). Every random
+number of an epoch derives from ``(seed, stage, epoch)``: a resumed run replays exactly what an uninterrupted run computes, from
 whichever epoch it resumes. The loop runs under the one mixed-precision policy
 (``runtime.amp_dtype``: bf16, or fp16 with a gradient scaler), with channels-last memory, and on
 CUDA pinned host memory and non-blocking copies.
@@ -112,7 +113,7 @@ def train_stage(model: nn.Module, train_set: Dataset,
     """Train ``model`` (already on ``ctx.device``) for one stage; resume from ``stage_dir/state.pt``.
 
     Writes, on rank 0: ``best.pt`` (weights of the best ``monitor`` epoch), ``state.pt`` and
-    ``history.json/csv`` (after the first and last epochs and every :data:`STATE_EVERY_S` s).
+    ``history.json/csv``, together (after the first and last epochs and every :data:`STATE_EVERY_S` s).
     Returns a :class:`StageResult`. On return ``model`` holds the weights of the *last* epoch;
     load ``best.pt`` for the best ones.
     """
@@ -134,6 +135,7 @@ def train_stage(model: nn.Module, train_set: Dataset,
     better = (lambda a, b: a < b) if mode == "min" else (lambda a, b: a > b)
     rng_devices = [ctx.device] if ctx.device.type == "cuda" else []
     saved_at, save_seconds = time.perf_counter(), 0.0
+    pending_best = None  # the best epoch's checkpoint, not yet written
 
     for epoch in range(start, epochs):
         loader.sampler.set_epoch(epoch)  # the item keys carry the epoch to the dataset
@@ -167,12 +169,15 @@ def train_stage(model: nn.Module, train_set: Dataset,
         if improved:
             best = row[monitor]
         if ctx.is_main:
-            if improved:
-                atomic_save({"model": model.state_dict(), "stage": stage, "epoch": epoch,
-                             monitor: best, "config": cfg.to_dict()}, best_path)
+            if improved:  # kept in memory, written with the next state: what a resume needs together
+                pending_best = {"model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+                                "stage": stage, "epoch": epoch, monitor: best, "config": cfg.to_dict()}
             since = time.perf_counter() - saved_at
             if epoch in (start, epochs - 1) or since >= max(STATE_EVERY_S, STATE_COST_FACTOR * save_seconds):
                 write_start = time.perf_counter()
+                if pending_best is not None:
+                    atomic_save(pending_best, best_path)
+                    pending_best = None
                 # history before state: a run killed between the two redoes this epoch and rewrites
                 # both, while the other order could leave a finished stage with a stale history.json
                 write_history(history, stage_dir)

@@ -11,7 +11,7 @@ from smir_lib.data.transforms import normalize, resize_short_side
 from smir_lib.patches import n_hidden, patch_grid, random_patch_mask
 from smir_lib.models import build_model
 from smir_lib.pretrain import load_pretrain_result, pretrain_random, pretrain_selective
-from smir_lib.pretrain_data import (MaskedPoolSet, SelectiveValSet, load_masks, partition_indices,
+from smir_lib.pretrain_data import (FixedMaskValSet, MaskedPoolSet, SelectiveValSet, eval_items, load_masks, partition_indices,
                                     score_partition)
 from smir_lib.runtime import seeded_generator
 from benchmarks.reference import patch_loss_map_loop
@@ -158,6 +158,19 @@ def test_selective_validation_crops_the_mask_with_the_image():
         assert torch.equal(image, images[index][:, :, 16:80])
         share, off = paint_share(image)
         assert off < 1e-5 and torch.equal(share > 0.5, mask)  # exact: no resampling here
+
+
+@pytest.mark.unit
+def test_validation_items_are_kept_once_and_equal_the_computed_ones():
+    pool = get_dataset("synthetic", "pool", n_images=6, size=72)
+    val = FixedMaskValSet(pool, [1, 4, 5], tiny())
+    kept = eval_items(val, tiny(cache_images=True), "val")
+    assert eval_items(val, tiny(cache_images=False), "val") is val
+    for n in range(len(val)):
+        for a, b in zip(kept[n], val[n]):
+            assert a.dtype == b.dtype and torch.equal(a, b)
+        kept[n][0].zero_()  # a reader's change never reaches the kept item
+        assert torch.equal(kept[n][0], val[n][0])
 
 
 @pytest.mark.unit
