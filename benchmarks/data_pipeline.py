@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from .harness import BenchResult, Timing
+from .harness import BenchResult, Timing, compare, ratio
 
 __all__ = ["default_num_workers", "bench_data_pipeline"]
 
@@ -130,4 +130,45 @@ def bench_data_pipeline(*, dataset: str = "synthetic", batch: int = 8, n_batches
         if clock == "cpu" and loader is not one:
             result.ratios[f"loader wall / training CPU images/s [{model_name}] (info)"] = (
                 loader.items_per_second / train_ips)
+    return result
+
+
+AUGMENT_SHAPES: tuple[tuple[int, int], ...] = ((966, 1296), (512, 512), (256, 256))
+"""Image sizes :func:`bench_augment` times: a CWFID frame, a pool tile, a synthetic field."""
+
+
+def bench_augment(*, size: int = 128, shapes: tuple[tuple[int, int], ...] = AUGMENT_SHAPES,
+                  items: int = 16, device: torch.device | None = None, warmup: int = 1,
+                  repeats: int = 3, clock: str = "wall") -> BenchResult:
+    """One training item's augmentation: ``TrainAugment`` (crop box first, labels gathered,
+    undrawn jitter skipped) against ``benchmarks.reference.augment_whole_image`` (kornia's
+    pipeline on the whole image, after the copy of the cached item it needed), on ``uint8``
+    images with a long label, as the fine-tuning set reads them from the cache. The two give the
+    same tensors bit for bit (checked here on the first item, and in the tests)."""
+    from smir_lib.data.transforms import TrainAugment
+
+    from .reference import augment_whole_image
+
+    device = device or torch.device("cpu")
+    result = BenchResult("augment_item", params={"size": size, "items": items, "repeats": repeats,
+                                                 "clock": clock, "shapes": [list(s) for s in shapes]})
+    aug = TrainAugment(size)
+    gen = torch.Generator().manual_seed(0)
+    for h, w in shapes:
+        images = torch.randint(0, 256, (items, 3, h, w), dtype=torch.uint8, generator=gen)
+        labels = torch.randint(0, 3, (items, h, w), generator=gen)
+
+        def run(fn):
+            return lambda: [fn(aug, images[i], labels[i], generator=torch.Generator().manual_seed(i))
+                            for i in range(items)]
+
+        boxed = run(lambda a, *t, generator: a(*t, generator=generator))
+        whole = run(augment_whole_image)
+        same = all(torch.equal(x, y) for x, y in zip(boxed()[0], whole()[0]))
+        names = f"TrainAugment [{h}x{w}]", f"whole image [{h}x{w}]"
+        timings = compare({names[0]: (boxed, items), names[1]: (whole, items)}, device=device,
+                          warmup=warmup, repeats=repeats, clock=clock)
+        result.add_timings(timings)
+        result.ratios[f"whole image / TrainAugment per item [{h}x{w}]"] = ratio(timings[names[1]], timings[names[0]])
+        result.values[f"same tensors [{h}x{w}]"] = same
     return result

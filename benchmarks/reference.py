@@ -1,4 +1,6 @@
-"""The per-patch Python-loop reference for the patch score, written the obvious way.
+"""References written the obvious way: the per-patch loop patch score, the whole-image augmentation.
+
+**The patch score.**
 
 This is what the authors' code does and what :func:`smir_lib.losses.patch_loss_map` must agree
 with: for every image and every patch, crop the patch from the reconstruction and the original,
@@ -12,6 +14,12 @@ GPU for every one of the 441 patches of every reconstruction. It serves two purp
 * ``benchmarks/scoring.py`` times it against the vectorised map (the "at least 100x" target).
 
 It is slow on purpose and must stay obviously correct: no cleverness here.
+
+**The augmentation.** :func:`augment_whole_image` is what
+:class:`smir_lib.data.transforms.TrainAugment` computed before it cropped the box first:
+kornia's ``AugmentationSequential`` of its crop and flip on the whole float image, then its jitter.
+``tests/test_data_transforms.py`` checks that the two agree bit for bit, and
+``benchmarks/data_pipeline.py`` times them against each other.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from pytorch_msssim import ssim
 
 from smir_lib.patches import PatchGrid
 
-__all__ = ["patch_loss_map_loop"]
+__all__ = ["patch_loss_map_loop", "augment_whole_image"]
 
 
 def patch_loss_map_loop(pred: torch.Tensor, target: torch.Tensor, grid: PatchGrid, *,
@@ -68,3 +76,33 @@ def patch_loss_map_loop(pred: torch.Tensor, target: torch.Tensor, grid: PatchGri
     if not sync:
         scores = torch.stack(device_scores).view(pred.shape[0], grid.gh, grid.gw).double().cpu()
     return scores
+
+
+def augment_whole_image(aug, image: torch.Tensor, *extras: torch.Tensor,
+                        generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """``aug(image, *extras, generator=generator)`` (a ``TrainAugment``) the straightforward way.
+
+    Fresh kornia modules with ``aug``'s settings, in an ``AugmentationSequential`` over the whole
+    image (``uint8`` turned into floats first, as the cache's copy did), the extras as float64
+    masks (resampled without kornia's integer handling) and cast back, then the jitter; all under
+    the seed ``aug`` draws from ``generator``.
+    """
+    import kornia.augmentation as K
+
+    from smir_lib.data.transforms import TrainAugment
+    from smir_lib.runtime import forked_rng
+
+    fresh = TrainAugment(aug.size, aug.scale, aug.ratio, aug.hflip, aug.jitter, aug.jitter_p, aug.jitter_target)
+    crop, flip, jitter = fresh.modules()
+    geometry = K.AugmentationSequential(crop, flip, data_keys=["input"] + ["mask"] * len(extras))
+    batched = image.dim() == 4
+    img = (image.float() / 255 if image.dtype == torch.uint8 else image.clone()).reshape(-1, *image.shape[-3:])
+    masks = [e.reshape(-1, 1, *e.shape[-2:]).double() for e in extras]
+    with forked_rng(int(torch.randint(0, 2**62, (1,), generator=generator))):
+        out = geometry(img, *masks) if extras else [geometry(img)]
+        out = list(out) if isinstance(out, (list, tuple)) else [out]
+        geo = out[0]
+        jittered = jitter(geo.clone()).clamp_(0.0, 1.0) if jitter is not None else geo
+    unbatch = (lambda t: t) if batched else (lambda t: t[0])
+    result = [unbatch(jittered)] + ([] if aug.jitter_target else [unbatch(geo)])
+    return tuple(result + [unbatch(m[:, 0]).to(e.dtype) for m, e in zip(out[1:], extras)])

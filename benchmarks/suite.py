@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from .data_pipeline import AUGMENT_SHAPES
 from .harness import BenchResult, describe_machine, format_table, resolve_device
 
 __all__ = ["Profile", "PROFILES", "run_suite", "main"]
@@ -49,6 +50,8 @@ class Profile:
     data_batch: int = 8
     data_batches: int = 4
     data_workers: int | None = None  # None: the engine's default
+    augment_shapes: tuple[tuple[int, int], ...] = AUGMENT_SHAPES
+    augment_items: int = 16
     memory_sizes: tuple[int, ...] = (10, 50)
     memory_size: int = 256
     memory_images_per_call: int = 8
@@ -64,7 +67,8 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "quick": Profile(size=96, k=2, map_images=1, loop_images=1, mask_images={"tiny": 1},
                      train_batch={"tiny": 2}, train_size=176, data_datasets=("synthetic",),
-                     data_batch=2, data_batches=1, data_workers=0, memory_sizes=(2,),
+                     data_batch=2, data_batches=1, data_workers=0, augment_shapes=((200, 260),),
+                     augment_items=2, memory_sizes=(2,),
                      memory_size=64, memory_images_per_call=1, warmup=1, repeats=2,
                      engine_budgets=(), bare_batch=2),
     "default": Profile(),
@@ -133,6 +137,8 @@ def run_suite(profile: Profile, *, device: torch.device, sections: tuple[str, ..
                 batch=profile.bare_batch, engine_images_per_s=engine_ips if config == "fast" else None,
                 **timing)
     if "data" in sections:
+        run("augmentation of one item: box first vs whole image", data_pipeline.bench_augment,
+            shapes=profile.augment_shapes, items=profile.augment_items, **timing)
         for name in profile.data_datasets:
             run(f"data pipeline [{name}]", data_pipeline.bench_data_pipeline, dataset=name,
                 batch=profile.data_batch, n_batches=profile.data_batches, size=profile.size,

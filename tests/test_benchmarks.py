@@ -41,7 +41,7 @@ def test_quick_run_writes_machine_and_every_section(quick_report):
     assert machine["torch_threads"] == 1
     names = [r["name"] for r in quick_report["results"]]
     for prefix in ("scoring.patch_loss_map", "scoring.selective_mask[tiny]", "training_step[tiny]",
-                   "data_pipeline[synthetic]", "memory.score_partition", "end_to_end"):
+                   "data_pipeline[synthetic]", "augment_item", "memory.score_partition", "end_to_end"):
         assert prefix in names, names
 
 
@@ -78,6 +78,9 @@ def test_ratios_and_targets_are_computed(quick_report):
     assert training["targets"]["masking + data handling, timed alone / step"]["at_most"] == 0.15
     data = _result(quick_report, "data_pipeline[synthetic]")
     assert data["ratios"]["data / training images/s [tiny] (loader, wall clock)"] > 0
+    augment = _result(quick_report, "augment_item")
+    assert augment["ratios"]["whole image / TrainAugment per item [200x260]"] > 0
+    assert augment["values"]["same tensors [200x260]"] is True  # the optimisation changes nothing
 
 
 def test_memory_and_end_to_end_figures(quick_report):

@@ -8,6 +8,8 @@ import torch
 from smir_lib.data.transforms import (NORM_MEAN, NORM_STD, EvalTransform, TrainAugment, center_crop, denormalize,
                                       normalize, resize_short_side, short_side_shape)
 
+from benchmarks.reference import augment_whole_image
+
 pytestmark = pytest.mark.unit
 
 
@@ -110,30 +112,6 @@ def test_mismatched_extra_is_rejected():
         TrainAugment(size=16)(torch.rand(3, 20, 20), torch.zeros(10, 10, dtype=torch.long))
 
 
-def kornia_whole_image(aug: TrainAugment, image, *extras, generator):
-    """What ``aug`` must equal: kornia's AugmentationSequential of its crop and flip on the *whole*
-    float image (the masks as float64, which kornia resamples without any integer handling), then
-    its jitter; all under the seed ``aug`` draws from ``generator``."""
-    import kornia.augmentation as K
-
-    from smir_lib.runtime import forked_rng
-
-    fresh = TrainAugment(aug.size, aug.scale, aug.ratio, aug.hflip, aug.jitter, aug.jitter_p, aug.jitter_target)
-    crop, flip, jitter = fresh.modules()
-    geometry = K.AugmentationSequential(crop, flip, data_keys=["input"] + ["mask"] * len(extras))
-    batched = image.dim() == 4
-    img = (image.float() / 255 if image.dtype == torch.uint8 else image).reshape(-1, *image.shape[-3:])
-    masks = [e.reshape(-1, 1, *e.shape[-2:]).double() for e in extras]
-    with forked_rng(int(torch.randint(0, 2**62, (1,), generator=generator))):
-        out = geometry(img, *masks) if extras else [geometry(img)]
-        out = list(out) if isinstance(out, (list, tuple)) else [out]
-        geo = out[0]
-        jittered = jitter(geo.clone()).clamp_(0.0, 1.0) if jitter is not None else geo
-    unbatch = (lambda t: t) if batched else (lambda t: t[0])
-    result = [unbatch(jittered)] + ([] if aug.jitter_target else [unbatch(geo)])
-    return tuple(result + [unbatch(m[:, 0]).to(e.dtype) for m, e in zip(out[1:], extras)])
-
-
 @pytest.mark.parametrize("case", range(12))
 def test_train_augment_equals_kornia_on_the_whole_image_bit_for_bit(case):
     """Cropping the box first and gathering the labels is an optimisation, never a change: every
@@ -151,7 +129,7 @@ def test_train_augment_equals_kornia_on_the_whole_image_bit_for_bit(case):
     extras = [(), (label,), (label.to(torch.uint8), label == 1)][case % 3]
     image = as_bytes if case % 2 else as_bytes.float() / 255
     for draw in range(4):
-        want = kornia_whole_image(aug, image, *extras, generator=torch.Generator().manual_seed(draw))
+        want = augment_whole_image(aug, image, *extras, generator=torch.Generator().manual_seed(draw))
         got = aug(image, *extras, generator=torch.Generator().manual_seed(draw))
         assert len(got) == len(want)
         for a, b in zip(got, want):

@@ -117,7 +117,7 @@ def test_label_budgets_are_nested_subsets():
 
 
 def test_packaged_protocols_load_and_name_their_budgets():
-    assert {"cpu", "reduced", "gpu", "toy", "cpu_longer", "cpu_check_2x"} <= set(protocol_names())
+    assert {"cpu", "reduced", "gpu", "toy", "cpu_longer", "cpu_check_2x", "cpu_check_35"} <= set(protocol_names())
     assert all(load_protocol(name).seeds for name in protocol_names())  # every packaged file is valid
     cpu = load_protocol("cpu")
     assert cpu.seeds == [0, 1, 2, 3, 4] and len(cpu.pretrain_budgets) >= 3 and len(cpu.label_budgets) >= 3

@@ -208,10 +208,11 @@ class TrainAugment:
     draw the parameters, in that order. The crop is then applied by kornia's own crop function to
     the crop's box only, so a full-resolution frame (CWFID: 1296x966) is never copied, converted
     or scanned whole; the extras are gathered at the nearest-neighbour indices; an item the jitter
-    did not draw skips its computation. The result is the
-    same, bit for bit, as kornia's ``AugmentationSequential`` of the same modules on the whole
-    image (``tests/test_data_transforms.py`` checks it), and 2.5x faster per CWFID frame, 1.8x per
-    256 px image, than that pipeline with the copy of the cached item it needed (one thread).
+    did not draw skips its computation. The result is the same, bit for bit, as kornia's
+    ``AugmentationSequential`` of the same modules on the whole image
+    (``benchmarks.reference.augment_whole_image``; the tests check it), and 2.5x faster per CWFID
+    frame, 1.8x per 256 px image, than that pipeline with the copy of the cached item it needed
+    (one thread; ``benchmarks/data_pipeline.py``).
     """
 
     def __init__(self, size: int = 256, scale: tuple[float, float] = (0.25, 1.0),
@@ -241,18 +242,17 @@ class TrainAugment:
         flipped = flip.forward_parameters((img.shape[0], img.shape[1], self.size, self.size))["batch_prob"]
         src = params["src"]  # (B, 4, 2) box corners (x, y); kornia's crop truncates them to ints
         box = src.long()
-        x0, y0 = int(box[:, 0, 0].min()), int(box[:, 0, 1].min())
-        x1, y1 = int(box[:, 1, 0].max()) + 1, int(box[:, 3, 1].max()) + 1
+        left, top = box[:, 0, 0].tolist(), box[:, 0, 1].tolist()  # inclusive corners, as the crop reads them
+        right, bottom = box[:, 1, 0].tolist(), box[:, 3, 1].tolist()
+        x0, y0, x1, y1 = min(left), min(top), max(right) + 1, max(bottom) + 1
         region = unit_float(img[..., y0:y1, x0:x1])  # only the boxes' pixels, as floats
         shifted = {**params, "src": src - torch.tensor([x0, y0], dtype=src.dtype)}
         out = [crop.apply_transform(region, shifted, crop.flags)]
-        for mask in masks:  # nearest neighbour = a gather at the rows and columns it picks
-            rows = torch.stack([y + nearest_exact_index(int(b[3, 1]) + 1 - y, self.size)
-                                for b, y in zip(box, box[:, 0, 1].tolist())])  # (B, S)
-            cols = torch.stack([x + nearest_exact_index(int(b[1, 0]) + 1 - x, self.size)
-                                for b, x in zip(box, box[:, 0, 0].tolist())])
-            batch = torch.arange(len(mask))[:, None, None]
-            out.append(mask[batch, rows[:, :, None], cols[:, None, :]])  # (B, S, S), mask's dtype
+        if masks:  # nearest neighbour = a gather at the rows and columns it picks, per sample
+            rows = torch.stack([y + nearest_exact_index(y2 + 1 - y, self.size) for y, y2 in zip(top, bottom)])
+            cols = torch.stack([x + nearest_exact_index(x2 + 1 - x, self.size) for x, x2 in zip(left, right)])
+            at = torch.arange(len(img))[:, None, None], rows[:, :, None], cols[:, None, :]  # (B, S, S)
+            out += [mask[at] for mask in masks]  # (B, S, S), each mask's dtype
         chosen = (flipped > 0.5).view(-1, 1, 1, 1)  # kornia applies a transform where p > 0.5
         return [torch.where(chosen if t.dim() == 4 else chosen[:, 0], t.flip(-1), t) for t in out]
 
