@@ -95,7 +95,7 @@ def eval_items(items: Dataset, cfg: Config, name: str) -> Dataset:
 
     Their transforms and masks are deterministic, so the kept items are the same tensors; without
     them every validation epoch resized each image again (0.23 s per 1296x966 CWFID image on one
-    CPU thread, more than a 4-image fine-tuning epoch trains; a 512 px pool tile, 6 ms).
+    CPU thread, more than a 4-image fine-tuning epoch trains; a 512 px pool tile, 13 ms on a busy core).
     """
     if not cfg.cache_images:
         return items

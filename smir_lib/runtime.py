@@ -29,9 +29,8 @@ from torch import nn
 
 from .config import Config
 
-__all__ = ["derive_seed", "seeded_generator", "forked_rng", "setup_determinism", "AMP_MODES", "cpu_has_fast_bf16", "amp_dtype",
-           "autocast",
-           "prepare_model", "to_device"]
+__all__ = ["derive_seed", "seeded_generator", "forked_rng", "setup_determinism", "AMP_MODES", "cpu_has_fast_bf16",
+           "amp_dtype", "autocast", "prepare_model", "to_device"]
 
 
 def derive_seed(*parts) -> int:

@@ -8,13 +8,24 @@ from smir_lib.config import load_config
 from smir_lib.losses import patch_loss_map
 from smir_lib.patches import mask_images, patch_grid, random_patch_mask
 from smir_lib.pretrain import pretrain_random
-from smir_lib.runtime import _cpu_flags, amp_dtype, cpu_has_fast_bf16, prepare_model, to_device
+from smir_lib.runtime import _cpu_flags, amp_dtype, cpu_has_fast_bf16, forked_rng, prepare_model, to_device
 from smir_lib.selective import score_patches, top_patch_mask
 from smir_lib.train_loop import EpochItems, EpochSampler
 
 pytestmark = pytest.mark.unit
 
 CPU = torch.device("cpu")
+
+
+def test_forked_rng_draws_what_manual_seed_draws_and_restores_the_state():
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1234)
+        want = torch.rand(5)
+    before = torch.random.get_rng_state()
+    with forked_rng(1234):
+        got = torch.rand(5)
+    assert torch.equal(got, want)  # the same CPU stream, without seeding every device
+    assert torch.equal(torch.random.get_rng_state(), before)
 
 
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path):

@@ -15,7 +15,7 @@ from smir_lib.data.base import SegmentationFiles
 from smir_lib.data.transforms import resize_short_side
 from smir_lib.data import views
 from smir_lib.data.tiles import TiledPool
-from smir_lib.data.views import CachedItems, FirstItems, ResizedImages, item_key
+from smir_lib.data.views import CachedItems, FirstItems, ResizedImages, item_key, read_item
 from smir_lib.pretrain import pretrain_selective
 from smir_lib.pretrain_data import load_masks
 
@@ -51,6 +51,23 @@ def test_cached_items_equal_the_files_and_are_stored_as_bytes(tmp_path):
     cached[0][0].zero_()  # a caller writing into an item leaves the cache as it was
     assert torch.equal(cached[0][0], files[0][0])
     assert cached.class_names == ["a", "b", "c"] and cached.images == files.images  # metadata forwarded
+
+
+@pytest.mark.unit
+def test_read_item_hands_out_the_kept_item_only_from_the_cache_itself(tmp_path):
+    files = _png_dataset(tmp_path)
+    cached = CachedItems(files)
+    image, label = read_item(cached, 1)  # no copy: the augmentation only reads it
+    assert image is cached.items[1][0] and label is cached.items[1][1] and image.dtype == torch.uint8
+    first = FirstItems(cached, 2)  # a view forwards ``stored``; read_item must not take it from there
+    for ds in (first, files):
+        item = read_item(ds, 1)
+        assert item[0].is_floating_point() and torch.equal(item[0], files[1][0])
+    tiles = TiledPool(cached, 32, 16)  # a tile of the kept uint8 frame: floats, only the tile copied
+    for n in (0, len(tiles) - 1):
+        source, top, left, h, w = tiles.boxes[n].tolist()
+        assert torch.equal(tiles[n], files[source][0][:, top:top + h, left:left + w])
+        assert tiles[n].is_contiguous() and tiles[n].dtype == torch.float32
 
 
 class _Counting(FirstItems):

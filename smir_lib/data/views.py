@@ -34,8 +34,8 @@ from torch.utils.data import Dataset
 
 from .transforms import resize_short_side, unit_float
 
-__all__ = ["DatasetView", "FirstItems", "CachedItems", "ResizedImages", "item_image", "item_key", "read_item", "fresh_image",
-           "MEMO_BYTES", "clear_memo"]
+__all__ = ["DatasetView", "FirstItems", "CachedItems", "ResizedImages", "item_image", "item_key", "read_item",
+           "fresh_image", "MEMO_BYTES", "clear_memo"]
 
 MEMO_BYTES = 2 * 2**30
 """Most bytes of stored items the process-wide memo of :class:`CachedItems` keeps (2 GiB)."""
@@ -61,9 +61,10 @@ def read_item(ds: Dataset, index: int):
 
     From :class:`CachedItems` that is the kept item itself, without the copy ``ds[index]`` makes
     (images may be ``uint8``: :func:`~smir_lib.data.transforms.unit_float` reads them); a
-    1296x966 frame's copy alone was a quarter of its augmented item's time. Other datasets: ``ds[index]``.
+    1296x966 frame's copy alone was a quarter of its augmented item's time. Any other dataset
+    (views included, which would forward ``stored`` to the dataset they wrap): ``ds[index]``.
     """
-    return ds.stored(index) if isinstance(ds, CachedItems) else ds[index]  # not forwarded by views
+    return ds.stored(index) if isinstance(ds, CachedItems) else ds[index]
 
 
 def item_key(ds: Dataset, index: int) -> tuple | None:
