@@ -6,6 +6,7 @@ initialisation), so they read like the notebooks' charts.
 
 from __future__ import annotations
 
+import textwrap
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -102,6 +103,6 @@ def _label_panels(fig: Figure, axes, ylabel: str, title: str | None, legend_size
     """The y label on the first panel, the legend on the last, the title over all; returns ``fig``."""
     axes[0].set_ylabel(ylabel)
     axes[-1].legend(fontsize=legend_size, loc="lower right")
-    if title:
-        fig.suptitle(title, fontsize=10)
+    if title:  # wrapped to the figure: a one-panel figure is narrower than a long title
+        fig.suptitle(textwrap.fill(title, int(fig.get_figwidth() * 12)), fontsize=10)
     return fig
