@@ -162,8 +162,7 @@ def bench_augment(*, size: int = 128, shapes: tuple[tuple[int, int], ...] = AUGM
             return lambda: [fn(aug, images[i], labels[i], generator=torch.Generator().manual_seed(i))
                             for i in range(items)]
 
-        boxed = run(lambda a, *t, generator: a(*t, generator=generator))
-        whole = run(augment_whole_image)
+        boxed, whole = run(TrainAugment.__call__), run(augment_whole_image)
         same = all(torch.equal(x, y) for x, y in zip(boxed()[0], whole()[0]))
         names = f"TrainAugment [{h}x{w}]", f"whole image [{h}x{w}]"
         timings = compare({names[0]: (boxed, items), names[1]: (whole, items)}, device=device,

@@ -14,8 +14,8 @@ between whenever :data:`STATE_EVERY_S` seconds have passed since the last write 
 times as long as that write took): a kill loses at most about that much work, while a
 fine-tuning run whose epochs take a tenth of a second no longer spends a third of its time
 rewriting an 11 MB file (nor 5 % of it writing ``best.pt`` at every improvement). Every random
-number of an epoch derives from ``(seed, stage, epoch)``: a resumed run replays exactly what an uninterrupted run computes, from
-whichever epoch it resumes. The loop runs under the one mixed-precision policy
+number of an epoch derives from ``(seed, stage, epoch)``: a resumed run replays exactly what an
+uninterrupted run computes, from whichever epoch it resumes. The loop runs under the one mixed-precision policy
 (``runtime.amp_dtype``: bf16, or fp16 with a gradient scaler), with channels-last memory, and on
 CUDA pinned host memory and non-blocking copies.
 

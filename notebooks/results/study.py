@@ -9,7 +9,8 @@ A thin command line over the library (``smir_lib.study_plan``, ``study_run``, ``
     wait
     python notebooks/results/study.py report --protocol cpu --root runs/study_cpu \\
         --out notebooks/results/study_cpu --timings runs/study_cpu
-    python notebooks/results/study.py readme notebooks/results/study_cpu.json --checks notebooks/results/study_cpu_check_2x.json
+    python notebooks/results/study.py readme notebooks/results/study_cpu.json \\
+        --checks notebooks/results/study_cpu_check_2x.json notebooks/results/study_cpu_check_35.json
 
 ``run`` resumes: start it again (same command) after a kill or in a new session and it
 continues where the units stopped; any number of processes may run at once (each takes its

@@ -23,6 +23,7 @@ inside ``torch.random.fork_rng``; the global random state is left untouched.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -173,10 +174,12 @@ def unit_float(image: torch.Tensor) -> torch.Tensor:
     return image.float().div_(255.0) if image.dtype == torch.uint8 else image
 
 
+@functools.lru_cache(maxsize=4096)
 def nearest_exact_index(n_in: int, n_out: int) -> torch.Tensor:
     """The source index of each of ``n_out`` outputs when ``n_in`` values are resized with
     ``interpolate(mode="nearest-exact")``, computed by that very function (one axis at a time, as
-    it works), so that gathering with them gives its result exactly, for any dtype."""
+    it works), so that gathering with them gives its result exactly, for any dtype. Kept per
+    size pair (crop sides repeat from item to item): read it, never modify it."""
     import torch.nn.functional as F
 
     ramp = torch.arange(n_in, dtype=torch.float32).view(1, 1, n_in, 1)  # exact below 2**24
