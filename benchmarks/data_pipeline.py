@@ -35,9 +35,9 @@ __all__ = ["default_num_workers", "bench_data_pipeline"]
 def default_num_workers() -> tuple[int, str]:
     """The loader workers training uses by default (the engine's default config), and where from."""
     try:
-        from smir_lib.config import load_config
+        from smir_lib.engine.config import load_config
 
-        return int(load_config().workers), "smir_lib.config default (paper preset) workers"
+        return int(load_config().workers), "smir_lib.engine.config default (paper preset) workers"
     except Exception:  # the engine's config is missing or has no worker count
         return min(4, os.cpu_count() or 1), "min(4, cores): no engine config found"
 

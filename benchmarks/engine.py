@@ -167,11 +167,11 @@ def _step_sides(cfg, batch: int, *, device: torch.device) -> dict[str, tuple[Cal
     """Bare training steps of ``cfg``'s network and loss: name -> (step, one forward+backward)."""
     from pytorch_msssim import ms_ssim as reference_ms_ssim
 
+    from smir_lib.engine.schedule import build_optimizer
     from smir_lib.losses import reconstruction_loss
     from smir_lib.models import build_model
     from smir_lib.patches import mask_images, patch_grid, random_patch_mask
     from smir_lib.runtime import autocast, prepare_model, to_device
-    from smir_lib.schedule import build_optimizer
 
     gen = torch.Generator().manual_seed(0)
     size = cfg.image_size
@@ -188,9 +188,9 @@ def _step_sides(cfg, batch: int, *, device: torch.device) -> dict[str, tuple[Cal
         return reconstruction_loss(pred, tgt, win_size=cfg.msssim_win)
 
     def make(variant, loss_fn) -> tuple[Callable[[], None], Callable[[], None]]:
-        model = prepare_model(build_model(variant), variant, device).train()
+        model = prepare_model(build_model(variant), device, variant.channels_last).train()
         optimizer = build_optimizer(model, variant.lr)
-        x, y = to_device(masked, variant, device), to_device(target, variant, device)
+        x, y = to_device(masked, device, variant.channels_last), to_device(target, device, variant.channels_last)
 
         def forward_backward() -> None:
             with autocast(variant.amp, device):
@@ -255,7 +255,7 @@ def bench_bare_step(*, config: str = "fast", batch: int | None = None, device: t
                     warmup: int = 1, repeats: int = 3, clock: str = "wall",
                     engine_images_per_s: float | None = None) -> BenchResult:
     """The limit (bare step) of ``config``, the adopted changes' ratios, and FLOP/s against peak."""
-    from smir_lib.config import load_config
+    from smir_lib.engine.config import load_config
     from smir_lib.runtime import amp_dtype
 
     cfg = load_config(config, {"progress": False})

@@ -36,7 +36,7 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     import smir_lib
-    from smir_lib.config import load_config, parse_overrides
+    from smir_lib.engine.config import load_config, parse_overrides
 
     epochs_key = "pretrain_epochs" if args.kind == "pretrain" else "finetune_epochs"
     runs = []
@@ -46,11 +46,11 @@ def main() -> int:
         run_dir = f"{args.run_dir}/run{n}"
         start, cpu_start = time.perf_counter(), time.process_time()
         if args.kind == "pretrain":
-            from smir_lib.pretrain import pretrain_random
+            from smir_lib.engine.pretrain import pretrain_random
 
             history = pretrain_random(cfg, run_dir).history
         else:
-            from smir_lib.finetune import finetune
+            from smir_lib.engine.finetune import finetune
 
             history = finetune(cfg, run_dir, "scratch")["history"]
         runs.append({"epochs": epochs, "wall_s": time.perf_counter() - start,

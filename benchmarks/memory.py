@@ -89,7 +89,7 @@ def score_partition(*, n_images: int, preset: str = "tiny", size: int = 256, ima
                     seed: int = 0) -> dict[str, Any]:
     """Score a partition of ``n_images`` synthetic pool images as pretraining does.
 
-    Uses the engine's :func:`smir_lib.pretrain_data.score_partition` (batches of
+    Uses the engine's :func:`smir_lib.engine.pretrain_data.score_partition` (batches of
     ``images_per_call``, K masks each, masks and scores kept per image) when it is installed,
     else the same loop over :func:`smir_lib.selective.selective_mask`. Runs in the calling
     process; :func:`bench_memory` calls it in a child. Returns the RSS after set-up (imports,
@@ -107,9 +107,9 @@ def score_partition(*, n_images: int, preset: str = "tiny", size: int = 256, ima
     model = build_unet(preset).to(dev).eval()
     pool = get_dataset("synthetic", "pool", n_images=n_images, size=size, seed=seed)
     try:
-        from smir_lib.config import load_config
-        from smir_lib.distributed import DistContext
-        from smir_lib.pretrain_data import score_partition as engine_score_partition
+        from smir_lib.engine.config import load_config
+        from smir_lib.engine.distributed import DistContext
+        from smir_lib.engine.pretrain_data import score_partition as engine_score_partition
 
         cfg = load_config("paper", {"model": preset, "dataset": "synthetic", "image_size": size,
                                     "k": k, "score_batch": images_per_call, "pool_size": n_images,
@@ -119,7 +119,7 @@ def score_partition(*, n_images: int, preset: str = "tiny", size: int = 256, ima
 
         def score(indices: list[int]) -> dict:
             return engine_score_partition(model, pool, indices, cfg, step=1, ctx=ctx)
-        scorer = "smir_lib.pretrain_data.score_partition"
+        scorer = "smir_lib.engine.pretrain_data.score_partition"
     except ImportError:
         from smir_lib.selective import selective_mask
 
@@ -133,7 +133,7 @@ def score_partition(*, n_images: int, preset: str = "tiny", size: int = 256, ima
                 masks[first:first + len(chunk)] = selective_mask(model, batch, grid, k=k,
                                                                  generator=gen).mask.cpu()
             return {"masks": masks}
-        scorer = "selective_mask loop (smir_lib.pretrain_data not found)"
+        scorer = "selective_mask loop (smir_lib.engine.pretrain_data not found)"
 
     score([0])  # warm-up: lazy allocations (oneDNN, allocator) belong to the set-up
     if dev.type == "cuda":

@@ -102,7 +102,8 @@ def bench_selective_mask(*, preset: str = "tiny", images: int = 8, k: int = 5, s
     chunk = chunk_size or n
     copies = _masked_copies(images_t, grid, k, 0.5, gen, 0.0)  # (B*K, 3, H, W)
 
-    from smir_lib.runtime import amp_dtype as amp_dtype_of, autocast
+    from smir_lib.runtime import amp_dtype as amp_dtype_of
+    from smir_lib.runtime import autocast
 
     mode = "auto" if amp else "off"  # the engine's policy: mixed precision on CUDA only
     amp_dtype = amp_dtype_of(mode, device)

@@ -2,52 +2,41 @@
 
 Selective Masking Image Reconstruction (SMIR) pretrains a CNN U-Net to rebuild images whose
 *hardest* patches are hidden, as chosen by the model trained so far, and then fine-tunes it for
-semantic segmentation. Each module is short and teaches one idea. The map, in four groups:
+semantic segmentation. The method sits at the root of the package, where a reader looks first;
+every other role has a folder named for it. The map:
 
 The method (what the notebooks teach, and what the engine trains with)
     - ``patches``: the authors' patch grid, random patch masks, hiding pixels.
     - ``losses``: the reconstruction loss (L1 + 1 - MS-SSIM) and the per-patch loss map.
     - ``selective``: choosing the hardest patches with the current model (``selective_mask``).
     - ``models``: the ResNet U-Net with torchvision's names, and moving weights into it.
+    - ``metrics``: the Jaccard loss, the confusion matrix and mIoU.
 
-The engine (training runs that resume, on one CPU or many GPUs)
-    - ``config``: one typed configuration with the ``paper`` and ``fast`` presets.
-    - ``runtime``: seeds, devices and the one mixed-precision policy.
-    - ``schedule``: Adam with linear warm-up and cosine decay.
-    - ``train_loop``: one resumable training loop for every stage.
-    - ``pretrain_data``: the pool, its partitions, scoring a partition, the stored masks.
-    - ``pretrain``: random-masking and partitioned selective pretraining.
-    - ``metrics`` / ``finetune``: the Jaccard loss and mIoU; fine-tuning and evaluation.
-    - ``checkpoint`` / ``distributed``: atomic run files; torchrun and DDP.
-    - ``cli`` (``python -m smir_lib``): pretrain, finetune and evaluate from the shell.
-    - ``inference``: whole images, resized (the paper) or in sliding windows at full resolution.
-    - ``predict`` / ``export``: segment a folder of images; write the network for other tools.
+Its foundations (import nothing else from the kit)
+    - ``runtime``: seeds and random streams, devices, the one mixed-precision policy.
+    - ``files``: atomic writes and checked reads of torch and JSON files.
 
-The data (every dataset behind one entry point)
-    - ``data.registry`` (``get_dataset``) with one module per dataset (``data.synthetic``,
-      ``data.cwfid``, ``data.voc``, ``data.cityscapes``, ``data.nassar``, ``data.sugarbeets``).
-    - ``data.base``: reading image and label files with errors that say how to fix them.
-    - ``data.transforms``: kornia augmentation and the evaluation transforms.
-    - ``data.views``: first-n, in-memory (``cache_images``) and resized views of a dataset.
-    - ``data.folder`` / ``data.folder_check``: your own images and labels, checked; ``data.tiles``:
-      a pool tiled from large images.
-    - ``download``: verified, resumable, atomic downloads of the real datasets and weights.
+The folders
+    - ``engine/``: runs that resume, on one CPU or many GPUs: ``config`` (the ``paper`` and
+      ``fast`` presets), ``schedule``, ``train_loop``, ``checkpoint`` (run folders),
+      ``distributed``, ``pretrain_data`` and ``pretrain`` (random and partitioned selective
+      pretraining), ``finetune`` (and evaluation), ``inference`` (whole images, resized or in
+      sliding windows), ``provenance`` (the commit a result came from).
+    - ``data/``: every dataset behind ``get_dataset`` (``registry``), reading files (``base``),
+      kornia transforms, views, your own folders (``folder``, ``folder_check``), tiles, and
+      ``download`` (verified, resumable, atomic downloads of the real datasets and weights).
+    - ``notebook/``: what the notebooks draw, measure and run: ``setup``, ``measure``,
+      ``showcase``, ``trained``, ``zoo`` (the teaching models), ``plots``, ``widgets``,
+      ``runner`` and ``report`` (the series with papermill, ``make demo``).
+    - ``study/``: the budget study (``plan``, ``run``, ``stats``, ``tables``, ``plots``,
+      ``rerun``), the reproduction study (``reproduction``, ``reproduction_report``), and the
+      initialisations they compare (``inits``).
+    - ``tools/``: the command line ``smir`` (``cli``), ``predict`` and ``export``.
 
-Notebook support (what the notebooks draw, measure and run)
-    - ``notebook_setup``: parameters, run folders, the version report, the data check.
-    - ``measure``: class shares, hidden-pixel shares, batch loading, the MAE-style views.
-    - ``trained``: "found a trained model, loading it", or train it now.
-    - ``showcase``: the data behind the paper's figures; ``zoo``: the teaching models.
-    - ``plots`` / ``widgets``: static figures and the JupyterLab explorers; ``study_plots``: the
-      budget study's figures.
-    - ``study`` / ``study_report``: the reproduction study loop and its report.
-    - ``study_plan`` / ``study_run`` / ``study_stats`` / ``study_tables`` / ``study_rerun``: the
-      budget study (issue 15): its work units, the resumable sharded scheduler, paired bootstrap
-      intervals, the report, one committed cell rerun.
-    - ``provenance``: the commit (and whether its code had changes) a report or model came from.
-    - ``runner`` / ``report``: the notebook series with papermill and its summary report.
-
-Importing the package does no work: submodules are imported where they are used.
+Layers import downwards only: the method and its foundations import nothing from the folders;
+``data`` imports the foundations; ``engine`` the method and ``data``; ``notebook``, ``study``
+and ``tools`` the layers below them (tests/test_layout.py checks that there is no import cycle).
+Importing the package does no work.
 """
 
 __version__ = "0.1.0"

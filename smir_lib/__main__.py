@@ -1,8 +1,8 @@
-"""``python -m smir_lib ...``: see ``smir_lib.cli``."""
+"""``python -m smir_lib ...``: see ``smir_lib.tools.cli``."""
 
 import sys
 
-from smir_lib.cli import main
+from smir_lib.tools.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

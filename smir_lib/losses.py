@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from pytorch_msssim.ssim import _fspecial_gauss_1d
 
-from .patches import PatchGrid
+from smir_lib.patches import PatchGrid
 
 __all__ = ["MS_WEIGHTS", "check_msssim_size", "ms_ssim", "reconstruction_loss", "patch_loss_map",
            "patch_loss_terms"]

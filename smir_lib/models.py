@@ -27,6 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from smir_lib.files import read_torch_file
+from smir_lib.runtime import derive_seed, forked_rng
+
 __all__ = ["BasicBlock", "ResNetEncoder", "UNetDecoder", "ResNetUNet", "PRESETS", "build_unet", "build_model",
            "count_parameters", "load_imagenet_encoder", "load_pretrained"]
 
@@ -206,7 +209,6 @@ def build_model(cfg, out_channels: int = 3) -> ResNetUNet:
     The weights depend only on ``(cfg.seed, out_channels)``: the global random state is forked,
     so building a model neither reads nor moves it.
     """
-    from .runtime import derive_seed, forked_rng
 
     with forked_rng(derive_seed(cfg.seed, "init", out_channels)):
         return build_unet(cfg.model, out_channels)
@@ -228,7 +230,6 @@ def _read_state_dict(source) -> dict[str, torch.Tensor]:
     ``module.`` prefix left by DistributedDataParallel is removed.
     """
     if isinstance(source, (str, os.PathLike)):
-        from .checkpoint import read_torch_file
 
         source = read_torch_file(source)  # a corrupt or code-carrying file: one line naming it
     if not isinstance(source, Mapping):

@@ -27,10 +27,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import Config
-
 __all__ = ["derive_seed", "seeded_generator", "forked_rng", "setup_determinism", "AMP_MODES", "cpu_has_fast_bf16",
-           "amp_dtype", "autocast", "prepare_model", "to_device"]
+           "amp_dtype", "autocast", "resolve_device", "prepare_model", "to_device"]
 
 
 def derive_seed(*parts) -> int:
@@ -66,14 +64,14 @@ def forked_rng(seed: int, devices: Sequence = ()):
         yield
 
 
-def setup_determinism(cfg: Config) -> None:
-    """``deterministic=True``: deterministic kernels only.
+def setup_determinism(deterministic: bool) -> None:
+    """``deterministic=True`` (the ``Config`` key of that name): deterministic kernels only.
 
     On the CPU every op used here has one, so runs repeat bit for bit. On CUDA a few ops have no
     deterministic kernel (the backward of bilinear upsampling in the head): they only warn
     (``warn_only``) instead of stopping the run, so GPU runs repeat closely but not bit for bit.
     """
-    if cfg.deterministic:
+    if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=torch.cuda.is_available())
         torch.backends.cudnn.benchmark = False
@@ -142,21 +140,33 @@ def autocast(amp: str, device: torch.device):
     return torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
 
 
-def prepare_model(model: nn.Module, cfg: Config, device: torch.device) -> nn.Module:
-    """Move ``model`` to ``device``, in channels-last memory when ``cfg.channels_last``.
+def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """``auto``: this rank's GPU when CUDA is available, else the CPU; ``cuda`` means this rank's GPU."""
+    if name == "auto":
+        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for but CUDA is not available: use device=auto or cpu")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)
+    return device
+
+
+def prepare_model(model: nn.Module, device: torch.device, channels_last: bool = False) -> nn.Module:
+    """Move ``model`` to ``device``, in channels-last memory when ``channels_last``.
 
     Channels-last is the layout oneDNN (CPU) and cuDNN (CUDA) convolve fastest; it changes only
     the order of floating-point sums (results agree to rounding, runs still repeat exactly).
     """
     model = model.to(device)
-    if cfg.channels_last:
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
 
 
-def to_device(x: torch.Tensor, cfg: Config, device: torch.device) -> torch.Tensor:
-    """Copy a batch to ``device`` without blocking; images ``(B, 3, H, W)`` go channels-last."""
+def to_device(x: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
+    """Copy a batch to ``device`` without blocking; images ``(B, 3, H, W)`` go channels-last when asked."""
     x = x.to(device, non_blocking=True)
-    if cfg.channels_last and x.ndim == 4:
+    if channels_last and x.ndim == 4:
         x = x.contiguous(memory_format=torch.channels_last)
     return x

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .losses import patch_loss_map
-from .patches import PatchGrid, mask_images, n_hidden, random_patch_mask
-from .runtime import autocast
+from smir_lib.losses import patch_loss_map
+from smir_lib.patches import PatchGrid, mask_images, n_hidden, random_patch_mask
+from smir_lib.runtime import autocast
 
 __all__ = ["SelectiveMasks", "top_patch_mask", "score_patches", "selective_mask"]
 

@@ -3,9 +3,8 @@
 import json
 
 import pytest
-import torch
 
-from smir_lib.cli import build_parser, main
+from smir_lib.tools.cli import build_parser, main
 
 TINY = ["model=tiny", "synthetic_size=72", "image_size=64", "msssim_win=3", "n_patches=64", "k=2",
         "partitions=2", "pool_size=10", "pretrain_epochs=1", "pretrain_batch=4", "warmup_epochs=0",

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from smir_lib.config import PRESETS, Config, config_diff, load_config, parse_overrides, save_config
+from smir_lib.engine.config import PRESETS, Config, config_diff, load_config, parse_overrides, save_config
 
 pytestmark = pytest.mark.unit
 
@@ -85,7 +85,7 @@ def test_replace_and_diff_ignore_execution_keys():
 
 
 def test_packaged_configs_load_by_name():
-    from smir_lib.config import packaged_configs
+    from smir_lib.engine.config import packaged_configs
 
     assert {"cwfid_fast", "voc_paper"} <= set(packaged_configs())
     cfg = load_config("cwfid_fast")

@@ -8,8 +8,15 @@ import torch
 from PIL import Image
 
 from smir_lib.data import DATASET_NAMES, get_dataset
-from smir_lib.data.base import (DatasetNotFoundError, ImageLoadError, LabelError, SegmentationFiles, colors_to_index,
-                                load_image, values_to_index)
+from smir_lib.data.base import (
+    DatasetNotFoundError,
+    ImageLoadError,
+    LabelError,
+    SegmentationFiles,
+    colors_to_index,
+    load_image,
+    values_to_index,
+)
 
 pytestmark = pytest.mark.unit
 

@@ -7,8 +7,8 @@ import warnings
 import numpy as np
 import pytest
 import torch
-
 from conftest import CWFID_ROOT
+
 from smir_lib.data import cwfid, get_dataset
 
 pytestmark = pytest.mark.realdata

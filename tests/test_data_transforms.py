@@ -5,10 +5,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from smir_lib.data.transforms import (NORM_MEAN, NORM_STD, EvalTransform, TrainAugment, center_crop, denormalize,
-                                      normalize, resize_short_side, short_side_shape)
-
 from benchmarks.reference import augment_whole_image
+from smir_lib.data.transforms import (
+    NORM_MEAN,
+    NORM_STD,
+    EvalTransform,
+    TrainAugment,
+    center_crop,
+    denormalize,
+    normalize,
+    resize_short_side,
+    short_side_shape,
+)
 
 pytestmark = pytest.mark.unit
 

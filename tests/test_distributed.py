@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from smir_lib.config import load_config
-from smir_lib.distributed import DistContext, init_distributed
+from smir_lib.engine.config import load_config
+from smir_lib.engine.distributed import DistContext, init_distributed
+from smir_lib.engine.pretrain import handoff_checkpoint
+from smir_lib.engine.pretrain_data import load_split, partition_indices, score_partition
 from smir_lib.models import build_model, load_pretrained
-from smir_lib.pretrain import handoff_checkpoint
-from smir_lib.pretrain_data import load_split, partition_indices, score_partition
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["model=tiny", "synthetic_size=72", "image_size=64", "msssim_win=3", "n_patches=64", "k=2",

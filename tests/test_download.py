@@ -13,13 +13,22 @@ import tarfile
 import threading
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
-from smir_lib import download as dl
-from smir_lib.download import (ChecksumError, Downloader, DownloadError, HtmlInsteadOfFileError, MissingToolError,
-                               RemoteFile, Source, UnsafeArchiveError, extract_archive, fetch_source)
+from smir_lib.data import download as dl
+from smir_lib.data.download import (
+    ChecksumError,
+    Downloader,
+    DownloadError,
+    HtmlInsteadOfFileError,
+    MissingToolError,
+    RemoteFile,
+    Source,
+    UnsafeArchiveError,
+    extract_archive,
+    fetch_source,
+)
 
 pytestmark = pytest.mark.unit
 

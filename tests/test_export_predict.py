@@ -1,4 +1,4 @@
-"""predict (smir_lib.predict) and export (smir_lib.export): files others load, checked against PyTorch."""
+"""predict (smir_lib.tools.predict) and export (smir_lib.tools.export): files others load, checked against PyTorch."""
 
 from __future__ import annotations
 
@@ -10,12 +10,18 @@ import pytest
 import torch
 from PIL import Image
 
-from smir_lib.cli import main
-from smir_lib.config import load_config
 from smir_lib.data.folder_example import write_example_folder
-from smir_lib.export import (check_onnx, encoder_state_dict, export_onnx, export_run, load_safetensors,
-                             onnx_available)
+from smir_lib.engine.config import load_config
 from smir_lib.models import ResNetEncoder, build_model
+from smir_lib.tools.cli import main
+from smir_lib.tools.export import (
+    check_onnx,
+    encoder_state_dict,
+    export_onnx,
+    export_run,
+    load_safetensors,
+    onnx_available,
+)
 
 pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_thread")]
 

@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from smir_lib.config import load_config
-from smir_lib.finetune import evaluate, finetune, initialise
+from smir_lib.engine.config import load_config
+from smir_lib.engine.finetune import evaluate, finetune, initialise
 from smir_lib.models import build_model
 
 FT = dict(model="tiny", synthetic_size=96, image_size=80, msssim_win=3, train_size=16, val_size=4,
@@ -87,7 +87,7 @@ def test_finetune_from_a_pretraining_checkpoint_with_ce(tmp_path):
 
 @pytest.mark.unit
 def test_authors_metric_adds_a_void_output_on_voc_and_cityscapes_only():
-    from smir_lib.finetune import output_classes, void_as_class
+    from smir_lib.engine.finetune import output_classes, void_as_class
 
     assert output_classes(cfg(dataset="voc"), 21) == 21
     assert output_classes(cfg(dataset="voc", metric="authors"), 21) == 22

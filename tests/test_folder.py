@@ -7,13 +7,13 @@ import pytest
 import torch
 from PIL import Image
 
-from smir_lib.cli import main
 from smir_lib.data import get_dataset
 from smir_lib.data.base import LabelError
 from smir_lib.data.folder import FolderError, scan_folder
 from smir_lib.data.folder_check import check_folder
 from smir_lib.data.folder_example import write_example_folder
 from smir_lib.data.synthetic import SyntheticFields
+from smir_lib.tools.cli import main
 
 pytestmark = pytest.mark.unit
 

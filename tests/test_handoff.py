@@ -12,14 +12,14 @@ import json
 import pytest
 import torch
 
-from smir_lib.config import load_config
 from smir_lib.data import get_dataset
 from smir_lib.data.transforms import normalize, resize_short_side
+from smir_lib.engine.config import load_config
+from smir_lib.engine.pretrain import pretrain_selective
+from smir_lib.engine.pretrain_data import load_masks, partition_indices, score_partition
 from smir_lib.losses import reconstruction_loss
 from smir_lib.models import build_model
 from smir_lib.patches import patch_grid, random_patch_mask
-from smir_lib.pretrain import pretrain_selective
-from smir_lib.pretrain_data import load_masks, partition_indices, score_partition
 from smir_lib.runtime import seeded_generator
 
 pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_thread")]

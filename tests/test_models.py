@@ -6,8 +6,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from smir_lib.models import (PRESETS, ResNetUNet, build_unet, count_parameters,
-                             load_imagenet_encoder, load_pretrained, pad_to_multiple)
+from smir_lib.models import (
+    PRESETS,
+    ResNetUNet,
+    build_unet,
+    count_parameters,
+    load_imagenet_encoder,
+    load_pretrained,
+    pad_to_multiple,
+)
 
 pytestmark = pytest.mark.unit
 

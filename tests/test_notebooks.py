@@ -1,6 +1,6 @@
 """The notebooks tier: the whole series runs once with papermill (fast profile, synthetic data).
 
-One session-scoped fixture runs ``smir_lib.runner.run_series`` into a temporary run folder;
+One session-scoped fixture runs ``smir_lib.notebook.runner.run_series`` into a temporary run folder;
 each test then checks what one notebook left there: its metrics (keys present, values in
 plausible ranges), its figures (every PNG it lists exists), the report, and the time budget
 (all eight notebooks in 10 minutes on 2 CPU cores).
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from smir_lib.runner import run_series
+from smir_lib.notebook.runner import run_series
 
 pytestmark = pytest.mark.notebooks
 
@@ -36,7 +36,7 @@ TARGET_HIDDEN_VISIBLE = 1.2  # issue 14's target, not met yet: the shipped model
 
 def teaching_models_or_skip() -> None:
     """Skip a quality assertion only when no teaching set is installed (the repository ships one)."""
-    from smir_lib import zoo
+    from smir_lib.notebook import zoo
 
     if zoo.shipped_folder("synthetic") is None:
         pytest.skip(f"no teaching models in {zoo.models_dir() / 'synthetic'} (rebuild them with `make models`): "

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from smir_lib.cli import main
 from smir_lib.data.folder_example import write_example_folder
+from smir_lib.tools.cli import main
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 

@@ -5,8 +5,15 @@ import math
 import pytest
 import torch
 
-from smir_lib.patches import (PatchGrid, apply_pixel_mask, mask_images, mask_to_pixels, n_hidden,
-                              patch_grid, random_patch_mask)
+from smir_lib.patches import (
+    PatchGrid,
+    apply_pixel_mask,
+    mask_images,
+    mask_to_pixels,
+    n_hidden,
+    patch_grid,
+    random_patch_mask,
+)
 
 pytestmark = pytest.mark.unit
 

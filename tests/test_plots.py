@@ -6,7 +6,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from smir_lib import plots
+from smir_lib.notebook import plots
 from smir_lib.patches import patch_grid
 
 pytestmark = pytest.mark.unit

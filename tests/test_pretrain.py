@@ -5,16 +5,23 @@ import json
 import pytest
 import torch
 
-from smir_lib.config import load_config
+from benchmarks.reference import patch_loss_map_loop
 from smir_lib.data import get_dataset
 from smir_lib.data.transforms import normalize, resize_short_side
-from smir_lib.patches import n_hidden, patch_grid, random_patch_mask
+from smir_lib.engine.config import load_config
+from smir_lib.engine.pretrain import load_pretrain_result, pretrain_random, pretrain_selective
+from smir_lib.engine.pretrain_data import (
+    FixedMaskValSet,
+    MaskedPoolSet,
+    SelectiveValSet,
+    eval_items,
+    load_masks,
+    partition_indices,
+    score_partition,
+)
 from smir_lib.models import build_model
-from smir_lib.pretrain import load_pretrain_result, pretrain_random, pretrain_selective
-from smir_lib.pretrain_data import (FixedMaskValSet, MaskedPoolSet, SelectiveValSet, eval_items, load_masks, partition_indices,
-                                    score_partition)
+from smir_lib.patches import n_hidden, patch_grid, random_patch_mask
 from smir_lib.runtime import seeded_generator
-from benchmarks.reference import patch_loss_map_loop
 from tests.test_handoff import expected_val_loss
 
 TINY = dict(model="tiny", synthetic_size=72, image_size=64, msssim_win=3, n_patches=64, k=2,

@@ -118,7 +118,7 @@ def test_notebook_has_one_literal_parameters_cell(path: Path):
     code = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
     explorers = [src for src in code if "INTERACTIVE" in src and "widgets." in src]
     assert ("INTERACTIVE" in names) == bool(explorers), (
-        f"{path.name}: INTERACTIVE must switch an explorer on (a cell `if INTERACTIVE:` using smir_lib.widgets) "
+        f"{path.name}: INTERACTIVE must switch an explorer on (a cell `if INTERACTIVE:` using smir_lib.notebook.widgets) "
         "or not be a parameter" if "INTERACTIVE" in names else
         f"{path.name}: an explorer cell uses INTERACTIVE, which the parameters cell does not set")
 

@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from smir_lib.provenance import git_commit
+from smir_lib.engine.provenance import git_commit
 
 
 @pytest.mark.unit

@@ -9,8 +9,8 @@ checkpoint, absolute paths inside run folders, two processes on one run folder, 
 from __future__ import annotations
 
 import json
-import random
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -23,13 +23,13 @@ import pytest
 import torch
 from PIL import Image
 
-from smir_lib.checkpoint import RunFileError, read_torch_file
-from smir_lib.cli import main
-from smir_lib.config import load_config
 from smir_lib.data import base, get_dataset
 from smir_lib.data.base import DatasetNotFoundError, resolve_root
 from smir_lib.data.transforms import EvalTransform, TrainAugment
+from smir_lib.engine.config import load_config
+from smir_lib.files import RunFileError, read_torch_file
 from smir_lib.models import build_model
+from smir_lib.tools.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -77,7 +77,7 @@ def test_mask_ratio_is_checked_against_the_actual_patch_count():
 def test_evaluating_a_pretraining_checkpoint_is_refused(tmp_path):
     """Synthetic fields have 3 classes, so the 3-channel reconstruction head would load and
     score an mIoU near 0; the checkpoint's stage says what it is."""
-    from smir_lib.finetune import evaluate
+    from smir_lib.engine.finetune import evaluate
 
     cfg = load_config("fast", TINY)
     path = tmp_path / "pretrained.pt"
@@ -136,7 +136,7 @@ def fake_cwfid(root: Path, corrupt: int | None = None) -> Path:
 
 @pytest.mark.unit
 def test_every_run_prints_the_data_folder_it_reads(tmp_path, capsys):
-    from smir_lib.pretrain_data import load_split
+    from smir_lib.engine.pretrain_data import load_split
 
     folder = fake_cwfid(tmp_path)
     load_split(load_config("fast", {"dataset": "cwfid", "data_root": str(tmp_path)}), "train", announce=True)
@@ -213,7 +213,7 @@ def test_a_copied_run_folder_never_reads_the_original(finished_run, tmp_path):
     shutil.rmtree(copy / "step_1")  # step 1 is redone from step 0 of the copy ...
     (original / "step_0" / "best.pt").unlink()  # ... which must not be the original's
     assert pretrain(copy) == 0
-    from smir_lib.pretrain import load_pretrain_result
+    from smir_lib.engine.pretrain import load_pretrain_result
 
     result = load_pretrain_result(copy)
     assert result.best_checkpoint == copy / "pretrained.pt"
@@ -300,7 +300,7 @@ def test_a_second_process_on_the_same_run_folder_is_refused_until_the_first_ends
     finally:
         os.kill(first.pid, signal.SIGKILL)
         first.wait()
-    from smir_lib.checkpoint import run_lock
+    from smir_lib.engine.checkpoint import run_lock
 
     with run_lock(out):  # a killed holder leaves no stuck lock
         pass

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from smir_lib.notebook_setup import setup_notebook, to_jsonable
-from smir_lib.report import build_report
+from smir_lib.notebook.report import build_report
+from smir_lib.notebook.setup import setup_notebook, to_jsonable
 
 pytestmark = pytest.mark.unit
 

@@ -4,13 +4,13 @@ import pytest
 import torch
 from torch import nn
 
-from smir_lib.config import load_config
+from smir_lib.engine.config import load_config
+from smir_lib.engine.pretrain import pretrain_random
+from smir_lib.engine.train_loop import EpochItems, EpochSampler
 from smir_lib.losses import patch_loss_map
 from smir_lib.patches import mask_images, patch_grid, random_patch_mask
-from smir_lib.pretrain import pretrain_random
 from smir_lib.runtime import _cpu_flags, amp_dtype, cpu_has_fast_bf16, forked_rng, prepare_model, to_device
 from smir_lib.selective import score_patches, top_patch_mask
-from smir_lib.train_loop import EpochItems, EpochSampler
 
 pytestmark = pytest.mark.unit
 
@@ -49,12 +49,12 @@ def test_amp_policy_on_the_cpu():
 
 def test_channels_last_on_the_cpu_follows_the_config():
     cfg = load_config("fast")
-    model = prepare_model(nn.Conv2d(3, 4, 3), cfg, CPU)
+    model = prepare_model(nn.Conv2d(3, 4, 3), CPU, cfg.channels_last)
     assert model.weight.is_contiguous(memory_format=torch.channels_last)
-    batch = to_device(torch.zeros(2, 3, 8, 8), cfg, CPU)
+    batch = to_device(torch.zeros(2, 3, 8, 8), CPU, cfg.channels_last)
     assert batch.is_contiguous(memory_format=torch.channels_last)
-    assert to_device(torch.zeros(2, 8, 8), cfg, CPU).is_contiguous()  # labels stay as they are
-    plain = prepare_model(nn.Conv2d(3, 4, 3), cfg.replace(channels_last=False), CPU)
+    assert to_device(torch.zeros(2, 8, 8), CPU, cfg.channels_last).is_contiguous()  # labels stay as they are
+    plain = prepare_model(nn.Conv2d(3, 4, 3), CPU, channels_last=False)
     assert not plain.weight.is_contiguous(memory_format=torch.channels_last)
 
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from smir_lib.schedule import build_optimizer, build_scheduler, lr_factor
+from smir_lib.engine.schedule import build_optimizer, build_scheduler, lr_factor
 
 pytestmark = pytest.mark.unit
 

@@ -7,11 +7,11 @@ import torch
 from torch import nn
 
 from smir_lib.data.transforms import NORM_MEAN, normalize
-from smir_lib.measure import object_share_per_image, score_terms
+from smir_lib.engine.config import load_config
+from smir_lib.notebook.measure import object_share_per_image, score_terms
+from smir_lib.notebook.showcase import predict_labels, selection_views
 from smir_lib.patches import mask_to_pixels, n_hidden, patch_grid
 from smir_lib.selective import top_patch_mask
-from smir_lib.config import load_config
-from smir_lib.showcase import predict_labels, selection_views
 
 pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_thread")]
 

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from smir_lib.measure import stored_mask_shares
-from smir_lib.study import run_study
-from smir_lib.study_report import report
+from smir_lib.notebook.measure import stored_mask_shares
+from smir_lib.study.reproduction import run_study
+from smir_lib.study.reproduction_report import report
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
@@ -99,7 +99,7 @@ def test_reduced_study_cwfid_with_cross_pool(tmp_path, cwfid_root, monkeypatch):
 @pytest.mark.unit
 def test_results_table_shows_a_spread_only_over_several_seeds():
     """Hand-made summaries: two seeds print mean ± std; one seed prints the value alone."""
-    from smir_lib.study import results_markdown
+    from smir_lib.study.reproduction import results_markdown
 
     def summary(n_seeds, std):
         row = {"label": "random IR (self)", "n_seeds": n_seeds, "miou_mean": 0.5, "miou_std": std,

@@ -7,10 +7,10 @@ import shutil
 
 import pytest
 
-from smir_lib.study_plan import load_protocol, work_units
-from smir_lib.study_rerun import rerun_cell, rerun_lines
-from smir_lib.study_run import run_units, unit_done
-from smir_lib.study_tables import README_BEGIN, README_END, readme_section, write_readme_section, write_report
+from smir_lib.study.plan import load_protocol, work_units
+from smir_lib.study.rerun import rerun_cell, rerun_lines
+from smir_lib.study.run import run_units, unit_done
+from smir_lib.study.tables import README_BEGIN, README_END, readme_section, write_readme_section, write_report
 
 
 @pytest.mark.slow
@@ -107,7 +107,7 @@ def _reported_results(summary: dict) -> set[str]:
     sign): every initialisation's mean and interval, every paired difference's, and the numbers of
     its computed verdicts (headline: plateau rises and the like). Per-seed values and curves are left
     out: among their thousands of numbers nearly any 3-decimal value would be found."""
-    from smir_lib.study_tables import headline
+    from smir_lib.study.tables import headline
 
     values = []
     for dataset in summary["datasets"].values():

@@ -6,10 +6,19 @@ import itertools
 import pytest
 import torch
 
-from smir_lib.study_plan import (Protocol, epochs_for_budget, load_protocol, parse_shard, protocol_names, shard,
-                                 stage_train_sizes, unit_config, work_units)
-from smir_lib.study_stats import bootstrap_interval, paired_difference
-from smir_lib.study_tables import difference_table, headline, late_rise
+from smir_lib.study.plan import (
+    Protocol,
+    epochs_for_budget,
+    load_protocol,
+    parse_shard,
+    protocol_names,
+    shard,
+    stage_train_sizes,
+    unit_config,
+    work_units,
+)
+from smir_lib.study.stats import bootstrap_interval, paired_difference
+from smir_lib.study.tables import difference_table, headline, late_rise
 
 pytestmark = pytest.mark.unit
 
@@ -106,7 +115,7 @@ def test_pretraining_configs_see_equal_images_and_every_initialisation_fine_tune
 
 
 def test_label_budgets_are_nested_subsets():
-    from smir_lib.pretrain_data import load_split
+    from smir_lib.engine.pretrain_data import load_split
 
     p = protocol()
     small, large = (load_split(unit_config(p, u), "train") for u in work_units(p)
@@ -236,7 +245,7 @@ def test_bootstrap_is_seeded_vectorised_over_metrics_and_paired_by_seed():
 def test_budget_figure_has_one_panel_per_label_budget_and_reads_images_from_what_ran():
     from matplotlib.figure import Figure
 
-    from smir_lib import study_plots
+    from smir_lib.study import plots as study_plots
 
     row = lambda m: {"mean": [m], "low": [m - 0.01], "high": [m + 0.01]}  # noqa: E731
     inits = {"scratch": row(0.5), "random_500": row(0.52), "selective_500": row(0.53), "random_1500": row(0.55),
@@ -261,7 +270,7 @@ def test_budget_figure_has_one_panel_per_label_budget_and_reads_images_from_what
 def test_time_estimate_fits_the_logged_unit_times(tmp_path):
     import json
 
-    from smir_lib.study_tables import time_estimate
+    from smir_lib.study.tables import time_estimate
 
     log = tmp_path / "units.jsonl"
     records = [{"kind": "pretrain", "image_steps": 100, "seconds": 90, "cpu_seconds": 20},

@@ -1,4 +1,4 @@
-"""Tiles for pools (smir_lib.data.tiles), sliding windows (smir_lib.inference), and pool tiling from a config."""
+"""Tiles for pools (smir_lib.data.tiles), sliding windows (smir_lib.engine.inference), and pool tiling from a config."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import pytest
 import torch
 from torch import nn
 
-from smir_lib.config import load_config
 from smir_lib.data.folder_example import write_example_folder
 from smir_lib.data.synthetic import SyntheticFields
 from smir_lib.data.tiles import TiledPool, tile_boxes, tile_starts
-from smir_lib.inference import sliding_window_logits
-from smir_lib.pretrain_data import data_origin, load_split
+from smir_lib.engine.config import load_config
+from smir_lib.engine.inference import sliding_window_logits
+from smir_lib.engine.pretrain_data import data_origin, load_split
 
 pytestmark = pytest.mark.unit
 

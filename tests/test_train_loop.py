@@ -6,10 +6,10 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from smir_lib import train_loop
-from smir_lib.checkpoint import atomic_save
-from smir_lib.config import load_config
-from smir_lib.distributed import init_distributed
+from smir_lib.engine import train_loop
+from smir_lib.engine.config import load_config
+from smir_lib.engine.distributed import init_distributed
+from smir_lib.files import atomic_save
 
 pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_thread")]
 

@@ -25,9 +25,17 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-
-from ui_jupyterlab import (CHROMIUM_INSTALL, JupyterLabServer, LabNotebook, descendants, describe,
-                           find_chromium, kill_pids, launch_browser, prepare_notebook)
+from ui_jupyterlab import (
+    CHROMIUM_INSTALL,
+    JupyterLabServer,
+    LabNotebook,
+    descendants,
+    describe,
+    find_chromium,
+    kill_pids,
+    launch_browser,
+    prepare_notebook,
+)
 
 pytestmark = pytest.mark.ui
 
@@ -35,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 
 # Notebook -> (slider descriptions to try, in order; README screenshot name). Every notebook with
-# an explorer (an `if INTERACTIVE:` cell using smir_lib.widgets) is listed: test_every_explorer_is_driven checks.
+# an explorer (an `if INTERACTIVE:` cell using smir_lib.notebook.widgets) is listed: test_every_explorer_is_driven checks.
 EXPLORERS = {
     "00_data": (("image",), "00_dataset_browser.png"),
     "01_random_masking": (("ratio", "seed"), "01_mask_explorer.png"),

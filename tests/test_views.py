@@ -9,15 +9,14 @@ import pytest
 import torch
 from PIL import Image
 
-from smir_lib.config import load_config
-from smir_lib.data import get_dataset
+from smir_lib.data import get_dataset, views
 from smir_lib.data.base import SegmentationFiles
-from smir_lib.data.transforms import resize_short_side
-from smir_lib.data import views
 from smir_lib.data.tiles import TiledPool
+from smir_lib.data.transforms import resize_short_side
 from smir_lib.data.views import CachedItems, FirstItems, ResizedImages, item_key, read_item
-from smir_lib.pretrain import pretrain_selective
-from smir_lib.pretrain_data import load_masks
+from smir_lib.engine.config import load_config
+from smir_lib.engine.pretrain import pretrain_selective
+from smir_lib.engine.pretrain_data import load_masks
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -110,7 +109,7 @@ def test_views_that_change_items_have_their_own_keys_or_none(tmp_path):
     tiles = TiledPool(files, 32, 16)
     assert len({item_key(tiles, i) for i in range(len(tiles))}) == len(tiles)
     assert item_key(_png_dataset(tmp_path), 0) is None  # a lambda decoder: the key could not tell it apart
-    from smir_lib.finetune import LabelledSet
+    from smir_lib.engine.finetune import LabelledSet
 
     cfg = load_config(overrides={"image_size": 36, "msssim_win": 3})
     assert item_key(LabelledSet(files, "train", cfg), 0) is None  # augmented anew every epoch

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from smir_lib import widgets
 from smir_lib.data.transforms import normalize
+from smir_lib.notebook import widgets
 from smir_lib.patches import patch_grid
 
 pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_thread")]

@@ -1,14 +1,13 @@
 """The teaching models: built by the engine, exported compact, verified, found by the notebooks."""
 
-import json
 
 import pytest
 import torch
 
-from smir_lib import zoo
 from smir_lib.models import build_model, load_pretrained
-from smir_lib.notebook_setup import setup_notebook
-from smir_lib.trained import finetuned, pretrained, teaching_set
+from smir_lib.notebook import zoo
+from smir_lib.notebook.setup import setup_notebook
+from smir_lib.notebook.trained import finetuned, pretrained, teaching_set
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 

@@ -1,7 +1,7 @@
 """Run the reproduction study on a CPU budget and write ``reproduction_cpu.{md,json}``.
 
-A thin command line over the library: the study loop is ``smir_lib.study.run_study`` (the loop
-notebook 07 calls) and the report ``smir_lib.study_report.report``. Each dataset is pretrained
+A thin command line over the library: the study loop is ``smir_lib.study.reproduction.run_study`` (the loop
+notebook 07 calls) and the report ``smir_lib.study.reproduction_report.report``. Each dataset is pretrained
 with the other one as its "cross" pool. Each dataset can run in its own process
 (``--datasets cwfid``), and ``--seeds`` may be split between processes: every finished part is
 read back, not redone, so calling it again with all seeds and ``--report`` only collects the
@@ -16,7 +16,7 @@ results (it re-tests each fine-tuned checkpoint and re-measures the mask shares)
 
 The budget is ``smir_lib/configs/study_cpu.yaml`` (``--config``, default); ``key=value``
 arguments override it (``cache_images=true`` keeps decoded images in memory: CWFID otherwise
-decodes a 1296x966 PNG per item). ``smir_lib.study_report.GPU_COMMAND`` runs the paper preset.
+decodes a 1296x966 PNG per item). ``smir_lib.study.reproduction_report.GPU_COMMAND`` runs the paper preset.
 One thread per process: on a busy 2-core machine two threads per process ran ~10x slower.
 """
 
@@ -51,9 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import torch
 
-    from smir_lib.config import parse_overrides
-    from smir_lib.study import run_study
-    from smir_lib.study_report import report
+    from smir_lib.engine.config import parse_overrides
+    from smir_lib.study.reproduction import run_study
+    from smir_lib.study.reproduction_report import report
 
     torch.set_num_threads(args.threads)
     tic = time.perf_counter()

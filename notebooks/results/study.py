@@ -1,6 +1,6 @@
 """The budget study (issue 15) from the command line: plan it, run it in shards, report it.
 
-A thin command line over the library (``smir_lib.study_plan``, ``study_run``, ``study_tables``)::
+A thin command line over the library (``smir_lib.study.plan``, ``study_run``, ``study_tables``)::
 
     export OMP_NUM_THREADS=1 SMIR_DATA_DIR=/path/to/data      # the folder holding cwfid/
     python notebooks/results/study.py plan --protocol cpu --timings runs/study_reduced
@@ -83,7 +83,7 @@ def _command(argv: list[str] | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """A user's mistake (an unknown protocol or unit, a stale or missing run) is one line, exit 2."""
-    from smir_lib.cli import report_user_error, user_errors
+    from smir_lib.tools.cli import report_user_error, user_errors
 
     args = build_parser().parse_args(argv)
     try:
@@ -94,29 +94,29 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(args, argv: list[str] | None) -> int:
     if args.command == "readme":
-        from smir_lib.study_tables import write_readme_section
+        from smir_lib.study.tables import write_readme_section
 
         print(write_readme_section(Path(args.json), Path(args.readme), [Path(p) for p in args.checks]))
         return 0
     import torch
 
-    from smir_lib.study_plan import load_protocol, parse_shard
+    from smir_lib.study.plan import load_protocol, parse_shard
 
     torch.set_num_threads(args.threads)
     if args.command == "rerun":
-        from smir_lib.study_rerun import rerun_cell, rerun_lines
+        from smir_lib.study.rerun import rerun_cell, rerun_lines
 
         print("\n".join(rerun_lines(rerun_cell(args.json, args.unit, args.root))))
         return 0
     protocol = load_protocol(args.protocol, {"seeds": args.seeds} if args.seeds else None)
     root = Path(args.root or f"runs/study_{protocol.name}")
     if args.command == "plan":
-        from smir_lib.study_tables import plan_lines
+        from smir_lib.study.tables import plan_lines
 
         print("\n".join(plan_lines(protocol, [Path(t) for t in args.timings] if args.timings else None, args.processes)))
         return 0
     if args.command == "run":
-        from smir_lib.study_run import run_units
+        from smir_lib.study.run import run_units
 
         index, count = parse_shard(args.shard)
         out = run_units(protocol, root, index, count, steal=not args.no_steal, wait_s=args.wait, only=args.only)
@@ -125,7 +125,7 @@ def _main(args, argv: list[str] | None) -> int:
         for folder, error in out["failed"].items():
             print(f"FAILED {folder}: {error}")
         return 1 if out["failed"] else 0
-    from smir_lib.study_tables import write_report
+    from smir_lib.study.tables import write_report
 
     tic = time.perf_counter()
     summary = write_report(protocol, root, Path(args.out), _command(argv), note=args.note,

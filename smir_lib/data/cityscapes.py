@@ -23,7 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import IGNORE_INDEX, SegmentationFiles, check_split, open_image_array, resolve_root, values_to_index
+from smir_lib.data.base import (
+    IGNORE_INDEX,
+    SegmentationFiles,
+    check_split,
+    open_image_array,
+    resolve_root,
+    values_to_index,
+)
 
 # (name, labelId, trainId, display colour) for the 19 evaluated classes, as in cityscapesscripts/helpers/labels.py
 TRAIN_CLASSES = [

@@ -29,7 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import SegmentationFiles, check_split, colors_to_index, open_image_array, resolve_root, warn_once
+from smir_lib.data.base import (
+    SegmentationFiles,
+    check_split,
+    colors_to_index,
+    open_image_array,
+    resolve_root,
+    warn_once,
+)
 
 CLASS_NAMES = ["soil", "crop", "weed"]
 CLASS_COLORS = [(120, 85, 50), (0, 200, 0), (230, 30, 30)]  # display colours, shared with `synthetic`

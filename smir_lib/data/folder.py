@@ -40,7 +40,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import LabelError, SegmentationFiles, check_split, colors_to_index, open_image_array, values_to_index
+from smir_lib.data.base import (
+    LabelError,
+    SegmentationFiles,
+    check_split,
+    colors_to_index,
+    open_image_array,
+    values_to_index,
+)
+from smir_lib.runtime import seeded_generator
 
 __all__ = ["FolderError", "ClassTable", "FolderLayout", "read_classes", "scan_folder", "build", "class_info",
            "write_splits"]
@@ -218,7 +226,6 @@ def _split_stems(root: Path, stems: list[str], problems: list[str]) -> tuple[dic
         return {s: [x for x in v if x in stems] for s, v in splits.items()}, f"splits from {path}"
     import torch
 
-    from ..runtime import seeded_generator
 
     n = len(stems)
     n_val, n_test = (max(1, round(share * n)) for share in SPLIT_SHARES[1:])

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import ImageLoadError, LabelError, image_shape, size_mismatch
-from .folder import SIZE_FIX, FolderLayout, scan_folder
+from smir_lib.data.base import ImageLoadError, LabelError, image_shape, size_mismatch
+from smir_lib.data.folder import SIZE_FIX, FolderLayout, scan_folder
 
 __all__ = ["FolderReport", "check_folder"]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .synthetic import CLASS_COLORS, CLASS_NAMES, SyntheticFields
+from smir_lib.data.synthetic import CLASS_COLORS, CLASS_NAMES, SyntheticFields
 
 __all__ = ["write_example_folder", "MASK_COLORS"]
 

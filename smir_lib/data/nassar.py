@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import SegmentationFiles, check_split, colors_to_index, open_image_array, resolve_root
+from smir_lib.data.base import SegmentationFiles, check_split, colors_to_index, open_image_array, resolve_root
 
 CLASS_NAMES = ["background", "crop", "weed"]
 CLASS_COLORS = [(0, 0, 0), (0, 128, 0), (128, 0, 0)]

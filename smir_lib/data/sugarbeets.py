@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import SegmentationFiles, check_split, open_image_array, resolve_root, values_to_index
+from smir_lib.data.base import SegmentationFiles, check_split, open_image_array, resolve_root, values_to_index
 
 CLASS_NAMES = ["soil", "crop", "weed"]
 CLASS_COLORS = [(120, 85, 50), (0, 200, 0), (230, 30, 30)]

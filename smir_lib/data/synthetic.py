@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from .base import IGNORE_INDEX, check_split
+from smir_lib.data.base import IGNORE_INDEX, check_split
 
 CLASS_NAMES = ["soil", "crop", "weed"]
 CLASS_COLORS = [(120, 85, 50), (0, 200, 0), (230, 30, 30)]  # display: brown, green, red

@@ -2,7 +2,7 @@
 
 A 1296x966 field photo resized to a short side of 256 keeps little of a seedling; cut into
 256-px tiles at full resolution it gives 24 training images instead of one. The same window
-layout serves sliding-window inference (:mod:`smir_lib.inference`).
+layout serves sliding-window inference (:mod:`smir_lib.engine.inference`).
 
 * :func:`tile_starts` places windows of ``tile`` px every ``stride`` px along one side; the last
   window is shifted inwards so it ends at the border (every pixel is covered, no padding), as
@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset, Subset
 
-from .views import fresh_image, item_image, item_key, read_item
+from smir_lib.data.views import fresh_image, item_image, item_key, read_item
 
 __all__ = ["tile_starts", "tile_boxes", "image_shapes", "TiledPool"]
 

@@ -28,7 +28,8 @@ from collections.abc import Sequence
 
 import torch
 
-from ..runtime import forked_rng
+from smir_lib.data.base import warn_once
+from smir_lib.runtime import forked_rng
 
 NORM_MEAN: tuple[float, float, float] = (0.4529, 0.4317, 0.3999)
 NORM_STD: tuple[float, float, float] = (0.4443, 0.4665, 0.4887)
@@ -69,7 +70,6 @@ def warn_if_upscaled(height: int, width: int, size: int) -> None:
     a silent change of resolution, said out loud here (issue 18).
     """
     if min(height, width) < size:
-        from .base import warn_once
 
         warn_once(f"images smaller than image_size={size} px are upscaled: a {width}x{height} image is "
                   f"enlarged x{size / min(height, width):.2f} to a short side of {size} px. Lower "

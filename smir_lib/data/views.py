@@ -32,7 +32,7 @@ from collections import OrderedDict
 import torch
 from torch.utils.data import Dataset
 
-from .transforms import resize_short_side, unit_float
+from smir_lib.data.transforms import resize_short_side, unit_float
 
 __all__ = ["DatasetView", "FirstItems", "CachedItems", "ResizedImages", "item_image", "item_key", "read_item",
            "fresh_image", "MEMO_BYTES", "clear_memo"]

@@ -25,8 +25,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import (IGNORE_INDEX, LabelError, SegmentationFiles, check_split, colors_to_index, open_image_array,
-                   resolve_root, values_to_index)
+from smir_lib.data.base import (
+    IGNORE_INDEX,
+    LabelError,
+    SegmentationFiles,
+    check_split,
+    colors_to_index,
+    open_image_array,
+    resolve_root,
+    values_to_index,
+)
 
 CLASS_NAMES = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
                "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",

@@ -1,0 +1,1 @@
+"""The engine: configuration, training runs that resume, checkpoints, distribution, inference."""

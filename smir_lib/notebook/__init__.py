@@ -1,0 +1,1 @@
+"""Notebook support: parameters and run folders, measurements, figures, explorers, the series runner."""

@@ -1,0 +1,122 @@
+"""The summary report of a run folder: ``RUN_DIR/report.md``.
+
+After the notebook series ran (``make demo``, ``smir_lib.notebook.runner``), each notebook left
+``RUN_DIR/<notebook stem>/`` with PNG figures and a ``metrics.json``. :func:`build_report`
+gathers them: the time each notebook took, its key figures (relative links, so the folder can be
+moved or zipped), the computed conclusions the notebooks wrote (``"verdict"`` in their metrics)
+and the results table of the reproduction study. Notebooks that did not run are listed as such;
+a partial run still gives a report.
+
+    python -m smir_lib.notebook.report runs/20261124-120000
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+#: Figures shown inline for each notebook, in order (others are linked below them).
+KEY_FIGURES: dict[str, list[str]] = {
+    "00_data": ["smir_loop", "images_and_labels", "class_shares"],
+    "01_random_masking": ["mask_ratios"],
+    "02_reconstruction": ["mae_panel", "pretrain_loss"],
+    "03_patch_loss_maps": ["loss_maps"],
+    "04_selective_masks": ["random_vs_selective", "hidden_share"],
+    "05_partitioned_pretraining": ["partition_diagram", "loss_curves", "stored_masks", "reconstructions"],
+    "06_segmentation_evaluation": ["iou_bars", "miou_bars", "predictions"],
+    "07_reproduction_study": ["study_miou", "study_iou_bars"],
+}
+TITLES = {
+    "00_data": "Data", "01_random_masking": "Random masking", "02_reconstruction": "Reconstruction",
+    "03_patch_loss_maps": "Patch-loss maps", "04_selective_masks": "Selective masks",
+    "05_partitioned_pretraining": "Partitioned pretraining",
+    "06_segmentation_evaluation": "Segmentation evaluation", "07_reproduction_study": "Reproduction study",
+}
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _timings_table(timings: dict[str, float]) -> list[str]:
+    lines = ["| notebook | seconds |", "|---|---:|"]
+    lines += [f"| {name} | {sec:.0f} |" for name, sec in timings.items()]
+    lines.append(f"| **total** | **{sum(timings.values()):.0f}** |")
+    return lines
+
+
+def _notebook_section(run_dir: Path, stem: str, seconds: float | None) -> list[str]:
+    folder = run_dir / stem
+    metrics = _read_json(folder / "metrics.json")
+    title = TITLES.get(stem, stem)
+    lines = [f"## {stem[:2]} · {title}", ""]
+    if metrics is None:
+        lines += ["*Not run (no metrics.json in this run folder).*", ""]
+        return lines
+    executed = run_dir / "executed" / f"{stem}.ipynb"
+    where = f"[executed notebook](executed/{stem}.ipynb)" if executed.is_file() else "executed notebook absent"
+    took = f"{seconds:.0f} s" if seconds is not None else "time not recorded"
+    lines += [f"{took} · {where} · [metrics](./{stem}/metrics.json)", ""]
+    if metrics.get("verdict"):
+        lines += [f"> {metrics['verdict']}", ""]
+    pngs = sorted(p.stem for p in folder.glob("*.png"))
+    key = [f for f in KEY_FIGURES.get(stem, []) if f in pngs]
+    for name in key:
+        lines += [f"![{stem} {name}](./{stem}/{name}.png)", ""]
+    others = [f for f in pngs if f not in key]
+    if others:
+        lines += ["Other figures: " + ", ".join(f"[{f}](./{stem}/{f}.png)" for f in others), ""]
+    return lines
+
+
+def _results_table(run_dir: Path) -> list[str]:
+    """The study's results.md when present, else the evaluation notebook's table."""
+    for path in (run_dir / "07_reproduction_study" / "results.md",
+                 run_dir / "06_segmentation_evaluation" / "results.md"):
+        if path.is_file():
+            return [f"Source: [{path.relative_to(run_dir)}](./{path.relative_to(run_dir)})", "",
+                    path.read_text().strip(), ""]
+    return ["*No results table in this run (notebooks 06/07 did not run).*", ""]
+
+
+def build_report(run_dir: Path | str) -> Path:
+    """Write ``run_dir/report.md`` from whatever the notebooks left there; return its path."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run folder {run_dir} does not exist: run the notebooks first "
+                                "(`make demo` or `python -m smir_lib.notebook.runner --out {run_dir}`)")
+    timings = _read_json(run_dir / "timings.json") or {}
+    stems = sorted(set(KEY_FIGURES) | set(timings) | {p.parent.name for p in run_dir.glob("[0-9][0-9]_*/metrics.json")})
+    profile = next((m.get("profile") for s in stems if (m := _read_json(run_dir / s / "metrics.json"))), "?")
+    lines = ["# SMIR run report", "",
+             f"Run folder `{run_dir.resolve()}`, profile **{profile}**.", ""]
+    if timings:
+        lines += ["## Time per notebook", "", *_timings_table(timings), ""]
+    lines += ["## Results", ""]
+    if profile == "fast":  # say it before the numbers: a reader may see only this file
+        lines += ["> **Fast profile: a smoke test, not evidence.** Two seeds, a few epochs, the tiny "
+                  "network; differences of this size are noise, and the rare class is barely learned. "
+                  "See the README's CPU study for a larger comparison.", ""]
+    lines += _results_table(run_dir)
+    for stem in stems:
+        lines += _notebook_section(run_dir, stem, timings.get(stem))
+    out = run_dir / "report.md"
+    out.write_text("\n".join(lines))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m smir_lib.notebook.report RUN_DIR")
+        return 2
+    print(build_report(args[0]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

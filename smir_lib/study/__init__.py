@@ -1,0 +1,1 @@
+"""The studies: the budget and strategy studies (plan, run, statistics, report) and the reproduction study."""
