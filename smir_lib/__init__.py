@@ -26,7 +26,8 @@ The folders
       kornia transforms, views, your own folders (``folder``, ``folder_check``), tiles, and
       ``download`` (verified, resumable, atomic downloads of the real datasets and weights).
     - ``notebook/``: what the notebooks draw, measure and run: ``setup``, ``measure``,
-      ``showcase``, ``trained``, ``zoo`` (the teaching models), ``plots``, ``widgets``,
+      ``showcase``, ``trained``, ``zoo`` (the teaching models), ``plots``, ``widgets``, ``prose``
+      (sentences filled from a run's metrics),
       ``runner`` and ``report`` (the series with papermill, ``make demo``).
     - ``study/``: the budget study (``plan``, ``run``, ``stats``, ``tables``, ``plots``,
       ``rerun``), the reproduction study (``reproduction``, ``reproduction_report``), and the

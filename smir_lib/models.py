@@ -230,7 +230,6 @@ def _read_state_dict(source) -> dict[str, torch.Tensor]:
     ``module.`` prefix left by DistributedDataParallel is removed.
     """
     if isinstance(source, (str, os.PathLike)):
-
         source = read_torch_file(source)  # a corrupt or code-carrying file: one line naming it
     if not isinstance(source, Mapping):
         raise TypeError(f"weights source is a {type(source).__name__}; expected a file path, a "

@@ -70,7 +70,6 @@ def warn_if_upscaled(height: int, width: int, size: int) -> None:
     a silent change of resolution, said out loud here (issue 18).
     """
     if min(height, width) < size:
-
         warn_once(f"images smaller than image_size={size} px are upscaled: a {width}x{height} image is "
                   f"enlarged x{size / min(height, width):.2f} to a short side of {size} px. Lower "
                   f"image_size or use larger images if this is not intended.", key="upscaled")

@@ -29,6 +29,7 @@ import smir_lib
 from smir_lib.data import get_dataset
 from smir_lib.data.base import DatasetNotFoundError
 from smir_lib.engine.config import load_config
+from smir_lib.notebook.prose import fill, read_templates
 
 PROFILES = ("fast", "paper")
 
@@ -94,13 +95,22 @@ class NotebookContext:
     def config(self):
         """The engine configuration for this profile, dataset and seed (loaded once)."""
         if self._config is None:
-
             overrides = {"seed": self.seed, **self.overrides}
             if os.environ.get("SMIR_PROGRESS", "1") == "0":  # batch runs: no frozen bars in the copies
                 overrides["progress"] = False
             # No fallback: a dataset the config rejects is an error, never another dataset.
             self._config = load_config(self.profile, overrides={"dataset": self.dataset, **overrides})
         return self._config
+
+    def say(self, section: str, values: dict):
+        """Section ``section`` of ``notebooks/prose/<stem>.md`` filled from ``values``, as Markdown.
+
+        The one way a notebook's prose quotes its run (``smir_lib.notebook.prose``).
+        """
+        from IPython.display import Markdown  # IPython comes with every kernel; not a library import
+
+        path = find_repo_root() / "notebooks" / "prose" / f"{self.stem}.md"
+        return Markdown(fill(read_templates(path), section, values, source=path))
 
     def path(self, name: str) -> Path:
         """A file in this notebook's output folder."""

@@ -71,7 +71,6 @@ def stale_message(folder: str, diff: dict) -> str:
 def unit_image_steps(cfg, unit: WorkUnit) -> int:
     """Training images the unit processes (images x epochs over its stages), from its config."""
     if unit.kind == "pretrain":
-
         sizes = stage_train_sizes(cfg, unit.method)
         return sum(sizes) * (cfg.epochs_for_random if unit.method == "random" else cfg.pretrain_epochs)
 

@@ -137,21 +137,18 @@ def build_parser() -> argparse.ArgumentParser:
 def _run_tool(args) -> dict | int:
     """check-data, predict and export: commands that read a folder or a checkpoint, not a config."""
     if args.command == "check-data":
-
         report = check_folder(args.folder, progress=not args.quiet)
         print(report.format())
         if args.write_splits and report.ok:
             print(f"wrote {write_splits(report.layout)}")
         return 0 if report.ok else 1
     if args.command == "predict":
-
         overrides = [o for o in args.overrides] + (["progress=false"] if args.quiet else [])
         rows = predict_folder(args.checkpoint, args.images, args.out, args.config, overrides)
         return {"images": len(rows), "out": args.out}
 
     summary = export_run(args.checkpoint, args.out, onnx={"auto": None, "yes": True, "no": False}[args.onnx])
     if args.latency:
-
         onnx_path = summary["onnx"] if str(summary.get("onnx", "")).endswith(".onnx") else None
         summary["latency_ms"] = latency(load_safetensors(summary["safetensors"]), onnx_path=onnx_path)
     return summary
@@ -189,20 +186,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:  # a user's mistake (bad value, missing file or dataset) is one clear line, not a traceback
         if args.command == "pretrain":
-
             run = pretrain_random if args.method == "random" else pretrain_selective
             result = run(cfg, args.out)
             summary = {"best_checkpoint": str(result.best_checkpoint),
                        "best_val_loss": result.steps[-1]["best_val_loss"]}
         elif args.command == "finetune":
-
             result = finetune(cfg, args.out, init=args.init)
             summary = {"best_val_miou": result["best_val_miou"], "test_miou": result["test"]["miou"],
                        "test_authors_miou": result["test"]["authors_miou"],
                        "per_class_iou": dict(zip(result["test"]["class_names"],
                                                  result["test"]["per_class_iou"]))}
         else:
-
             out = check_metrics_out(args.out) if args.out else None  # before any work
             summary = evaluate(cfg, args.checkpoint, split=args.split)
             if out is not None:
