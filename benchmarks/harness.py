@@ -31,17 +31,7 @@ from typing import Any
 import torch
 
 __all__ = ["Timing", "BenchResult", "synchronize", "compare", "ratio", "describe_machine",
-           "resolve_device", "format_table"]
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``"auto"`` picks CUDA when it is available, else the CPU; anything else is passed through."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device is {device!r} but torch sees no CUDA GPU: use --device cpu or auto")
-    return dev
+           "format_table"]
 
 
 def synchronize(device: torch.device) -> None:

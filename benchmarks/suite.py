@@ -27,8 +27,10 @@ from pathlib import Path
 
 import torch
 
+from smir_lib.runtime import resolve_device
+
 from .data_pipeline import AUGMENT_SHAPES
-from .harness import BenchResult, describe_machine, format_table, resolve_device
+from .harness import BenchResult, describe_machine, format_table
 
 __all__ = ["Profile", "PROFILES", "run_suite", "main"]
 

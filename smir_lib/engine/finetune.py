@@ -208,12 +208,9 @@ def finetune(cfg: Config, run_dir: str | Path, init: str | Path = "scratch") -> 
     results = {**done, "history": history, "test": test}
     if ctx.is_main:  # paths relative to the run folder, as in done.json
         stored = {**to_run_relative(results, run_dir), "test": to_run_relative(test, run_dir)}
-        atomic_write_text(json.dumps(stored, indent=2, default=_json_default), run_dir / "results.json")
+        atomic_write_text(json.dumps(stored, indent=2, default=str), run_dir / "results.json")
     return results
 
-
-def _json_default(value):
-    return str(value)
 
 
 def evaluate(cfg: Config, checkpoint: str | Path, split: str = "test",

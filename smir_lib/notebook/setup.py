@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -226,6 +225,3 @@ def enable_figure_display() -> None:
     ip.display_formatter.formatters["image/png"].for_type(Figure, png)
 
 
-def in_notebook() -> bool:
-    """True inside a Jupyter kernel (used only to decide whether widgets can be shown)."""
-    return "ipykernel" in sys.modules
