@@ -2,7 +2,7 @@
 
 ``python -m benchmarks.markdown runs/bench/<timestamp>.json [more.json ...]`` prints the machine
 line, the timed sides (images/s, median) and the figures with their targets;
-``--performance`` prints instead the README's performance table (issue 13): the engine against
+``--performance`` prints instead the engine's performance table (issue 13): the engine against
 the reference commit, the bare step, each adopted change and the scoring overhead.
 """
 
@@ -64,7 +64,7 @@ def _target(r: dict[str, Any], name: str) -> str:
 
 
 def performance_table(report: dict[str, Any]) -> str:
-    """The README's performance table: every engine, bare-step and scoring ratio of one run."""
+    """The performance table of benchmarks/RESULTS.md: every engine, bare-step and scoring ratio of one run."""
     m = report["machine"]
     lines = [f"Measured {m['date_utc']} on {m['cpu']} ({m['logical_cores']} cores, "
              f"{m['torch_threads']} torch thread(s), load average {m.get('load_average_1_5_15')}), "

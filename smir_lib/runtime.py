@@ -9,7 +9,7 @@ importing the engine.
 * One mixed-precision policy, :func:`amp_dtype`, serves training, validation and scoring.
   ``auto`` is bf16 (or fp16) on CUDA and, on the CPU, bf16 only where the CPU multiplies bf16
   matrices natively (:func:`cpu_has_fast_bf16`: AMX-BF16). On a CPU with AVX512-BF16 but no AMX
-  a bf16 training step measured slower than fp32 (``make bench``, README "Performance"), so
+  a bf16 training step measured slower than fp32 (``make bench``, benchmarks/RESULTS.md), so
   ``auto`` stays float32 there; ``amp=bf16`` forces it anywhere.
 * :func:`prepare_model` and :func:`to_device` put a network and its batches where they run:
   channels-last memory on CUDA and on the CPU (oneDNN's convolutions are faster on it).

@@ -1,4 +1,4 @@
-"""The README's "Use your own images" path on a generated folder: check-data, pretrain, finetune,
+"""The "Use your own images" path of docs/own-images.md on a generated folder: check-data, pretrain, finetune,
 evaluate (both protocols), predict, export."""
 
 from __future__ import annotations

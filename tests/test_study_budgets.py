@@ -1,5 +1,6 @@
-"""The budget study end to end at toy size (two shards, resume, report, README block), and the
-committed README study section checked against the committed JSON it was generated from."""
+"""The budget study end to end at toy size (two shards, resume, report, study block), and the
+committed study block of notebooks/results/README.md checked against the committed JSON it was
+generated from."""
 
 import json
 import re
@@ -10,7 +11,8 @@ import pytest
 from smir_lib.study.plan import load_protocol, work_units
 from smir_lib.study.rerun import rerun_cell, rerun_lines
 from smir_lib.study.run import run_units, unit_done
-from smir_lib.study.tables import README_BEGIN, README_END, readme_section, write_readme_section, write_report
+from smir_lib.study.tables import (README_BEGIN, README_END, RESULTS_README, readme_section, write_readme_section,
+                                   write_report)
 
 
 @pytest.mark.slow
@@ -46,12 +48,13 @@ def test_toy_study_in_two_shards_resumes_and_reports(tmp_path):
     (tmp_path / "partial" / work_units(protocol)[-1].folder / "results.json").unlink()
     with pytest.raises(ValueError, match="reports 18 finished units"):  # nor replace a fuller report
         write_report(protocol, tmp_path / "partial", tmp_path / "out" / "toy", "python test")
-    readme = tmp_path / "README.md"
+    readme = tmp_path / "README.md"  # the block's page, as notebooks/results/README.md holds it
     readme.write_text(f"# x\n\n{README_BEGIN}\nPREVIOUS TEXT\n{README_END}\n\nafter\n")
     block = write_readme_section(tmp_path / "out" / "toy.json", readme)
     assert readme.read_text() == f"# x\n\n{block}\n\nafter\n" and "PREVIOUS TEXT" not in block
     cell = "finetune/synthetic/seed_0/train_2/selective_10"
-    assert f"study.py rerun {tmp_path / 'out' / 'toy'}.json {cell}" in block  # the README names one command
+    assert f"study.py rerun {tmp_path / 'out' / 'toy'}.json {cell}" in block  # the block names one command
+    assert "](toy.md)" in block and "](toy_synthetic_budget.png)" in block  # links relative to the reports' folder
 
     # Rerunning one cell: that unit and its pretraining only, in a fresh folder, beside the committed seed.
     rerun = rerun_cell(tmp_path / "out" / "toy.json", cell, tmp_path / "rerun", log=lambda m: None)
@@ -85,12 +88,15 @@ def cell_values(summary, folder):
 
 
 @pytest.mark.unit
-def test_readme_study_section_is_generated_from_the_committed_json(repo_root):
-    """Every number in the README's study section comes from notebooks/results/study_cpu.json:
-    the section is exactly what ``readme_section`` makes of it (regenerate with
-    ``python notebooks/results/study.py readme notebooks/results/study_cpu.json``)."""
+def test_results_page_study_block_is_generated_from_the_committed_json(repo_root):
+    """Every number in the study block of notebooks/results/README.md comes from
+    notebooks/results/study_cpu.json and its checks' JSON: the block is exactly what
+    ``readme_section`` makes of them (regenerate with ``smir study readme
+    notebooks/results/study_cpu.json --checks notebooks/results/study_cpu_check_2x.json
+    notebooks/results/study_cpu_check_35.json``)."""
+    assert RESULTS_README == repo_root / "notebooks/results/README.md"
     summary = json.loads((repo_root / "notebooks/results/study_cpu.json").read_text())
-    text = (repo_root / "README.md").read_text()
+    text = RESULTS_README.read_text()
     start, end = text.index(README_BEGIN), text.index(README_END) + len(README_END)
     block = text[start:end]
     names = re.findall(r"^Fine-tuning length check `[^`]+` \(\[(\w+)\.md\]", block, flags=re.M)
@@ -98,12 +104,14 @@ def test_readme_study_section_is_generated_from_the_committed_json(repo_root):
     assert block == readme_section(summary, checks)
     numbers = re.findall(r"[+-]?\d+\.\d+", block)
     assert numbers, "the study section quotes no measured number"
-    for figure in re.findall(r"\(notebooks/results/([^)]+\.png)\)", block):
+    figures = re.findall(r"\]\(([^)/]+\.png)\)", block)
+    assert len(figures) == len(summary["datasets"]), figures
+    for figure in figures:
         assert (repo_root / "notebooks/results" / figure).is_file(), figure
 
 
 def _reported_results(summary: dict) -> set[str]:
-    """The results a study report states, written as the README writes them (3 or 4 decimals, no
+    """The results a study report states, written as the results page writes them (3 or 4 decimals, no
     sign): every initialisation's mean and interval, every paired difference's, and the numbers of
     its computed verdicts (headline: plateau rises and the like). Per-seed values and curves are left
     out: among their thousands of numbers nearly any 3-decimal value would be found."""
@@ -119,12 +127,13 @@ def _reported_results(summary: dict) -> set[str]:
 
 
 @pytest.mark.unit
-def test_every_result_the_readme_study_text_quotes_is_in_a_committed_report(repo_root):
-    """The hand-written text around the generated block quotes results (numbers with 3 or 4
-    decimals: means, differences, bounds) only as the committed reports state them: the study's and
-    its checks' JSON (notebooks/results/study_cpu*.json), so no number drifts from the runs. (Today
-    it quotes none: the numbers are in the generated block.)"""
-    text = (repo_root / "README.md").read_text()
+def test_every_result_the_study_text_quotes_is_in_a_committed_report(repo_root):
+    """The hand-written text around the generated block of notebooks/results/README.md quotes
+    results (numbers with 3 or 4 decimals: means, differences, bounds) only as the committed
+    reports state them: the study's and its checks' JSON (notebooks/results/study_cpu*.json), so no
+    number drifts from the runs. (Today it quotes none: the numbers are in the generated block.)
+    The README's own findings are checked in tests/test_docs.py."""
+    text = RESULTS_README.read_text()
     start = text.index("## Does selective masking pay off")
     section = text[start:text.index("\n## ", start + 1)]
     prose = section[:section.index(README_BEGIN)] + section[section.index(README_END):]
@@ -132,7 +141,7 @@ def test_every_result_the_readme_study_text_quotes_is_in_a_committed_report(repo
                           for p in (repo_root / "notebooks/results").glob("study_cpu*.json")))
     quoted = re.findall(r"(?<![\d.])[+-]?(\d\.\d{3,4})(?![\d])", prose)
     unknown = [q for q in quoted if q not in known]
-    assert not unknown, f"README study text quotes {unknown}, which no committed report states"
+    assert not unknown, f"{RESULTS_README} study text quotes {unknown}, which no committed report states"
 
 
 @pytest.mark.unit

@@ -9,7 +9,7 @@ error, that the slider's readout moved and that the figure changed.
 
 Screenshots (the JupyterLab window scrolled to the explorer, and the explorer's output alone,
 before and after the slider moved) go to ``<run folder>/ui/``; with ``SMIR_UI_SCREENSHOTS=<folder>``
-the window after the move is also copied there (as a small 256-colour PNG), e.g. ``SMIR_UI_SCREENSHOTS=notebooks/images`` refreshes the README's pictures.
+the window after the move is also copied there (as a small 256-colour PNG), e.g. ``SMIR_UI_SCREENSHOTS=notebooks/images`` refreshes the pictures of the README and docs/notebooks.md.
 A small generated notebook (one slider, one plot) checks the harness itself first.
 
 The server and the browser are shut down on every path (failures and timeouts included); the
@@ -188,7 +188,7 @@ def explore(lab: LabSession, name: str, labels: tuple[str, ...]) -> dict:
 def publish(shot: Path, name: str) -> None:
     """Copy ``shot`` to ``$SMIR_UI_SCREENSHOTS/name`` when that variable is set.
 
-    The copy is reduced to a 256-colour palette, so README pictures stay small (< 300 KB).
+    The copy is reduced to a 256-colour palette, so the documentation's pictures stay small (< 300 KB).
     """
     folder = os.environ.get("SMIR_UI_SCREENSHOTS")
     if folder:

@@ -15,7 +15,7 @@ A thin command line over the library (``smir_lib.study.plan``, ``study_run``, ``
 ``run`` resumes: start it again (same command) after a kill or in a new session and it
 continues where the units stopped; any number of processes may run at once (each takes its
 share first, then helps with the rest). ``report`` collects whatever has finished and lists what
-is missing. ``readme`` rewrites the README's study section from the report's JSON. ``rerun``
+is missing. ``readme`` rewrites the study block of notebooks/results/README.md from the report's JSON. ``rerun``
 runs one cell of a committed report again in a fresh folder and prints it beside the committed
 numbers (``run --only PATTERN`` runs any subset of the units)::
 
@@ -32,8 +32,6 @@ import shlex
 import sys
 import time
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,9 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     rerun.add_argument("unit", help="a fine-tuning unit, e.g. finetune/cwfid/seed_0/train_4/selective_9000")
     rerun.add_argument("--root", default="runs/rerun", help="a fresh study folder for the rerun (default runs/rerun)")
     rerun.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    readme = sub.add_parser("readme", help="rewrite the README's study block from a report's JSON")
+    readme = sub.add_parser("readme", help="rewrite the study block of notebooks/results/README.md from a report's JSON")
     readme.add_argument("json", help="a report's JSON (e.g. notebooks/results/study_reduced.json)")
-    readme.add_argument("--readme", default=str(ROOT / "README.md"), help="the file with the study block (default the kit's README.md)")
+    readme.add_argument("--readme", default=None,
+                        help="the file with the study block (default notebooks/results/README.md; its links are relative to that folder)")
     readme.add_argument("--checks", nargs="+", default=[], metavar="JSON",
                         help="fine-tuning length checks shown beside the study (e.g. notebooks/results/study_cpu_check_2x.json)")
     return parser
@@ -94,9 +93,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(args, argv: list[str] | None) -> int:
     if args.command == "readme":
-        from smir_lib.study.tables import write_readme_section
+        from smir_lib.study.tables import RESULTS_README, write_readme_section
 
-        print(write_readme_section(Path(args.json), Path(args.readme), [Path(p) for p in args.checks]))
+        target = Path(args.readme) if args.readme else RESULTS_README
+        print(write_readme_section(Path(args.json), target, [Path(p) for p in args.checks]))
         return 0
     import torch
 

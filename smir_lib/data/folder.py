@@ -245,7 +245,7 @@ def scan_folder(root: str | os.PathLike, include_eval_in_pool: bool = False) -> 
     problems: list[str] = []
     if not (root / "images").is_dir():
         problems.append(f"{root / 'images'} is not a folder: a folder dataset needs DIR/images/ and DIR/masks/ "
-                        f"(and DIR/classes.yaml); see the README section 'Use your own images'")
+                        f"(and DIR/classes.yaml); see docs/own-images.md")
     elif not (root / "masks").is_dir():
         problems.append(f"{root / 'masks'} is not a folder: put one mask per image there")
     classes = None

@@ -1,7 +1,7 @@
 """A small folder dataset written to disk, in the layout ``smir_lib.data.folder`` reads.
 
-Notebook 00, the tests and the README's walk-through need a folder of "your own images" that
-anyone can make in a second: :func:`write_example_folder` renders synthetic crop/weed fields
+Notebook 00, the tests and the walk-through in docs/own-images.md need a folder of "your own
+images" that anyone can make in a second: :func:`write_example_folder` renders synthetic crop/weed fields
 (:mod:`smir_lib.data.synthetic`) and saves them as a user would have them: JPEG photos in
 ``images/``, PNG masks named ``<stem>_mask.png`` in ``masks/`` (index masks with values 0, 1, 2,
 or colour masks), a ``classes.yaml``, and unlabelled photos in ``pool/``.

@@ -100,7 +100,7 @@ def build_report(run_dir: Path | str) -> Path:
     if profile == "fast":  # say it before the numbers: a reader may see only this file
         lines += ["> **Fast profile: a smoke test, not evidence.** Two seeds, a few epochs, the tiny "
                   "network; differences of this size are noise, and the rare class is barely learned. "
-                  "See the README's CPU study for a larger comparison.", ""]
+                  "See notebooks/results/README.md for the CPU budget study, a larger comparison.", ""]
     lines += _results_table(run_dir)
     for stem in stems:
         lines += _notebook_section(run_dir, stem, timings.get(stem))
