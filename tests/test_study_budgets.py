@@ -51,7 +51,7 @@ def test_toy_study_in_two_shards_resumes_and_reports(tmp_path):
     block = write_readme_section(tmp_path / "out" / "toy.json", readme)
     assert readme.read_text() == f"# x\n\n{block}\n\nafter\n" and "PREVIOUS TEXT" not in block
     cell = "finetune/synthetic/seed_0/train_2/selective_10"
-    assert f"study.py rerun {tmp_path / 'out' / 'toy'}.json {cell}" in block  # the README names one command
+    assert f"smir study rerun {tmp_path / 'out' / 'toy'}.json {cell}" in block  # the README names one command
 
     # Rerunning one cell: that unit and its pretraining only, in a fresh folder, beside the committed seed.
     rerun = rerun_cell(tmp_path / "out" / "toy.json", cell, tmp_path / "rerun", log=lambda m: None)
@@ -88,7 +88,7 @@ def cell_values(summary, folder):
 def test_readme_study_section_is_generated_from_the_committed_json(repo_root):
     """Every number in the README's study section comes from notebooks/results/study_cpu.json:
     the section is exactly what ``readme_section`` makes of it (regenerate with
-    ``python notebooks/results/study.py readme notebooks/results/study_cpu.json``)."""
+    ``smir study readme notebooks/results/study_cpu.json``)."""
     summary = json.loads((repo_root / "notebooks/results/study_cpu.json").read_text())
     text = (repo_root / "README.md").read_text()
     start, end = text.index(README_BEGIN), text.index(README_END) + len(README_END)
@@ -146,6 +146,6 @@ def test_study_script_errors_are_one_line(repo_root, args, names):
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "notebooks/results/study.py", *args], cwd=repo_root,
+    done = subprocess.run([sys.executable, "-m", "smir_lib", "study", *args], cwd=repo_root,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and names in done.stderr and "Traceback" not in done.stderr
