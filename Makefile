@@ -43,7 +43,7 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m smir_lib.notebook.runner --profile $(PROFILE) --out $(RUN)
+	$(PY) -m smir_lib demo --profile $(PROFILE) --out $(RUN)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -51,10 +51,10 @@ test: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)
 
-# The teaching models (smir_lib.notebook.zoo): synthetic, plus CWFID when its data is found. Resumable.
+# The teaching models (smir models, smir_lib/notebook/zoo.py): synthetic, plus CWFID when its data is found. Resumable.
 MODEL_DATASETS ?= synthetic $(if $(wildcard $(SMIR_DATA_DIR)/cwfid/train_test_split.yaml data/cwfid/train_test_split.yaml),cwfid)
 models: $(STAMP)
-	$(PY) -m smir_lib.notebook.zoo --dataset $(MODEL_DATASETS)
+	$(PY) -m smir_lib models --dataset $(MODEL_DATASETS)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks $(BENCH_ARGS)

@@ -1,22 +1,11 @@
 #!/usr/bin/env python
-"""Download the SMIR datasets: ``python data_download.py {voc,cityscapes,nassar,sugarbeets,cwfid,imagenet-weights,all} [--root DIR]``.
-
-A thin command line over :mod:`smir_lib.data.download` (importable: ``from data_download import main``).
-The built-in ``synthetic`` dataset needs no download.
-"""
-
-from __future__ import annotations
+"""A one-line wrapper, kept because the kit's brief names it: ``python data_download.py NAME`` is
+``smir download NAME`` (the same code: :func:`smir_lib.data.download.run`, through
+:func:`smir_lib.tools.cli.main`). ``smir download --help`` lists the datasets and options."""
 
 import sys
-from collections.abc import Sequence
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the download command line; returns the exit status."""
-    from smir_lib.data.download import main as download_main
-
-    return download_main(argv)
-
+from smir_lib.tools.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["download", *sys.argv[1:]]))

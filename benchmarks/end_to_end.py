@@ -3,7 +3,7 @@
 Neither is run here: a whole notebook series or test suite inside ``make bench`` would take
 longer than every other benchmark together and measure the same thing twice. Instead:
 
-* notebooks: ``make demo`` (``python -m smir_lib.notebook.runner --profile fast``) writes the wall time of
+* notebooks: ``make demo`` (``smir demo --profile fast``) writes the wall time of
   every notebook to ``RUN_DIR/timings.json``; pass that run folder with ``--notebook-run``
   (default: the newest ``runs/*/timings.json``, if any). Several folders may be given (runs of
   parts of the series, ``--only 03 04``); a notebook timed in more than one keeps the last;

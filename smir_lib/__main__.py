@@ -1,4 +1,4 @@
-"""``python -m smir_lib ...``: see ``smir_lib.tools.cli``."""
+"""``python -m smir_lib <job>`` is ``smir <job>``: see ``smir_lib.tools.cli``."""
 
 import sys
 

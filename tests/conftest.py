@@ -29,7 +29,7 @@ def cwfid_root() -> Path:
     """The real CWFID dataset beside the project (../shared/data/cwfid), or a skip saying why."""
     if not (CWFID_ROOT / "train_test_split.yaml").is_file():
         pytest.skip(f"real CWFID data not found at {CWFID_ROOT}: get it with "
-                    "`python data_download.py cwfid` and set SMIR_DATA_DIR")
+                    "`smir download cwfid` and set SMIR_DATA_DIR")
     return CWFID_ROOT
 
 

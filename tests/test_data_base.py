@@ -26,7 +26,7 @@ def test_missing_root_prints_exact_download_command(name, tmp_path, monkeypatch)
     monkeypatch.delenv("SMIR_DATA_DIR", raising=False)
     with pytest.raises(DatasetNotFoundError) as info:  # cwfid skips ../shared/data/cwfid when a root is given
         get_dataset(name, "train", root=tmp_path)
-    assert f"python data_download.py {name} --root {tmp_path}" in str(info.value)
+    assert f"smir download {name} --root {tmp_path}" in str(info.value)
 
 
 def test_env_var_is_the_default_root(tmp_path, monkeypatch):

@@ -41,7 +41,7 @@ def test_the_library_never_falls_back_to_the_development_copy(monkeypatch, tmp_p
     assert get_dataset("cwfid", "val").root == ROOT  # found where the data folder points
     monkeypatch.delenv("SMIR_DATA_DIR")
     monkeypatch.chdir(tmp_path)  # no ./data/cwfid here, and the copy beside the project is not looked at
-    with pytest.raises(DatasetNotFoundError, match="python data_download.py cwfid"):
+    with pytest.raises(DatasetNotFoundError, match="smir download cwfid"):
         get_dataset("cwfid", "val")
 
 

@@ -283,12 +283,12 @@ def test_cli_prints_summary_line(server, tmp_path, monkeypatch, capsys):
     routes["/voc.tar"] = Route(tar_bytes)
     monkeypatch.setitem(dl.SOURCES, "voc", Source("voc", (RemoteFile(f"{base}/voc.tar", "voc.tar",
                                                                        md5=hashlib.md5(tar_bytes).hexdigest()),), "voc"))
-    import data_download
+    from smir_lib.tools.cli import main
 
-    assert data_download.main(["voc", "--root", str(tmp_path), "--quiet"]) == 0
+    assert main(["download", "voc", "--root", str(tmp_path), "--quiet"]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith("voc: train 2, val 1, test 1, pool 2 images in")
-    assert data_download.main(["voc", "--root", str(tmp_path), "--quiet"]) == 0
+    assert main(["download", "voc", "--root", str(tmp_path), "--quiet"]) == 0
     assert len(routes["/voc.tar"].requests) == 1
 
 

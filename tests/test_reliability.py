@@ -108,7 +108,7 @@ def test_an_explicit_data_folder_without_the_dataset_never_falls_back(tmp_path, 
     monkeypatch.setenv("SMIR_DATA_DIR", str(empty))
     with pytest.raises(DatasetNotFoundError, match=rf"not found in {empty} \(SMIR_DATA_DIR=") as info:
         resolve_root("cwfid", None, lambda f: (f / "images").is_dir())
-    assert f"python data_download.py cwfid --root {empty}" in str(info.value)
+    assert f"smir download cwfid --root {empty}" in str(info.value)
     with pytest.raises(DatasetNotFoundError, match=str(empty)):
         get_dataset("cwfid", "train")  # the real dataset's own fallbacks are not used either
     monkeypatch.delenv("SMIR_DATA_DIR")

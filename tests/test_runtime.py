@@ -86,10 +86,14 @@ def test_item_keys_carry_the_epoch_to_persistent_workers():
     assert data.epoch == -1  # only the worker's copy was told
 
 
-def test_bf16_loss_curve_stays_within_3_percent_of_fp32(tmp_path):
-    """Same seed, same data: bf16 autocast moves no epoch's training loss by more than 3 %.
+def test_bf16_loss_curve_follows_fp32(tmp_path):
+    """Same seed, same data: bf16 autocast trains like float32.
 
-    Measured: at most 1.4 % over 4 epochs of the tiny U-Net (the curves do differ: bf16 ran).
+    The first epochs' losses agree within 3 %; after that the two runs are different runs (each
+    bf16 rounding changes the weights a little, and the differences compound), so the test asks
+    only that both learn and end within 15 % of each other. Measured on an Intel CPU: at most
+    1.4 % over 4 epochs; on an AMD EPYC with AVX512-BF16 (2026-12-03): 0.002 %, 1.6 %, 6.8 %,
+    8.6 % for epochs 1-4 (same numbers on the commit before the layout change).
     """
     curves = {}
     for amp in ("off", "bf16"):
@@ -98,7 +102,10 @@ def test_bf16_loss_curve_stays_within_3_percent_of_fp32(tmp_path):
         history = pretrain_random(cfg, tmp_path / amp).history
         curves[amp] = torch.tensor([row["train_loss"] for row in history], dtype=torch.float64)
     relative = (curves["bf16"] - curves["off"]).abs() / curves["off"]
-    assert relative.max() <= 0.03, relative
+    assert relative[:2].max() <= 0.03, relative
+    assert relative[-1] <= 0.15, relative
+    for curve in curves.values():
+        assert curve[-1] < curve[0], curves  # both learn
     assert relative.max() > 1e-4  # the bf16 run really ran in bf16
 
 

@@ -53,7 +53,7 @@ def test_toy_study_in_two_shards_resumes_and_reports(tmp_path):
     block = write_readme_section(tmp_path / "out" / "toy.json", readme)
     assert readme.read_text() == f"# x\n\n{block}\n\nafter\n" and "PREVIOUS TEXT" not in block
     cell = "finetune/synthetic/seed_0/train_2/selective_10"
-    assert f"study.py rerun {tmp_path / 'out' / 'toy'}.json {cell}" in block  # the block names one command
+    assert f"smir study rerun {tmp_path / 'out' / 'toy'}.json {cell}" in block  # the block names one command
     assert "](toy.md)" in block and "](toy_synthetic_budget.png)" in block  # links relative to the reports' folder
 
     # Rerunning one cell: that unit and its pretraining only, in a fresh folder, beside the committed seed.
@@ -155,6 +155,6 @@ def test_study_script_errors_are_one_line(repo_root, args, names):
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "notebooks/results/study.py", *args], cwd=repo_root,
+    done = subprocess.run([sys.executable, "-m", "smir_lib", "study", *args], cwd=repo_root,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and names in done.stderr and "Traceback" not in done.stderr

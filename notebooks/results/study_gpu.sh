@@ -9,14 +9,14 @@
 # NOT RUN YET: no GPU was lent to the session that wrote it, so the protocol's budget is an
 # estimate. `timeout` stops the units at RUN_S seconds whatever the speed; the report then lists
 # the units that did not finish, and running the script again resumes them. After a first run,
-# `python notebooks/results/study.py plan --protocol gpu --timings runs/study_gpu --processes 1`
+# `smir study plan --protocol gpu --timings runs/study_gpu --processes 1`
 # shows the measured rate: raise or lower pretrain_budgets in gpu.yaml to fill the 8 minutes.
 set -u
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
 ROOT=${ROOT:-runs/study_gpu}
 RUN_S=${RUN_S:-420}   # 7 minutes of units, about a minute left for start-up and the report
-timeout "$RUN_S" "$PY" notebooks/results/study.py run --protocol gpu --root "$ROOT" --threads 8 --wait 0
+timeout "$RUN_S" "$PY" -m smir_lib study run --protocol gpu --root "$ROOT" --threads 8 --wait 0
 echo "units stopped or finished (exit $?); writing the report"
-"$PY" notebooks/results/study.py report --protocol gpu --root "$ROOT" --out notebooks/results/study_gpu \
+"$PY" -m smir_lib study report --protocol gpu --root "$ROOT" --out notebooks/results/study_gpu \
     --note "GPU run: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1), units cut at ${RUN_S} s"

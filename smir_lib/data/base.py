@@ -44,7 +44,7 @@ class LabelError(ValueError):
 
 def download_command(name: str, data_dir: Path | str | None = None) -> str:
     """The exact shell command that downloads dataset ``name`` (into ``data_dir`` when given)."""
-    command = f"python data_download.py {name}"
+    command = f"smir download {name}"
     if data_dir is not None:
         command += f" --root {data_dir}"
     return command

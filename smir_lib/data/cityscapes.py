@@ -1,6 +1,6 @@
 """Cityscapes (fine annotations): 19 training classes, everything else ignored.
 
-Layout after ``python data_download.py cityscapes`` (the official zips, extracted)::
+Layout after ``smir download cityscapes`` (the official zips, extracted)::
 
     cityscapes/leftImg8bit/{train,val,test,train_extra}/<city>/<city>_<seq>_<frame>_leftImg8bit.png
     cityscapes/gtFine/{train,val,test}/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png
@@ -63,7 +63,7 @@ def list_images(folder: Path, official_split: str) -> list[Path]:
     """Sorted leftImg8bit images of an official split (``train``, ``val``, ``train_extra``)."""
     directory = folder / "leftImg8bit" / official_split
     if not directory.is_dir():
-        raise FileNotFoundError(f"Cityscapes folder missing: {directory}; run: python data_download.py cityscapes")
+        raise FileNotFoundError(f"Cityscapes folder missing: {directory}; run: smir download cityscapes")
     return sorted(directory.glob("*/*_leftImg8bit.png"))
 
 
@@ -92,7 +92,7 @@ def build(split: str, root: str | os.PathLike | None = None, *, include_eval_in_
             if not (folder / "leftImg8bit" / "train_extra").is_dir():
                 raise FileNotFoundError(
                     f"the Cityscapes pool uses leftImg8bit/train_extra, missing under {folder}: run "
-                    f"python data_download.py cityscapes (downloads leftImg8bit_trainextra.zip), or pass use_extra=False")
+                    f"smir download cityscapes (downloads leftImg8bit_trainextra.zip), or pass use_extra=False")
             images = list_images(folder, "train_extra") + images
         return SegmentationFiles("cityscapes", split, images, None, None, CLASS_NAMES, CLASS_COLORS,
                                  transform=transform, root=folder)

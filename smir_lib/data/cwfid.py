@@ -17,8 +17,8 @@ last 10 % of the (sorted) train ids, 4 images, are carved off as ``val``, leavin
 ``train``. The unlabelled ``pool`` is the train + val images (39); ``include_eval_in_pool=True``
 adds the test images (all 60), as the authors' code does with its pools.
 
-Root: ``root`` argument, else ``$SMIR_DATA_DIR/cwfid``, else ``./data/cwfid`` (``python
-data_download.py cwfid`` puts it there).
+Root: ``root`` argument, else ``$SMIR_DATA_DIR/cwfid``, else ``./data/cwfid`` (``smir
+download cwfid`` puts it there).
 """
 
 from __future__ import annotations

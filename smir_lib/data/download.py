@@ -1,6 +1,6 @@
 """Download, verify and extract the real datasets and the ImageNet weights.
 
-``python data_download.py NAME [--root DIR]`` is a thin wrapper around :func:`main`. What it does
+``smir download NAME [--root DIR]`` runs :func:`run` (its options: :func:`add_arguments`). What it does
 for each file of the manifest (:data:`SOURCES`):
 
 1. **Skip when done**: a file that is already in place and passes verification is not
@@ -56,7 +56,7 @@ import urllib.parse
 import urllib.request
 import zipfile
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -359,7 +359,7 @@ RAR_INSTALL_HINT = ("no RAR extractor found (tried unrar, 7z, 7zz, unar, bsdtar)
                     "    Debian/Ubuntu: sudo apt-get install unar      (or: sudo apt-get install 7zip)\n"
                     "    macOS:         brew install unar              (or: brew install sevenzip)\n"
                     "    conda:         conda install -c conda-forge unar\n"
-                    "then run the same data_download.py command again (the downloaded parts are kept).")
+                    "then run the same smir download command again (the downloaded parts are kept).")
 
 
 def find_rar_tool(which: Callable[[str], str | None] = shutil.which) -> str:
@@ -589,7 +589,7 @@ def verify_cwfid_files(folder: Path, progress: bool = False) -> None:
             bad.append(rel)
     if missing or bad:
         raise ChecksumError(f"CWFID in {folder}: {len(missing)} file(s) missing {missing[:3]}, {len(bad)} with a "
-                            f"wrong sha256 {bad[:3]}; delete the folder and run: python data_download.py cwfid")
+                            f"wrong sha256 {bad[:3]}; delete the folder and run: smir download cwfid")
 
 
 def layout_summary(name: str, data_dir: Path) -> str:
@@ -692,10 +692,8 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("SMIR_DATA_DIR") or "data")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="data_download.py",
-        description="Download, verify and extract the SMIR datasets (the built-in 'synthetic' dataset needs none).")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``smir download``."""
     parser.add_argument("name", choices=CHOICES, help="dataset to fetch, or 'all'")
     parser.add_argument("--root", type=Path, default=None,
                         help="data folder (default: $SMIR_DATA_DIR or ./data); each dataset gets a sub-folder")
@@ -703,12 +701,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--retries", type=int, default=4, help="retries per file on network errors (default 4)")
     parser.add_argument("--delete-archives", action="store_true",
                         help="delete archives after a successful extraction (reruns still skip them)")
-    return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line entry: returns the process exit status (0 ok, 1 failed)."""
-    args = build_parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """``smir download``: fetch each dataset asked for; returns the exit status (0 ok, 1 failed)."""
     data_dir = args.root if args.root is not None else default_data_dir()
     names = [n for n in SOURCES] if args.name == "all" else [args.name]
     status = 0

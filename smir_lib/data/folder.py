@@ -235,7 +235,7 @@ def _split_stems(root: Path, stems: list[str], problems: list[str]) -> tuple[dic
               "test": sorted(shuffled[n_val:n_val + n_test])}
     note = (f"{root}: no splits.yaml, so the {n} labelled images were split 70/10/20 with seed {SPLIT_SEED}: "
             f"{len(splits['train'])} train / {len(splits['val'])} val / {len(splits['test'])} test "
-            f"(freeze it with: python -m smir_lib check-data {root} --write-splits)")
+            f"(freeze it with: smir check-data {root} --write-splits)")
     return splits, note
 
 
@@ -302,7 +302,7 @@ def build(split: str, root: str | os.PathLike | None = None, *, include_eval_in_
     if layout.problems:
         listed = "\n".join(f"  - {p}" for p in layout.problems)
         raise FolderError(f"folder dataset {layout.root} has {len(layout.problems)} problem(s):\n{listed}\n"
-                          f"(python -m smir_lib check-data {layout.root} lists them with pixel statistics)")
+                          f"(smir check-data {layout.root} lists them with pixel statistics)")
     if not layout.split_note.startswith("splits from") and layout.split_note not in _STATED:
         _STATED.add(layout.split_note)
         print(layout.split_note, file=sys.stderr)

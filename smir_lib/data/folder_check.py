@@ -1,4 +1,4 @@
-"""``python -m smir_lib check-data DIR``: everything wrong with a folder dataset, before training.
+"""``smir check-data DIR``: everything wrong with a folder dataset, before training.
 
 :func:`check_folder` scans the layout (:func:`smir_lib.data.folder.scan_folder`), then reads
 every file once: image sizes from their headers (EXIF orientation applied), every mask decoded

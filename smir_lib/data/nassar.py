@@ -1,6 +1,6 @@
 """Nassar 2020: UAV field tiles (256x256) with colour masks: background, crop, weed.
 
-Layout after ``python data_download.py nassar`` (Kaggle dataset ``yueminwang/nassar-2020``,
+Layout after ``smir download nassar`` (Kaggle dataset ``yueminwang/nassar-2020``,
 extracted under ``nassar/``; the folder holding ``data_list`` is found at any depth)::
 
     nassar/.../train/data/<name>.png            RGB tiles
@@ -55,7 +55,7 @@ def is_complete(folder: Path) -> bool:
 
 def read_list(path: Path) -> list[str]:
     if not path.is_file():
-        raise FileNotFoundError(f"Nassar split list missing: {path}; run: python data_download.py nassar")
+        raise FileNotFoundError(f"Nassar split list missing: {path}; run: smir download nassar")
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 

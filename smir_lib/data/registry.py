@@ -18,7 +18,7 @@ import importlib
 import os
 
 DATASET_NAMES: tuple[str, ...] = ("synthetic", "cwfid", "voc", "cityscapes", "nassar", "sugarbeets")
-"""The built-in datasets (generated, or fetched by ``data_download.py``)."""
+"""The built-in datasets (generated, or fetched by ``smir download``)."""
 FOLDER = "folder"
 """Your own images in a folder (``smir_lib.data.folder``): ``dataset=folder data_root=DIR``."""
 ALL_NAMES: tuple[str, ...] = DATASET_NAMES + (FOLDER,)

@@ -1,6 +1,6 @@
 """Sugarbeets 2016 (Chebrolu et al., IJRR 2017): BoniRob field images, soil / crop / weed.
 
-Layout after ``python data_download.py sugarbeets`` (the 11 ``ijrr_sugarbeets_2016_annotations``
+Layout after ``smir download sugarbeets`` (the 11 ``ijrr_sugarbeets_2016_annotations``
 RAR parts, extracted)::
 
     sugarbeets/ijrr_sugarbeets_2016_annotations/<day>/images/rgb/<frame>.png

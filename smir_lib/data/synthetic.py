@@ -23,7 +23,7 @@ a small bank of textures (:func:`soil_bank`), from which each image takes a rand
 flipped window. One core renders 256x256 images at roughly 300 per second (CPU time, measured on
 a busy 2-core machine; ``tests/test_synthetic.py`` asserts at least 200).
 
-``python -m smir_lib.data.synthetic examples.png`` saves a grid of examples with their labels.
+:func:`example_figure` draws a grid of examples with their labels.
 """
 
 from __future__ import annotations
@@ -359,13 +359,3 @@ def example_figure(n: int = 4, seed: int = 0, split: str = "train", size: int = 
     fig.tight_layout()
     return fig
 
-
-if __name__ == "__main__":
-    import sys
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    out = sys.argv[1] if len(sys.argv) > 1 else "synthetic_examples.png"
-    example_figure(n=int(sys.argv[2]) if len(sys.argv) > 2 else 4).savefig(out, dpi=100)
-    print(f"wrote {out}")

@@ -1,6 +1,6 @@
 """Pascal VOC segmentation: VOC2012 train (1464) / VOC2012 val (1449) / VOC2007 test (210).
 
-Layout after ``python data_download.py voc`` (the two official tars, extracted)::
+Layout after ``smir download voc`` (the two official tars, extracted)::
 
     voc/VOCdevkit/VOC2012/JPEGImages/*.jpg
     voc/VOCdevkit/VOC2012/SegmentationClass/*.png
@@ -63,7 +63,7 @@ def is_complete(folder: Path) -> bool:
 def read_ids(path: Path) -> list[str]:
     """Image ids listed one per line in ``path``."""
     if not path.is_file():
-        raise FileNotFoundError(f"split file missing: {path}; re-run: python data_download.py voc")
+        raise FileNotFoundError(f"split file missing: {path}; re-run: smir download voc")
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
@@ -93,7 +93,7 @@ def build(split: str, root: str | os.PathLike | None = None, *, include_eval_in_
         return SegmentationFiles("voc", split, images, None, None, CLASS_NAMES, CLASS_COLORS,
                                  transform=transform, root=folder)
     if split == "test" and not (base / "ImageSets" / "Segmentation" / "test.txt").is_file():
-        raise FileNotFoundError(f"VOC2007 test set missing under {base}; run: python data_download.py voc"
+        raise FileNotFoundError(f"VOC2007 test set missing under {base}; run: smir download voc"
                                 f"{'' if root is None else f' --root {root}'}")
     ids = read_ids(base / "ImageSets" / "Segmentation" / f"{'test' if split == 'test' else split}.txt")
     images = [base / "JPEGImages" / f"{i}.jpg" for i in ids]

@@ -12,7 +12,8 @@ from pathlib import Path
 __all__ = ["git_commit"]
 
 REPO = Path(__file__).resolve().parents[2]
-CODE = ("smir_lib", "notebooks/results/study.py", "notebooks/results/reproduce.py")
+CODE = ("smir_lib",)
+"""The code paths whose changes make a result dirty: the library (the command line is part of it)."""
 
 
 def git_commit(short: bool = False, code: tuple[str, ...] = CODE, repo: Path = REPO) -> tuple[str, bool] | None:

@@ -1,19 +1,17 @@
 """The summary report of a run folder: ``RUN_DIR/report.md``.
 
-After the notebook series ran (``make demo``, ``smir_lib.notebook.runner``), each notebook left
+After the notebook series ran (``make demo``, ``smir demo``), each notebook left
 ``RUN_DIR/<notebook stem>/`` with PNG figures and a ``metrics.json``. :func:`build_report`
 gathers them: the time each notebook took, its key figures (relative links, so the folder can be
 moved or zipped), the computed conclusions the notebooks wrote (``"verdict"`` in their metrics)
 and the results table of the reproduction study. Notebooks that did not run are listed as such;
-a partial run still gives a report.
-
-    python -m smir_lib.notebook.report runs/20261124-120000
+a partial run still gives a report. ``smir demo`` writes it at the end of the series; to rebuild
+it for a run folder: ``build_report("runs/20261124-120000")``.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 #: Figures shown inline for each notebook, in order (others are linked below them).
@@ -88,7 +86,7 @@ def build_report(run_dir: Path | str) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder {run_dir} does not exist: run the notebooks first "
-                                "(`make demo` or `python -m smir_lib.notebook.runner --out {run_dir}`)")
+                                f"(`make demo` or `smir demo --out {run_dir}`)")
     timings = _read_json(run_dir / "timings.json") or {}
     stems = sorted(set(KEY_FIGURES) | set(timings) | {p.parent.name for p in run_dir.glob("[0-9][0-9]_*/metrics.json")})
     profile = next((m.get("profile") for s in stems if (m := _read_json(run_dir / s / "metrics.json"))), "?")
@@ -107,16 +105,3 @@ def build_report(run_dir: Path | str) -> Path:
     out = run_dir / "report.md"
     out.write_text("\n".join(lines))
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m smir_lib.notebook.report RUN_DIR")
-        return 2
-    print(build_report(args[0]))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -6,10 +6,10 @@ so later notebooks find the artefacts earlier ones wrote there. The executed cop
 ``RUN_DIR/executed/``, the wall time of each in ``RUN_DIR/timings.json``, and, when
 ``smir_lib.notebook.report`` is available, a summary report beside them.
 
-Usage::
+Usage (``smir demo`` runs :func:`run`, its options are :func:`add_arguments`)::
 
-    python -m smir_lib.notebook.runner --profile fast --out runs/20261124-120000
-    python -m smir_lib.notebook.runner --only 01 03      # a subset, by number prefix
+    smir demo --profile fast --out runs/20261124-120000
+    smir demo --only 01 03      # a subset, by number prefix
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,15 +84,18 @@ def run_series(run_dir: Path | str, profile: str = "fast", *, notebooks: list[Pa
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Run the SMIR notebook series with papermill.")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``smir demo``."""
     parser.add_argument("--profile", default="fast", choices=["fast", "paper"],
                         help="fast: minutes on a CPU with synthetic data; paper: the paper's recipe")
     parser.add_argument("--out", default=None, help="run folder (default runs/<timestamp>)")
     parser.add_argument("--only", nargs="*", default=None,
                         help="run only notebooks whose names start with these prefixes, e.g. 01 03")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``smir demo``: run the series into ``args.out`` and print where the results are."""
     run_dir = Path(args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
     os.environ.setdefault("MPLBACKEND", "Agg")
     # Progress bars in an executed copy are widgets frozen at their first frame: switch them off
@@ -106,7 +108,3 @@ def main(argv: list[str] | None = None) -> int:
     if result.report is not None:
         print(f"summary report:     {result.report}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

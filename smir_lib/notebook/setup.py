@@ -175,11 +175,6 @@ def version_report(ctx: NotebookContext | None = None) -> dict:
     return info
 
 
-def download_command(dataset: str) -> str:
-    """The exact shell command that fetches ``dataset`` (run at the repository root)."""
-    return f"python data_download.py {dataset}"
-
-
 def check_data(dataset: str, split: str = "train", root: str | Path | None = None, **options):
     """Open ``dataset``/``split``, print what was found and return it.
 
@@ -191,9 +186,7 @@ def check_data(dataset: str, split: str = "train", root: str | Path | None = Non
         ds = get_dataset(dataset, split, root=root, **options)
     except DatasetNotFoundError as err:
         raise DatasetNotFoundError(
-            f"{dataset!r} ({split}) is not on this machine. {err}\nGet it with (at the repository "
-            f"root):\n    {download_command(dataset)}\nthen point SMIR_DATA_DIR at the data folder "
-            "if it is not ./data, or set DATASET = 'synthetic'.") from None
+            f"{dataset!r} ({split}) is not on this machine. {err}\nOr set DATASET = 'synthetic'.") from None
     names = getattr(ds, "class_names", None)
     classes = f", classes {names}" if names else ""
     print(f"{dataset!r} {split}: {len(ds)} items{classes}")

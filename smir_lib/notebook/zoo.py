@@ -1,7 +1,7 @@
 """The teaching models: trained by the kit's own recipe, shipped for synthetic, built locally for CWFID.
 
 A model that trained for a few dozen iterations reconstructs flat colour and its loss maps are
-noise, so the notebooks would teach nothing. ``make models`` (``python -m smir_lib.notebook.zoo``) trains,
+noise, so the notebooks would teach nothing. ``make models`` (``smir models``) trains,
 with the engine and a packaged budget (``configs/teach_<dataset>.yaml``), the models the
 notebooks need:
 
@@ -22,7 +22,7 @@ same command (the dataset is for non-commercial research only, so models trained
 redistributed here)::
 
     make models                        # synthetic (shipped ones are rebuilt) and, if present, CWFID
-    python -m smir_lib.notebook.zoo --dataset cwfid
+    smir models --dataset cwfid
 
 Every run resumes: a build stopped half-way continues where it stopped.
 """
@@ -34,13 +34,11 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-from smir_lib.data.base import DatasetNotFoundError
 from smir_lib.engine.config import load_config, packaged_configs, parse_overrides
 from smir_lib.engine.finetune import finetune
 from smir_lib.engine.pretrain import pretrain_random, pretrain_selective
@@ -49,7 +47,7 @@ from smir_lib.files import atomic_save
 from smir_lib.models import build_model, load_pretrained
 from smir_lib.notebook.measure import heldback_quality
 
-__all__ = ["MODELS_DIR", "RUNS", "teaching_config", "models_dir", "shipped_folder", "verify", "build", "main"]
+__all__ = ["MODELS_DIR", "RUNS", "teaching_config", "models_dir", "shipped_folder", "verify", "build", "add_arguments", "run"]
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 """Where the teaching models live: ``<repository>/models/<dataset>/``."""
@@ -109,7 +107,7 @@ def verify(folder: str | Path) -> dict:
         if not path.is_file() or _sha256(path) != expected:
             state = "is missing" if not path.is_file() else "does not match its sha256"
             raise ManifestError(f"{path} {state} in {folder / 'manifest.json'}: the teaching models "
-                                f"are damaged; rebuild them with `python -m smir_lib.notebook.zoo --dataset "
+                                f"are damaged; rebuild them with `smir models --dataset "
                                 f"{manifest['dataset']}` (or `git checkout {folder}`)")
     return manifest
 
@@ -201,7 +199,7 @@ def build(dataset: str, out: Path | None = None, work: Path | None = None,
     files = [p for name in RUNS for p in _export_run(work, out, name)]
     tests = {name.removeprefix("finetune_"): json.loads((work / name / "results.json").read_text())["test"]["miou"]
              for name in RUNS if name.startswith("finetune_")}
-    manifest = {"dataset": dataset, "command": command or f"python -m smir_lib.notebook.zoo --dataset {dataset}",
+    manifest = {"dataset": dataset, "command": command or f"smir models --dataset {dataset}",
                 "commit": _git_commit(), "created": time.strftime("%Y-%m-%d %H:%M:%S"),
                 "config": cfg.to_dict(), "seconds_this_call": seconds,
                 "quality_on_test_images": quality, "test_miou": tests,
@@ -210,28 +208,21 @@ def build(dataset: str, out: Path | None = None, work: Path | None = None,
     return manifest
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m smir_lib.notebook.zoo", description=__doc__.split("\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``smir models``."""
     parser.add_argument("--dataset", nargs="+", default=["synthetic"], help="synthetic, cwfid")
     parser.add_argument("--out", default=None, help="models folder (default models/<dataset>)")
     parser.add_argument("--work", default=None, help="engine run folders (default runs/models/<dataset>)")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
-    args = parser.parse_args(argv)
 
-    command = "python -m smir_lib.notebook.zoo " + " ".join(argv if argv is not None else sys.argv[1:])
+
+def run(args: argparse.Namespace) -> int:
+    """``smir models``: build each dataset's set; ``args.command_line`` goes into the manifest."""
     for dataset in args.dataset:
-        try:
-            manifest = build(dataset, args.out and Path(args.out) / dataset,
-                             args.work and Path(args.work) / dataset, parse_overrides(args.overrides),
-                             command.strip())
-        except (ValueError, DatasetNotFoundError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+        manifest = build(dataset, args.out and Path(args.out) / dataset,
+                         args.work and Path(args.work) / dataset, parse_overrides(args.overrides),
+                         args.command_line)
         q = manifest["quality_on_test_images"]
         print(f"{dataset}: hidden-pixel PSNR gain over the mean fill: random {q['random']['gain_db']:+.1f} dB, "
               f"selective {q['selective']['gain_db']:+.1f} dB; test mIoU {manifest['test_miou']}")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

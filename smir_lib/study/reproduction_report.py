@@ -46,7 +46,7 @@ def budget(run_dir: Path) -> dict:
     return out
 
 
-GPU_COMMAND = ("SMIR_IMAGENET_WEIGHTS=/path/to/resnet34-b627a593.pth python notebooks/results/reproduce.py "
+GPU_COMMAND = ("SMIR_IMAGENET_WEIGHTS=/path/to/resnet34-b627a593.pth smir reproduce "
                "--config paper --datasets cwfid synthetic --seeds 0 1 2 --threads 8 --run-dir runs/study_gpu "
                "--report notebooks/results/reproduction_gpu pool_size=39 train_size=35 val_size=4 test_size=21 "
                "pretrain_batch=4 pretrain_epochs=100 finetune_epochs=100 workers=4 progress=false")

@@ -257,7 +257,7 @@ def rerun_command(summary: dict) -> str | None:
     if cell is None:
         return None
     report = summary.get("out_path", f"notebooks/results/{summary['out_name']}")  # older reports: committed ones
-    return f"python notebooks/results/study.py rerun {report}.json {cell}"
+    return f"smir study rerun {report}.json {cell}"
 
 
 def report_markdown(summary: dict) -> str:
@@ -508,7 +508,7 @@ def write_report(protocol: Protocol, root: Path | str, out: Path, command: str, 
     done = collected["units"]["done"]
     if done == 0:
         raise ValueError(f"no unit of protocol {protocol.name!r} has finished under {root}: run "
-                         f"`study.py run --protocol {protocol.name} --root {root}` first, or pass the --root of a finished study")
+                         f"`smir study run --protocol {protocol.name} --root {root}` first, or pass the --root of a finished study")
     before = _read(out.with_suffix(".json"))["units"]["done"] if out.with_suffix(".json").is_file() else 0
     if before > done and not force:
         raise ValueError(f"{out.with_suffix('.json')} reports {before} finished units, {root} has {done}: "
@@ -516,7 +516,7 @@ def write_report(protocol: Protocol, root: Path | str, out: Path, command: str, 
     out.parent.mkdir(parents=True, exist_ok=True)
     summary = {**collected, "command": command, "commit": _commit(), "note": note,
                "out_name": out.name, "out_path": str(out), "gpu": gpu_status(), "figures": {},
-               "run_command": f"OMP_NUM_THREADS=1 python notebooks/results/study.py run --protocol {protocol.name} "
+               "run_command": f"OMP_NUM_THREADS=1 smir study run --protocol {protocol.name} "
                               f"--root {root} --shard i/n (for i in 0..n-1, one process each)"}
     for dataset, data in summary["datasets"].items():
         figs = {"budget": f"{out.name}_{dataset}_budget.png", "curves": f"{out.name}_{dataset}_curves.png"}

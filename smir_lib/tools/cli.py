@@ -1,19 +1,28 @@
-"""The command line: ``python -m smir_lib`` (or ``smir``) ``pretrain | finetune | evaluate | check-data | predict | export``.
+"""The one command line: ``smir <job>`` (the ``smir`` console script, or ``python -m smir_lib <job>``).
 
-Each command takes a configuration (a preset ``paper`` / ``fast`` or a YAML/JSON file) plus
-``key=value`` overrides, and a run folder::
+``smir --help`` lists the jobs (:data:`JOBS`), ``smir <job> --help`` their options
+(docs/command-line.md has an example of each). The training jobs take a configuration (a preset
+``paper`` / ``fast`` or a YAML/JSON file) plus ``key=value`` overrides, and a run folder::
 
-    python -m smir_lib pretrain --method selective --config fast --out runs/sel seed=1
-    python -m smir_lib finetune --config fast --init runs/sel/pretrained.pt --out runs/ft
-    python -m smir_lib evaluate --config fast --checkpoint runs/ft/finetune/best.pt
+    smir pretrain --method selective --config fast --out runs/sel seed=1
+    smir finetune --config fast --init runs/sel/pretrained.pt --out runs/ft
+    smir evaluate --config fast --checkpoint runs/ft/finetune/best.pt
     torchrun --nproc_per_node 2 -m smir_lib pretrain --method selective --config fast --out runs/ddp
-    python -m smir_lib check-data my_field                      # a folder dataset, no training
-    python -m smir_lib predict --checkpoint runs/ft/finetune/best.pt --images photos/ --out preds/
-    python -m smir_lib export --checkpoint runs/ft --out exported/   # encoder.pth, safetensors, onnx
+    smir check-data my_field                      # a folder dataset, no training
+    smir predict --checkpoint runs/ft/finetune/best.pt --images photos/ --out preds/
+    smir export --checkpoint runs/ft --out exported/   # encoder.pth, safetensors, onnx
+    smir download cwfid                           # also: smir download cwfid
+    smir models --dataset synthetic               # the teaching models (make models)
+    smir demo --profile fast --out runs/demo      # the notebook series (make demo)
+    smir study plan --protocol toy                # the budget study: plan | run | report | readme | rerun
+    smir reproduce --datasets synthetic --seeds 0 # the reproduction study on a CPU budget
 
 The same functions the notebooks call run underneath (``pretrain_random``,
 ``pretrain_selective``, ``finetune``, ``evaluate``); running a command again on the same
-``--out`` folder resumes it. ``--quiet`` switches the progress bars off.
+``--out`` folder resumes it. ``--quiet`` switches the progress bars off. Each job's options sit
+beside the code that does it (``add_arguments`` / ``run`` in ``data.download``,
+``notebook.zoo``, ``notebook.runner``; ``study.cli`` for the two studies); this module only
+gathers them, and prints a user's mistake as one line (exit 2) instead of a traceback.
 """
 
 from __future__ import annotations
@@ -22,21 +31,25 @@ import argparse
 import json
 import os
 import re
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from smir_lib.data import download
 from smir_lib.data.base import ImageLoadError
 from smir_lib.data.folder import write_splits
 from smir_lib.data.folder_check import check_folder
-from smir_lib.engine.config import load_config
+from smir_lib.engine.config import load_config, parse_overrides
 from smir_lib.engine.finetune import evaluate, finetune
 from smir_lib.engine.pretrain import pretrain_random, pretrain_selective
 from smir_lib.files import atomic_write_text
+from smir_lib.notebook import runner, zoo
+from smir_lib.study import cli as study_cli
 from smir_lib.tools.export import export_run, latency, load_safetensors
 from smir_lib.tools.predict import predict_folder
 
-__all__ = ["main", "build_parser", "check_metrics_out", "user_message"]
+__all__ = ["JOBS", "main", "build_parser", "check_metrics_out", "user_message"]
 
 WRITTEN_BY = "smir evaluate"
 """Marks a metrics file as written by ``evaluate --out``: only such a file may be overwritten."""
@@ -90,120 +103,154 @@ def report_user_error(err: BaseException) -> int:
     return 2
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="smir", description="SMIR training engine")
-    commands = parser.add_subparsers(dest="command", required=True)
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default="fast", help="preset (paper, fast) or .yaml/.json file")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
 
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", default="fast", help="preset (paper, fast) or .yaml/.json file")
-        p.add_argument("--quiet", action="store_true", help="no progress bars")
-        p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
 
-    p = commands.add_parser("pretrain", help="reconstruction pretraining")
+def _add_pretrain(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=("random", "selective"), required=True)
     p.add_argument("--out", required=True, help="run folder (resumed if it exists)")
-    common(p)
-    p = commands.add_parser("finetune", help="fine-tune for segmentation and test")
+    _common(p)
+
+
+def _add_finetune(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init", default="scratch",
                    help="scratch, imagenet:<resnet file>, or a pretraining checkpoint")
     p.add_argument("--out", required=True, help="run folder (resumed if it exists)")
-    common(p)
-    p = commands.add_parser("evaluate", help="mIoU of a fine-tuned checkpoint")
+    _common(p)
+
+
+def _add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--split", default="test", choices=("val", "test"))
     p.add_argument("--out", default=None,
                    help="write the metrics JSON here (a file; only an earlier evaluate output is overwritten)")
-    common(p)
-    p = commands.add_parser("check-data", help="validate a folder dataset (images/, masks/, classes.yaml)")
+    _common(p)
+
+
+def _add_check_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("folder")
     p.add_argument("--write-splits", action="store_true", help="write the drawn split to FOLDER/splits.yaml")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p = commands.add_parser("predict", help="segment a folder of images with a fine-tuned checkpoint")
+
+
+def _add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="finetune/best.pt, or the fine-tuning run folder")
     p.add_argument("--images", required=True, help="folder of images (any size, any Pillow format)")
     p.add_argument("--out", required=True, help="folder for <stem>.png, <stem>_overlay.jpg, predictions.json")
     p.add_argument("--config", default=None, help="default: the configuration saved in the checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. eval_mode=sliding device=cpu")
-    p = commands.add_parser("export", help="encoder.pth, unet.safetensors and model.onnx of a trained network")
+
+
+def _add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="a .pt checkpoint, or a pretraining / fine-tuning run folder")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--onnx", choices=("auto", "yes", "no"), default="auto",
                    help="auto: write model.onnx when the export extra is installed")
     p.add_argument("--latency", action="store_true", help="also time batch-1 CPU inference at 256 and 512 px")
-    return parser
 
 
-def _run_tool(args) -> dict | int:
-    """check-data, predict and export: commands that read a folder or a checkpoint, not a config."""
-    if args.command == "check-data":
-        report = check_folder(args.folder, progress=not args.quiet)
-        print(report.format())
-        if args.write_splits and report.ok:
-            print(f"wrote {write_splits(report.layout)}")
-        return 0 if report.ok else 1
-    if args.command == "predict":
-        overrides = [o for o in args.overrides] + (["progress=false"] if args.quiet else [])
-        rows = predict_folder(args.checkpoint, args.images, args.out, args.config, overrides)
-        return {"images": len(rows), "out": args.out}
+def _print_summary(summary: dict) -> int:
+    """Print a job's summary as JSON (on the first process only, under torchrun); exit 0."""
+    if os.environ.get("RANK", "0") == "0":
+        print(json.dumps(summary, indent=2, default=str))
+    return 0
 
+
+def _train(args: argparse.Namespace) -> int:
+    """pretrain, finetune and evaluate: a configuration plus overrides, then the engine."""
+    overrides = parse_overrides(args.overrides)
+    if args.quiet:
+        overrides["progress"] = "false"
+    cfg = load_config(args.config, overrides)
+    if args.command == "pretrain":
+        run = pretrain_random if args.method == "random" else pretrain_selective
+        result = run(cfg, args.out)
+        summary = {"best_checkpoint": str(result.best_checkpoint),
+                   "best_val_loss": result.steps[-1]["best_val_loss"]}
+    elif args.command == "finetune":
+        result = finetune(cfg, args.out, init=args.init)
+        summary = {"best_val_miou": result["best_val_miou"], "test_miou": result["test"]["miou"],
+                   "test_authors_miou": result["test"]["authors_miou"],
+                   "per_class_iou": dict(zip(result["test"]["class_names"],
+                                             result["test"]["per_class_iou"]))}
+    else:
+        out = check_metrics_out(args.out) if args.out else None  # before any work
+        summary = evaluate(cfg, args.checkpoint, split=args.split)
+        if out is not None:
+            atomic_write_text(json.dumps({"written_by": WRITTEN_BY, **summary}, indent=2), out)
+        summary = {k: v for k, v in summary.items() if k != "confusion"}
+    return _print_summary(summary)
+
+
+def _check_data(args: argparse.Namespace) -> int:
+    report = check_folder(args.folder, progress=not args.quiet)
+    print(report.format())
+    if args.write_splits and report.ok:
+        print(f"wrote {write_splits(report.layout)}")
+    return 0 if report.ok else 1
+
+
+def _predict(args: argparse.Namespace) -> int:
+    overrides = list(args.overrides) + (["progress=false"] if args.quiet else [])
+    rows = predict_folder(args.checkpoint, args.images, args.out, args.config, overrides)
+    return _print_summary({"images": len(rows), "out": args.out})
+
+
+def _export(args: argparse.Namespace) -> int:
     summary = export_run(args.checkpoint, args.out, onnx={"auto": None, "yes": True, "no": False}[args.onnx])
     if args.latency:
         onnx_path = summary["onnx"] if str(summary.get("onnx", "")).endswith(".onnx") else None
         summary["latency_ms"] = latency(load_safetensors(summary["safetensors"]), onnx_path=onnx_path)
-    return summary
+    return _print_summary(summary)
+
+
+JOBS = {
+    "pretrain": ("reconstruction pretraining, random or selective masks", _add_pretrain, _train),
+    "finetune": ("fine-tune for segmentation and test", _add_finetune, _train),
+    "evaluate": ("mIoU of a fine-tuned checkpoint", _add_evaluate, _train),
+    "predict": ("segment a folder of images with a fine-tuned checkpoint", _add_predict, _predict),
+    "export": ("a trained network as encoder.pth, safetensors, ONNX", _add_export, _export),
+    "check-data": ("check a folder dataset before training", _add_check_data, _check_data),
+    "download": ("download, verify and extract a dataset or weights", download.add_arguments,
+                 download.run),
+    "models": ("train the teaching models the notebooks load", zoo.add_arguments, zoo.run),
+    "demo": ("run the notebook series into a run folder", runner.add_arguments, runner.run),
+    "study": ("the budget study: plan | run | report | readme | rerun", study_cli.add_study_arguments,
+              study_cli.study),
+    "reproduce": ("the reproduction study (notebook 07) and its report", study_cli.add_reproduce_arguments,
+                  study_cli.reproduce),
+}
+"""Every job of ``smir``: name -> (one-line description, add its options to a parser, run it)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``smir`` with one sub-command per job of :data:`JOBS`."""
+    parser = argparse.ArgumentParser(
+        prog="smir", description="SMIR notebooks: every job of the kit from one command line. "
+        "`smir <job> --help` gives a job's options; docs/command-line.md an example of each.",
+        formatter_class=lambda prog: argparse.HelpFormatter(prog, max_help_position=18))
+    commands = parser.add_subparsers(dest="command", required=True, metavar="<job>", title="jobs")
+    for name, (description, add_arguments, run) in JOBS.items():
+        p = commands.add_parser(name, help=description, description=description)
+        add_arguments(p)
+        p.set_defaults(run=run)
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m smir_lib`` and the ``smir`` console script."""
+    """Entry point of ``python -m smir_lib`` and the ``smir`` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    if args.command in ("check-data", "predict", "export"):
-        bad = [o for o in getattr(args, "overrides", []) if "=" not in o]
-        if bad:
-            print(f"error: overrides must be key=value, got {bad}", file=sys.stderr)
-            return 2
-        try:
-            result = _run_tool(args)
-        except user_errors() as err:
-            return report_user_error(err)
-        if isinstance(result, int):
-            return result
-        print(json.dumps(result, indent=2, default=str))
-        return 0
-
-    overrides = dict(o.split("=", 1) for o in args.overrides if "=" in o)
-    bad = [o for o in args.overrides if "=" not in o]
+    args.command_line = "smir " + shlex.join(argv)  # what a report or manifest records as its command
+    bad = [o for o in getattr(args, "overrides", []) if "=" not in o]
     if bad:
         print(f"error: overrides must be key=value, got {bad}", file=sys.stderr)
         return 2
-    if args.quiet:
-        overrides["progress"] = "false"
-    try:
-        cfg = load_config(args.config, overrides)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-
     try:  # a user's mistake (bad value, missing file or dataset) is one clear line, not a traceback
-        if args.command == "pretrain":
-            run = pretrain_random if args.method == "random" else pretrain_selective
-            result = run(cfg, args.out)
-            summary = {"best_checkpoint": str(result.best_checkpoint),
-                       "best_val_loss": result.steps[-1]["best_val_loss"]}
-        elif args.command == "finetune":
-            result = finetune(cfg, args.out, init=args.init)
-            summary = {"best_val_miou": result["best_val_miou"], "test_miou": result["test"]["miou"],
-                       "test_authors_miou": result["test"]["authors_miou"],
-                       "per_class_iou": dict(zip(result["test"]["class_names"],
-                                                 result["test"]["per_class_iou"]))}
-        else:
-            out = check_metrics_out(args.out) if args.out else None  # before any work
-            summary = evaluate(cfg, args.checkpoint, split=args.split)
-            if out is not None:
-                atomic_write_text(json.dumps({"written_by": WRITTEN_BY, **summary}, indent=2), out)
-            summary = {k: v for k, v in summary.items() if k != "confusion"}
+        return args.run(args)
     except user_errors() as err:
         return report_user_error(err)
-    if os.environ.get("RANK", "0") == "0":
-        print(json.dumps(summary, indent=2, default=str))
-    return 0

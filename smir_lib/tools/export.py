@@ -1,4 +1,4 @@
-"""``python -m smir_lib export``: a trained network as files other tools load.
+"""``smir export``: a trained network as files other tools load.
 
 From a pretraining or fine-tuning checkpoint (or its run folder), :func:`export_run` writes:
 

@@ -1,4 +1,4 @@
-"""``python -m smir_lib predict``: segment a folder of images with a fine-tuned checkpoint.
+"""``smir predict``: segment a folder of images with a fine-tuned checkpoint.
 
 For every image Pillow reads in the input folder (turned upright by its EXIF orientation), at
 any size, :func:`predict_folder` writes to the output folder:
