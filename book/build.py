@@ -119,6 +119,9 @@ def book_notebook(source: Path, executed: Path, run: Path, profile: str) -> nbfo
             tags.append("hide-cell")
     note = OPEN_NOTE.format(name=source.name, run=run.name, profile=profile)
     nb.cells.insert(1, nbformat.v4.new_markdown_cell(note))
+    if nb.nbformat_minor < 5:  # nbformat 4.4 has no cell ids; papermill's cells and the note carry them
+        for cell in nb.cells:
+            cell.pop("id", None)
     return nb
 
 
