@@ -179,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the demo run folder to render (default: the newest current one under runs/)")
     parser.add_argument("--jobs", default="1", help="Sphinx worker processes (default 1; 'auto' for all cores)")
     args = parser.parse_args(argv)
-    build(args.out.resolve(), args.run, jobs=args.jobs)
+    html = build(args.out.resolve(), args.run, jobs=args.jobs)
+    print(f"preview: python -m http.server -d {html}  (then open http://localhost:8000)")
     return 0
 
 
