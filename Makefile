@@ -12,16 +12,18 @@ STAMP := $(VENV)/.installed
 RUN ?= runs/$(shell date +%Y%m%d-%H%M%S)
 PROFILE ?= fast
 PYTEST_ARGS ?=
+BOOK_DIR ?= build/book
 # The development copy of the real data (../shared/data, when it exists) is the data folder of
 # `make demo` and `make test`; an explicit SMIR_DATA_DIR wins. The library itself never looks there.
 SMIR_DATA_DIR ?= $(if $(wildcard ../shared/data/cwfid),$(abspath ../shared/data))
 export SMIR_DATA_DIR
 
-.PHONY: demo test unit bench gpu-check models mutants venv clean-venv help
+.PHONY: demo book test unit bench gpu-check models mutants venv clean-venv help
 
 help:
 	@echo "make demo   run the notebook series (fast profile, synthetic data) into runs/<timestamp>/"
-	@echo "make test   run the whole test suite (unit, notebooks, nbval, ui, realdata, slow)"
+	@echo "make book   the executed notebooks of the newest demo run as a static site in $(BOOK_DIR)/html (runs the demo first when needed)"
+	@echo "make test   run the whole test suite (unit, notebooks, nbval, ui, book, realdata, slow)"
 	@echo "make unit   only the fast unit tests"
 	@echo "make bench  run the benchmarks (benchmarks/)"
 	@echo "make gpu-check  on an NVIDIA GPU machine: <= 8 min check, results in benchmarks/results/"
@@ -44,6 +46,10 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m smir_lib demo --profile $(PROFILE) --out $(RUN)
+
+# The book (book/build.py, docs/book.md): preview with `python -m http.server -d $(BOOK_DIR)/html`.
+book: $(STAMP)
+	$(PY) book/build.py --out $(BOOK_DIR)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -35,6 +35,7 @@ from ui_jupyterlab import (
     kill_pids,
     launch_browser,
     prepare_notebook,
+    save_palette_png,
 )
 
 pytestmark = pytest.mark.ui
@@ -192,12 +193,7 @@ def publish(shot: Path, name: str) -> None:
     """
     folder = os.environ.get("SMIR_UI_SCREENSHOTS")
     if folder:
-        from PIL import Image
-
-        target = Path(folder)
-        target.mkdir(parents=True, exist_ok=True)
-        with Image.open(shot) as image:
-            image.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT).save(target / name, optimize=True)
+        save_palette_png(shot, Path(folder) / name)
 
 
 @pytest.mark.timeout(180)

@@ -1,4 +1,6 @@
-"""A real JupyterLab in a headless Chromium, for the ``ui`` tests (tests/test_ui.py).
+"""A real JupyterLab in a headless Chromium, for the ``ui`` tests (tests/test_ui.py); the ``book``
+tests (tests/test_book.py) reuse its browser: :func:`find_chromium`, :func:`launch_browser` and
+:func:`save_palette_png`.
 
 Papermill and nbval never render widgets; this harness does what a user does:
 
@@ -36,6 +38,8 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+from PIL import Image
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 CHROMIUM_INSTALL = "sudo apt-get install chromium  (Debian/Ubuntu; .ci/run does this when it runs as root)"
@@ -309,6 +313,15 @@ def launch_browser(executable: str, viewport: tuple[int, int] = (1280, 900)) -> 
             yield context.new_page()
         finally:
             browser.close()
+
+
+def save_palette_png(shot: Path, target: Path) -> Path:
+    """``shot`` reduced to a 256-colour palette at ``target``, so documentation pictures stay small
+    (< 300 KB); returns ``target``."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with Image.open(shot) as image:
+        image.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT).save(target, optimize=True)
+    return target
 
 
 class LabNotebook:

@@ -140,7 +140,8 @@ def report(results: dict[str, dict], command: str, wall_s: float | None, out_ste
                      *(["ImageNet encoder: not run (no weights file for this model; the tiny preset has none)."]
                        if "imagenet" not in rows else []), "",
                      *(_budget_lines(spent) + [""] if spent else [])]
-    header = [f"Produced by: `{command}`", ""]
+    header = ["# Reproduction study: scratch, random and selective pretraining over seeds", "",
+              f"Produced by: `{command}`", ""]
     if note:
         header += [note, ""]
     if wall_s is not None:
