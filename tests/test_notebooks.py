@@ -127,7 +127,7 @@ def test_03_patch_loss_maps(series):
     assert "loss_maps.png" in m["figures"]  # paper Fig. 2, end to end
 
 
-def test_03_teaching_model_loss_maps_see_the_mask(series):
+def test_03_teaching_model_scores_hidden_patches_higher_but_mostly_by_content(series):
     teaching_models_or_skip()
     m = metrics(series[0], "03_patch_loss_maps")
     assert "teaching model" in m["model_source"], f"03 did not load the teaching model: {m['model_source']}"
