@@ -3,7 +3,7 @@
 One session-scoped fixture runs ``smir_lib.notebook.runner.run_series`` into a temporary run folder;
 each test then checks what one notebook left there: its metrics (keys present, values in
 plausible ranges), its figures (every PNG it lists exists), the report, and the time budget
-(all eight notebooks in 10 minutes on 2 CPU cores).
+(the whole series in 10 minutes on 2 CPU cores).
 
 With the teaching models present (``models/synthetic/``, or ``$SMIR_MODELS_DIR/synthetic/``),
 notebooks 02-06 load them, and the quality they show is asserted (issue 14): hidden pixels
@@ -27,7 +27,8 @@ from smir_lib.notebook.runner import run_series
 pytestmark = pytest.mark.notebooks
 
 STEMS = ["00_data", "01_random_masking", "02_reconstruction", "03_patch_loss_maps", "04_selective_masks",
-         "05_partitioned_pretraining", "06_segmentation_evaluation", "07_reproduction_study"]
+         "05_partitioned_pretraining", "06_segmentation_evaluation", "07_reproduction_study",
+         "08_appendix_own_data"]
 BUDGET_S = 600.0
 MIN_GAIN_DB = 6.0          # hidden-pixel PSNR of the teaching model over the mean-colour fill
 MIN_HIDDEN_VISIBLE = 1.1   # mean patch loss of hidden over visible patches: what the teaching model meets
@@ -79,7 +80,13 @@ def test_00_data(series):
     for shares in m["class_shares"].values():
         assert abs(sum(shares) - 1) < 1e-6
     assert set(m["rarest_classes"]) <= set(m["class_names"])
+
+
+def test_08_appendix_own_data(series):
+    m = metrics(series[0], "08_appendix_own_data")
     assert m["own_folder"] == {"train": 9, "val": 1, "test": 2, "pool": 14}  # 12 labelled + 4 pool photos, 70/10/20
+    assert m["problems_found"] == 1  # the stray photo without a mask, named
+    assert "own_folder.png" in m["figures"]
 
 
 def test_01_random_masking(series):
@@ -115,10 +122,12 @@ def test_03_patch_loss_maps(series):
     assert all(finite(m[k]) and m[k] >= 0 for k in ("hidden_patch_loss", "visible_patch_loss"))
     assert m["hidden_visible_ratio"] == pytest.approx(m["hidden_patch_loss"] / m["visible_patch_loss"])
     assert m["selected_score"] >= m["unselected_score"]  # the top half by score is selected
+    assert -1 <= m["k_map_correlation"] <= 1
+    assert all(0 <= m[k] <= 1 for k in ("one_map_overlap", "unmasked_overlap"))
     assert "loss_maps.png" in m["figures"]  # paper Fig. 2, end to end
 
 
-def test_03_teaching_model_loss_maps_see_the_mask(series):
+def test_03_teaching_model_scores_hidden_patches_higher_but_mostly_by_content(series):
     teaching_models_or_skip()
     m = metrics(series[0], "03_patch_loss_maps")
     assert "teaching model" in m["model_source"], f"03 did not load the teaching model: {m['model_source']}"
@@ -127,6 +136,8 @@ def test_03_teaching_model_loss_maps_see_the_mask(series):
     terms = m["score_terms"]  # why not more: the original drawn at the head's stride-4 resolution
     assert terms["hidden"]["l1"] > terms["visible"]["l1"] and terms["hidden"]["ssim"] > terms["visible"]["ssim"]
     assert terms["coarse"]["ssim"] >= 0.7 * terms["visible"]["ssim"], terms  # loses most of the visible SSIM term too
+    # issue 26: the score hardly depends on the mask; the unmasked image's top half picks most of the selection
+    assert m["unmasked_overlap"] >= 0.8 and m["k_map_correlation"] >= 0.7, m
 
 
 @pytest.mark.xfail(strict=True, reason="the paper's head draws at stride 4 (bilinear x4), so visible patches keep a "

@@ -187,7 +187,7 @@ def mae_panel(original, masked, reconstruction, pasted, loss_map, grid=None, *,
 
 
 def loss_maps_figure(image, masked, reconstructions, maps, mean_map, grid=None, *,
-                     selected=None, selective_masked=None) -> Figure:
+                     selected=None, selective_masked=None, suptitle: str | None = None) -> Figure:
     """K masked copies, their reconstructions and patch-loss maps, and the averaged map.
 
     ``masked``, ``reconstructions``: ``(K, 3, H, W)`` display images; ``maps``: ``(K, gh, gw)``;
@@ -196,7 +196,7 @@ def loss_maps_figure(image, masked, reconstructions, maps, mean_map, grid=None, 
 
     With ``selected`` (the chosen patches, ``(gh, gw)`` bool) and ``selective_masked`` (the image
     with them hidden, ``(3, H, W)``) a fourth row ends the pipeline: average score, top half,
-    selectively masked image (paper Fig. 2, end to end on one image).
+    selectively masked image (paper Fig. 2, end to end on one image). ``suptitle`` goes above it all.
     """
     k = len(maps)
     end_to_end = selected is not None and selective_masked is not None
@@ -232,6 +232,8 @@ def loss_maps_figure(image, masked, reconstructions, maps, mean_map, grid=None, 
             _clean(ax)
         else:
             ax.axis("off")
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=12)
     return fig
 
 

@@ -68,11 +68,14 @@ def mask_explorer(images: torch.Tensor, *, n_patches: int = 512, fill: float = 0
 
 
 def loss_map_browser(compute: Callable[[int, int], dict], n_images: int, *, k_max: int = 8, k: int = 5,
-                     grid=None):
+                     grid=None, reference: torch.Tensor | None = None):
     """Browse patch-loss maps: sliders image and K.
 
     ``compute(image_index, k)`` returns the arguments of ``plots.loss_maps_figure`` as a dict
-    (``image``, ``masked``, ``reconstructions``, ``maps``, ``mean_map``), display-ready.
+    (``image``, ``masked``, ``reconstructions``, ``maps``, ``mean_map``, and ``selected``),
+    display-ready. With ``reference`` (``(n_images, gh, gw)`` bool, e.g. the selection at the
+    paper's K) the title gives the share of the top half at the slider's K that lies inside it:
+    a number that moves with the sliders.
     """
     import ipywidgets as w
 
@@ -83,7 +86,13 @@ def loss_map_browser(compute: Callable[[int, int], dict], n_images: int, *, k_ma
     }
 
     def draw(image, K):
-        return plots.loss_maps_figure(grid=grid, **compute(image, K))
+        views = compute(image, K)
+        if reference is not None and views.get("selected") is not None:
+            ref = reference[image]  # (gh, gw) bool
+            shared, chance = float((views["selected"] & ref).sum() / ref.sum()), float(ref.float().mean())
+            views = {**views, "suptitle": f"image {image}: the top half at K = {K} shares {shared:.0%} of its "
+                                          f"patches with the K = {k} selection (chance: {chance:.0%})"}
+        return plots.loss_maps_figure(grid=grid, **views)
 
     return _explorer(sliders, draw)
 
