@@ -51,7 +51,7 @@ from smir_lib.data.base import (
 from smir_lib.runtime import seeded_generator
 
 __all__ = ["FolderError", "ClassTable", "FolderLayout", "read_classes", "scan_folder", "build", "class_info",
-           "write_splits"]
+           "class_entries", "write_splits"]
 
 EVAL_SPLITS = ("train", "val", "test")
 SPLIT_SHARES = (0.7, 0.1, 0.2)
@@ -92,6 +92,13 @@ class ClassTable:
     kind: str
     table: dict
     mask_suffix: str = DEFAULT_SUFFIX
+
+    def entries(self) -> list[dict]:
+        """One dict per class: ``name``, display ``color`` and the stored ``value`` (or ``mask_color``)."""
+        stored = {index: key for key, index in self.table.items() if index != 255}
+        key = "value" if self.kind == "value" else "mask_color"
+        return [{"name": name, "color": list(color), key: stored[i] if self.kind == "value" else list(stored[i])}
+                for i, (name, color) in enumerate(zip(self.names, self.colors))]
 
     def decode(self, mask_path: Path) -> np.ndarray:
         """A mask file -> class indices ``(H, W)``; an unknown value or colour names the file and fix."""
@@ -157,6 +164,11 @@ def class_info(root: str | os.PathLike | None) -> tuple[list[str], list[tuple[in
     """Class names and display colours of the folder dataset at ``root`` (only classes.yaml is read)."""
     table = read_classes(_root(root))
     return table.names, table.colors
+
+
+def class_entries(root: str | os.PathLike | None) -> list[dict]:
+    """:meth:`ClassTable.entries` of the folder dataset at ``root`` (only classes.yaml is read)."""
+    return read_classes(_root(root)).entries()
 
 
 @dataclass
