@@ -132,7 +132,7 @@ def predict_folder(checkpoint: str | os.PathLike, images: str | os.PathLike, out
     with OutputFolder(out, WRITTEN_BY, "predictions.json") as folder:
         folder.claim([f"{p.stem}{suffix}" for p in files for suffix in (".png", "_overlay.jpg")])
         for path in tqdm(files, desc="predicting", disable=not (progress and cfg.progress)):
-            image = load_image(path, exif_transpose=True)  # (3, H, W) in [0, 1]
+            image = load_image(path, exif_transpose=True, fix=f"replace it or move it out of {images}")  # (3, H, W)
             logits = segment_logits(model, image[None], cfg, device)  # (1, C, H, W)
             index = class_map(logits)[0].cpu().numpy()  # (H, W)
             encode_prediction(index, classes, fmt).save(folder.stage(f"{path.stem}.png"), format="PNG")
