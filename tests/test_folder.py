@@ -139,6 +139,7 @@ def test_unknown_mask_colour(tmp_path):
     Image.fromarray(rgb).save(mask_path)
     (problem,) = check_folder(root, progress=False).problems
     assert "unknown colour" in problem and "(1, 2, 3)" in problem and "mask_color" in problem
+    assert "download" not in problem.lower()  # own data: never "Re-download the dataset"
 
 
 def test_size_mismatch_names_both_files(tmp_path):
