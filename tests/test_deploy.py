@@ -151,3 +151,12 @@ def test_docs_example_reproduces_the_kits_predictions_with_onnxruntime_alone(exp
         assert ours.shape == theirs.shape
         agreement[name] = float((ours == theirs).mean())
     assert min(agreement.values()) >= 0.9999, agreement  # equal up to ties within float rounding
+
+
+def test_no_committed_file_holds_a_path_of_this_machine():
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True, check=True).stdout
+    needles = {str(REPO_ROOT), str(REPO_ROOT.resolve()), os.path.expanduser("~") + "/"}
+    needles = {n.encode() for n in needles if len(n) > 4}
+    found = [(name, n) for name in tracked.decode().split("\0") if name and (REPO_ROOT / name).is_file()
+             for data in [(REPO_ROOT / name).read_bytes()] for n in needles if n in data]
+    assert not found, found

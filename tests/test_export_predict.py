@@ -203,3 +203,32 @@ def test_export_is_atomic_and_never_overwrites_a_file_it_did_not_write(tmp_path,
     monkeypatch.undo()
     export_run(source, out, onnx=False)  # an earlier export's files may be replaced
     assert json.loads((out / "model.json").read_text())["complete"]
+
+
+@needs_onnx
+def test_a_killed_export_leaves_the_previous_export_whole(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    source = fake_checkpoint(tmp_path, "tiny", 3)
+    out = tmp_path / "exp"
+    export_run(source, out, onnx=False)
+    good = {p.name: p.read_bytes() for p in out.iterdir()}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-m", "smir_lib", "export", "--checkpoint", str(source), "--out", str(out),
+                             "--onnx", "yes"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(out.glob(".model.onnx.*.tmp")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # the ONNX export has begun: the weights are written, under temporary names
+    assert proc.poll() is None, "the export finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    kept = {p.name: p.read_bytes() for p in out.iterdir() if not p.name.endswith(".tmp")}
+    assert kept.keys() == good.keys() and all(kept[n] == good[n] for n in good if n != "model.json")
+    manifest = json.loads(kept["model.json"])  # now also lists model.onnx, so that a rerun may write it
+    assert manifest["complete"] and "model.onnx" in manifest["files"] and not (out / "model.onnx").exists()
+    export_run(source, out, onnx=False)  # the next export clears the killed one's temporary files
+    assert not list(out.glob(".*.tmp"))

@@ -89,10 +89,10 @@ class OutputFolder:
             raise ValueError(f"--out {self.out} already holds {shown}, not written by `{self.written_by}`: "
                              f"refusing to overwrite; pass a new --out folder, or move those files away")
         self.out.mkdir(parents=True, exist_ok=True)
-        for name in [*names, self.manifest]:  # temporary files of a killed run: never under a final name
+        self.files = sorted(set(names) | (self.owned - {self.manifest}))
+        for name in [*self.files, self.manifest]:  # temporary files of a killed run: never under a final name
             for stale in self.out.glob(f".{glob.escape(name)}.*.tmp"):
                 stale.unlink()
-        self.files = sorted(set(names) | (self.owned - {self.manifest}))
         kept = {k: v for k, v in self.previous.items() if k not in ("written_by", "files")}
         self._write_manifest(kept or {"complete": False})
 
