@@ -76,7 +76,8 @@ class OutputFolder:
             raise ValueError(f"{path} exists and was not written by `{self.written_by}`: refusing to overwrite "
                              f"it; pass a new --out folder, or delete the file first")
         self.previous = data
-        return {self.manifest, *(str(f) for f in data.get("files", []) if isinstance(f, str))}
+        listed = data.get("files") if isinstance(data.get("files"), list) else []
+        return {self.manifest, *(f for f in listed if isinstance(f, str) and f == Path(f).name and f[:1] != ".")}
 
     def claim(self, names: Iterable[str]) -> None:
         """Refuse when any of ``names`` exists and was not written by this command; then record them
