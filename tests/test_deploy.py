@@ -25,8 +25,6 @@ from smir_lib.tools.export import export_run, onnx_available, safetensors_metada
 from smir_lib.tools.predict import predict_folder
 
 pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_thread")]
-needs_onnx = pytest.mark.skipif(not onnx_available(), reason="needs the export extra: "
-                                "pip install -c constraints.txt -e '.[export]'")
 EXAMPLE_HEADING = "## Use the exported model without this kit"
 FORBIDDEN = ("torch", "smir_lib", "torchvision", "kornia", "safetensors", "onnx", "onnxscript")
 GUARD = """
@@ -77,14 +75,27 @@ def photos(folder: Path) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory) -> dict:
+def export_fixture(tmp_path_factory, onnx: bool) -> dict:
     tmp = tmp_path_factory.mktemp("deploy")
     root = write_example_folder(tmp / "field", n_images=4, n_pool=0)
     checkpoint = trained_checkpoint(tmp, root)
     out = tmp / "export"
-    summary = export_run(checkpoint, out, onnx=onnx_available())
+    summary = export_run(checkpoint, out, onnx=onnx)
     return {"tmp": tmp, "root": root, "checkpoint": checkpoint, "out": out, "summary": summary}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> dict:
+    """An export without ONNX (seconds)."""
+    return export_fixture(tmp_path_factory, onnx=False)
+
+
+@pytest.fixture(scope="module")
+def exported_onnx(tmp_path_factory) -> dict:
+    """An export with model.onnx (the ONNX exporter takes 25 s or more)."""
+    if not onnx_available():
+        pytest.skip("needs the export extra: pip install -c constraints.txt -e '.[export]'")
+    return export_fixture(tmp_path_factory, onnx=True)
 
 
 def test_export_records_what_a_deployment_needs(exported):
@@ -103,12 +114,14 @@ def test_export_records_what_a_deployment_needs(exported):
     assert json.loads(meta["config"])["data_root"] == "field"
 
 
-def test_no_exported_file_holds_a_path_of_this_machine(exported):
+@pytest.mark.slow
+def test_no_exported_file_holds_a_path_of_this_machine(exported_onnx):
+    exported = exported_onnx
     tmp = exported["tmp"]
     needles = {str(tmp), str(tmp.resolve()), str(REPO_ROOT), os.path.expanduser("~"), str(exported["root"])}
     needles = {n for n in needles if len(n) > 4}  # '/' or '/root' alone would match by chance
     files = sorted(exported["out"].iterdir())
-    assert {f.name for f in files} >= {"encoder.pth", "unet.safetensors", "model.json"}
+    assert {f.name for f in files} == {"encoder.pth", "unet.safetensors", "model.json", "model.onnx"}
     for path in files:
         data = path.read_bytes()
         for needle in needles:
@@ -128,8 +141,9 @@ def test_predict_reads_an_exported_folder_without_the_run_or_the_data(exported, 
                               np.array(Image.open(tmp_path / "b" / f"{name}.png")))
 
 
-@needs_onnx
-def test_docs_example_reproduces_the_kits_predictions_with_onnxruntime_alone(exported, tmp_path):
+@pytest.mark.slow
+def test_docs_example_reproduces_the_kits_predictions_with_onnxruntime_alone(exported_onnx, tmp_path):
+    exported = exported_onnx
     text = (REPO_ROOT / "docs" / "export.md").read_text()
     block = re.search(r"```python\n(.*?)```", text[text.index(EXAMPLE_HEADING):], re.S).group(1)
     script = tmp_path / "segment.py"
