@@ -174,3 +174,15 @@ def test_no_committed_file_holds_a_path_of_this_machine():
     found = [(name, n) for name in tracked.decode().split("\0") if name and (REPO_ROOT / name).is_file()
              for data in [(REPO_ROOT / name).read_bytes()] for n in needles if n in data]
     assert not found, found
+
+
+def test_an_exported_pretraining_network_is_not_used_to_segment(tmp_path):
+    cfg = load_config("fast", {"model": "tiny"})
+    path = tmp_path / "pre" / "pretrained.pt"
+    path.parent.mkdir()
+    torch.save({"model": build_model(cfg, 3).state_dict(), "config": cfg.to_dict(), "val_loss": 0.3}, path)
+    export_run(path, tmp_path / "export", onnx=False)
+    info = json.loads((tmp_path / "export" / "model.json").read_text())
+    assert info["task"] == "reconstruction" and "classes" not in info
+    with pytest.raises(ValueError, match="exported pretraining network"):
+        predict_folder(tmp_path / "export", photos(tmp_path / "photos"), tmp_path / "pred", progress=False)
