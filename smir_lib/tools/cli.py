@@ -9,7 +9,8 @@ Each command takes a configuration (a preset ``paper`` / ``fast`` or a YAML/JSON
     torchrun --nproc_per_node 2 -m smir_lib pretrain --method selective --config fast --out runs/ddp
     python -m smir_lib check-data my_field                      # a folder dataset, no training
     python -m smir_lib predict --checkpoint runs/ft/finetune/best.pt --images photos/ --out preds/
-    python -m smir_lib export --checkpoint runs/ft --out exported/   # encoder.pth, safetensors, onnx
+    python -m smir_lib export --checkpoint runs/ft --out exported/   # encoder.pth, safetensors, onnx, model.json
+    python -m smir_lib predict --checkpoint exported/ --images photos/ --out preds/ --format values
 
 The same functions the notebooks call run underneath (``pretrain_random``,
 ``pretrain_selective``, ``finetune``, ``evaluate``); running a command again on the same
@@ -136,9 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="default: the configuration saved in the checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. eval_mode=sliding device=cpu")
-    p = commands.add_parser("export", help="encoder.pth, unet.safetensors and model.onnx of a trained network")
+    p = commands.add_parser("export", help="encoder.pth, unet.safetensors, model.onnx and model.json (what the "
+                                          "model expects) of a trained network")
     p.add_argument("--checkpoint", required=True, help="a .pt checkpoint, or a pretraining / fine-tuning run folder")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder (only files an earlier export wrote are overwritten)")
     p.add_argument("--onnx", choices=("auto", "yes", "no"), default="auto",
                    help="auto: write model.onnx when the export extra is installed")
     p.add_argument("--latency", action="store_true", help="also time batch-1 CPU inference at 256 and 512 px")
