@@ -104,11 +104,17 @@ def test_splits_yaml_is_used_and_written(tmp_path):
     assert get_dataset("folder", "test", root=root).ids == ["IMG_4"]
 
 
-def test_image_without_mask_names_the_file_and_the_fix(tmp_path):
+def test_image_without_mask_joins_the_pool_with_one_line(tmp_path, capsys):
     root = small_folder(tmp_path)
     Image.fromarray(np.zeros((6, 8, 3), np.uint8)).save(root / "images" / "IMG_9.jpg")
-    with pytest.raises(FolderError, match=r"IMG_9.jpg has no mask: expected masks/IMG_9_mask.png .*move the image to pool/"):
-        get_dataset("folder", "train", root=root)
+    (root / "splits.yaml").write_text("train: [IMG_0, IMG_1, IMG_2]\nval: [IMG_3]\ntest: [IMG_4]\n")
+    pool = get_dataset("folder", "pool", root=root)
+    assert [p.name for p in pool.images] == ["IMG_0.png", "IMG_1.png", "IMG_2.png", "IMG_3.png", "IMG_9.jpg"]
+    for split in ("train", "val", "test", "pool"):
+        get_dataset("folder", split, root=root)
+    said = [line for line in capsys.readouterr().err.splitlines() if "have no mask" in line]
+    assert said == ["1 image(s) in images have no mask and join the pretraining pool only, e.g. IMG_9.jpg "
+                    "(expected masks/IMG_9_mask.png or masks/IMG_9.png)"]  # once, not once per split
 
 
 def test_unknown_mask_value_names_file_value_and_classes_yaml(tmp_path):
@@ -133,6 +139,7 @@ def test_unknown_mask_colour(tmp_path):
     Image.fromarray(rgb).save(mask_path)
     (problem,) = check_folder(root, progress=False).problems
     assert "unknown colour" in problem and "(1, 2, 3)" in problem and "mask_color" in problem
+    assert "download" not in problem.lower()  # own data: never "Re-download the dataset"
 
 
 def test_size_mismatch_names_both_files(tmp_path):
@@ -169,9 +176,9 @@ def test_check_data_lists_every_problem_at_once(tmp_path, capsys):
     Image.fromarray(np.zeros((3, 3), np.uint8)).save(root / "masks" / "IMG_3_mask.png")  # wrong size
     assert main(["check-data", str(root), "--quiet"]) == 1
     out = capsys.readouterr().out
-    assert "4 problem(s):" in out
-    for needle in ("lonely.png has no mask", "ghost_mask.png has no image", "IMG_1_mask.png contains unknown",
-                   "IMG_3_mask.png is 3x3"):
+    assert "3 problem(s):" in out
+    for needle in ("images have no mask and join the pretraining pool only, e.g. lonely.png",
+                   "ghost_mask.png has no image", "IMG_1_mask.png contains unknown", "IMG_3_mask.png is 3x3"):
         assert needle in out
 
 

@@ -5,6 +5,6 @@
 modules are imported lazily, on first use.
 """
 
-from smir_lib.data.registry import ALL_NAMES, DATASET_NAMES, class_info, get_dataset
+from smir_lib.data.registry import ALL_NAMES, DATASET_NAMES, class_entries, class_info, get_dataset
 
-__all__ = ["ALL_NAMES", "DATASET_NAMES", "class_info", "get_dataset"]
+__all__ = ["ALL_NAMES", "DATASET_NAMES", "class_entries", "class_info", "get_dataset"]

@@ -28,6 +28,8 @@ from torch.utils.data import Dataset
 IGNORE_INDEX = 255
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SPLITS = ("train", "val", "test", "pool")
+DOWNLOAD_FIX = "delete it and run the download again"
+"""What an unreadable file of a downloaded dataset calls for (own folders pass their own advice)."""
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -103,14 +105,14 @@ def check_split(name: str, split: str, allowed: Sequence[str] = SPLITS) -> None:
 
 
 def open_image_array(path: str | os.PathLike, mode: str | None = "RGB",
-                     exif_transpose: bool = False) -> np.ndarray:
+                     exif_transpose: bool = False, fix: str = DOWNLOAD_FIX) -> np.ndarray:
     """Decode an image file into a numpy array.
 
     ``mode="RGB"`` converts grayscale (``L``, ``I;16``...), palette (``P``) and ``RGBA`` files to
     three channels (alpha is dropped); ``mode=None`` keeps the stored values (palette indices,
     16-bit label values). ``exif_transpose=True`` turns a camera photo upright as its EXIF
     orientation tag says (what an image viewer shows). A file that cannot be decoded raises
-    :class:`ImageLoadError` with its path.
+    :class:`ImageLoadError` with its path and ``fix``.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -132,12 +134,12 @@ def open_image_array(path: str | os.PathLike, mode: str | None = "RGB",
             return np.array(img)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ImageLoadError(f"cannot read image file {path}: {err}. The file is corrupt or not "
-                             f"an image; delete it and run the download again.") from err
+                             f"an image; {fix}.") from err
 
 
-def load_image(path: str | os.PathLike, exif_transpose: bool = False) -> torch.Tensor:
+def load_image(path: str | os.PathLike, exif_transpose: bool = False, fix: str = DOWNLOAD_FIX) -> torch.Tensor:
     """Read an image file as float ``(3, H, W)`` in ``[0, 1]`` (grayscale and RGBA converted)."""
-    arr = open_image_array(path, "RGB", exif_transpose)  # (H, W, 3) uint8
+    arr = open_image_array(path, "RGB", exif_transpose, fix)  # (H, W, 3) uint8
     return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255.0)
 
 
@@ -170,7 +172,8 @@ def _describe_values(values: np.ndarray, limit: int = 5) -> str:
 
 
 def colors_to_index(rgb: np.ndarray, colors: Mapping[tuple[int, int, int], int],
-                    path: str | os.PathLike = "<array>") -> np.ndarray:
+                    path: str | os.PathLike = "<array>",
+                    fix: str = "Re-download the dataset or check the file.") -> np.ndarray:
     """Map an RGB label image ``(H, W, 3)`` to class indices ``(H, W)`` with a colour table.
 
     Colours are packed into one 24-bit integer per pixel and looked up with ``np.searchsorted``
@@ -190,7 +193,7 @@ def colors_to_index(rgb: np.ndarray, colors: Mapping[tuple[int, int, int], int],
         bad = np.unique(packed[~known])
         bad_rgb = np.stack([(bad >> 16) & 255, (bad >> 8) & 255, bad & 255], axis=1)
         raise LabelError(f"label file {path} contains unknown colour(s) {_describe_values(bad_rgb)}; "
-                         f"expected only {sorted(colors)}. Re-download the dataset or check the file.")
+                         f"expected only {sorted(colors)}. {fix}".rstrip())
     return targets[pos]
 
 
@@ -246,6 +249,7 @@ class SegmentationFiles(Dataset):
         exif_transpose: turn images upright by their EXIF orientation (camera photos); labels
             are always read as stored.
         size_fix: what a size-mismatch error tells the user to do.
+        read_fix: what an unreadable image tells the user to do (own folders: not a download).
 
     Item ``i`` is ``(image float (3, H, W) in [0, 1], label long (H, W))``, or the image alone for
     a pool. ``ignore_index`` is 255 in every dataset.
@@ -255,7 +259,7 @@ class SegmentationFiles(Dataset):
                  decode_label: Callable[[Path], np.ndarray] | None, class_names: Sequence[str],
                  class_colors: Sequence[tuple[int, int, int]], transform: Callable | None = None,
                  ids: Sequence[str] | None = None, root: Path | None = None, exif_transpose: bool = False,
-                 size_fix: str = "re-download the dataset or remove the pair") -> None:
+                 size_fix: str = "re-download the dataset or remove the pair", read_fix: str = DOWNLOAD_FIX) -> None:
         if labels is not None and len(labels) != len(images):
             raise ValueError(f"{name}/{split}: {len(images)} images but {len(labels)} labels")
         self.name, self.split, self.root = name, split, root
@@ -267,7 +271,7 @@ class SegmentationFiles(Dataset):
         self.ignore_index = IGNORE_INDEX
         self.transform = transform
         self.ids = list(ids) if ids is not None else [p.stem for p in self.images]
-        self.exif_transpose, self.size_fix = exif_transpose, size_fix
+        self.exif_transpose, self.size_fix, self.read_fix = exif_transpose, size_fix, read_fix
 
     @property
     def labelled(self) -> bool:
@@ -307,7 +311,7 @@ class SegmentationFiles(Dataset):
     def __getitem__(self, index: int):
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {self.name}/{self.split} with {len(self)} items")
-        image = load_image(self.images[index], self.exif_transpose)  # (3, H, W)
+        image = load_image(self.images[index], self.exif_transpose, self.read_fix)  # (3, H, W)
         if self.labels is None:
             if self.transform is None:
                 return image

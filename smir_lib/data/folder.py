@@ -8,6 +8,12 @@ Layout::
     DIR/splits.yaml                optional: {train: [stems], val: [stems], test: [stems]}
     DIR/pool/*.jpg                 optional: unlabelled images, added to the pretraining pool
 
+Datasets shipped in split folders are read as they are: ``DIR/images/{train,val,test}/`` with
+``DIR/masks/{train,val,test}/``, or sibling folders ``DIR/train/`` + ``DIR/trainannot/`` (also
+``train_labels/``, ``train_masks/``; see ``ANNOTATION_SUFFIXES``), and so on for val and test.
+The folders give the split (a missing val folder is drawn from train, 1 image in 8, seeded);
+``splits.yaml`` still overrides it. Stems must be unique across the split folders.
+
 ``classes.yaml`` for index masks (pixel value = class)::
 
     mask_suffix: _mask             # optional (default "_mask"); masks named like the image also match
@@ -19,11 +25,12 @@ Layout::
 For colour masks give each class ``mask_color: [r, g, b]`` instead of ``value``, and ignored
 colours as ``ignore: [[255, 255, 255]]``.
 
-Splits: ``splits.yaml`` when present, else a split drawn with a fixed seed (70 / 10 / 20 % of
-the sorted stems, at least one image each), stated once on stderr; ``check-data --write-splits``
-freezes it into ``splits.yaml``. The pool is the train and val images plus ``DIR/pool/``; test
-images never enter it unless ``include_eval_in_pool=True``, and a pool file named like a val or
-test image is an error (it would leak evaluation images into pretraining).
+Splits: ``splits.yaml`` when present, else the split folders, else a split drawn with a fixed
+seed (70 / 10 / 20 % of the sorted stems, at least one image each), stated once per process on
+stderr; ``check-data --write-splits`` freezes it into ``splits.yaml``. The pool is the train and
+val images, the images that have no mask (said once) and ``DIR/pool/``; test images never enter
+it unless ``include_eval_in_pool=True``, and a pool file named like a val or test image is an
+error (it would leak evaluation images into pretraining).
 
 :func:`scan_folder` collects every problem of a folder without raising (``check-data`` prints
 them all); :func:`build` raises :class:`FolderError` listing them. Mask contents and sizes are
@@ -51,13 +58,18 @@ from smir_lib.data.base import (
 from smir_lib.runtime import seeded_generator
 
 __all__ = ["FolderError", "ClassTable", "FolderLayout", "read_classes", "scan_folder", "build", "class_info",
-           "write_splits"]
+           "class_entries", "write_splits"]
 
 EVAL_SPLITS = ("train", "val", "test")
 SPLIT_SHARES = (0.7, 0.1, 0.2)
 SPLIT_SEED = 0
 DEFAULT_SUFFIX = "_mask"
 SIZE_FIX = "re-export the mask at its image's size (masks are read as stored; images are turned upright by EXIF)"
+READ_FIX = "replace the file with a readable copy, or move it out of the folder"
+"""What an unreadable file of your own folder calls for (never "download again")."""
+LOSSY_MASKS = (".jpg", ".jpeg", ".jfif", ".webp")
+JPEG_HINT = ("JPEG is lossy: a two-class mask saved as .jpg holds up to 256 values near its edges; save masks "
+             "as PNG (lossless)")
 PALETTE = [(120, 85, 50), (0, 200, 0), (230, 30, 30), (30, 90, 230), (240, 200, 0), (160, 60, 200),
            (0, 200, 200), (250, 130, 40), (130, 130, 130), (255, 255, 255)]
 """Display colours of classes whose ``color`` is not given in classes.yaml."""
@@ -93,14 +105,23 @@ class ClassTable:
     table: dict
     mask_suffix: str = DEFAULT_SUFFIX
 
+    def entries(self) -> list[dict]:
+        """One dict per class: ``name``, display ``color`` and the stored ``value`` (or ``mask_color``)."""
+        stored = {index: key for key, index in self.table.items() if index != 255}
+        key = "value" if self.kind == "value" else "mask_color"
+        return [{"name": name, "color": list(color), key: stored[i] if self.kind == "value" else list(stored[i])}
+                for i, (name, color) in enumerate(zip(self.names, self.colors))]
+
     def decode(self, mask_path: Path) -> np.ndarray:
         """A mask file -> class indices ``(H, W)``; an unknown value or colour names the file and fix."""
         hint = (f" Add it to {self.path} (as a class's {'value' if self.kind == 'value' else 'mask_color'}"
                 f" or under ignore), or correct the mask.")
+        if Path(mask_path).suffix.lower() in LOSSY_MASKS:
+            hint += f" {JPEG_HINT}."
         try:
             if self.kind == "color":
-                return colors_to_index(open_image_array(mask_path, "RGB"), self.table, mask_path)
-            values = open_image_array(mask_path, None)  # stored values: palette indices, 8/16 bit
+                return colors_to_index(open_image_array(mask_path, "RGB", fix=READ_FIX), self.table, mask_path, fix="")
+            values = open_image_array(mask_path, None, fix=READ_FIX)  # stored values: palette indices, 8/16 bit
             if values.ndim == 3:  # an RGB(A) file: fine when it is grey (r = g = b)
                 if not (values[..., :1] == values[..., 1:3]).all():
                     raise LabelError(f"mask {mask_path} is a colour image but {self.path} gives mask "
@@ -159,9 +180,19 @@ def class_info(root: str | os.PathLike | None) -> tuple[list[str], list[tuple[in
     return table.names, table.colors
 
 
+def class_entries(root: str | os.PathLike | None) -> list[dict]:
+    """:meth:`ClassTable.entries` of the folder dataset at ``root`` (only classes.yaml is read)."""
+    return read_classes(_root(root)).entries()
+
+
 @dataclass
 class FolderLayout:
-    """A scanned folder: its classes, the (image, mask) pairs of each split, the pool, and problems."""
+    """A scanned folder: its classes, the (image, mask) pairs of each split, the pool, and problems.
+
+    ``kind`` is ``flat`` (``images/`` + ``masks/``), ``split folders`` (``images/train/`` +
+    ``masks/train/`` ...) or ``sibling folders`` (``train/`` + ``trainannot/`` ...); ``notes`` are
+    lines worth saying that are not problems (images without a mask joining the pool).
+    """
 
     root: Path
     classes: ClassTable | None
@@ -170,16 +201,56 @@ class FolderLayout:
     split_note: str
     problems: list[str] = field(default_factory=list)
     unused: list[str] = field(default_factory=list)
+    kind: str = "flat"
+    notes: list[str] = field(default_factory=list)
 
 
-def _pairs(root: Path, suffix: str, problems: list[str]) -> dict[str, tuple[Path, Path]]:
-    """``stem -> (image, mask)`` for every image with exactly one mask; the rest become problems."""
-    images, masks = image_files(root / "images"), image_files(root / "masks")
+ANNOTATION_SUFFIXES = ("annot", "_annot", "_labels", "labels", "_masks", "masks")
+"""Sibling mask folders recognised beside a split folder: ``train/`` + ``trainannot/`` (CamVid's
+SegNet layout), ``train_labels/``, ``train_masks/`` ..."""
+
+
+def find_folders(root: Path, problems: list[str]) -> tuple[str, dict[str, tuple[Path, Path]]]:
+    """Where the images and masks of each split are: ``(kind, {split: (image folder, mask folder)})``.
+
+    The flat layout gives one entry under the key ``""`` (its split is drawn or read from splits.yaml).
+    """
+    if (root / "images").is_dir():
+        nested = {s: (root / "images" / s, root / "masks" / s) for s in EVAL_SPLITS if (root / "images" / s).is_dir()}
+        if not nested:
+            if not (root / "masks").is_dir():
+                problems.append(f"{root / 'masks'} is not a folder: put one mask per image there")
+            return "flat", {"": (root / "images", root / "masks")}
+        loose = image_files(root / "images")
+        if loose:
+            problems.append(f"{root / 'images'} holds split folders and also {len(loose)} image(s) ({loose[0].name}, ...)"
+                            f": move each into images/train, images/val or images/test")
+        problems += [f"{masks} is not a folder: put the masks of {images} there"
+                     for images, masks in nested.values() if not masks.is_dir()]
+        return "split folders", nested
+    siblings = {}
+    for split in EVAL_SPLITS:
+        found = [root / f"{split}{suffix}" for suffix in ANNOTATION_SUFFIXES if (root / f"{split}{suffix}").is_dir()]
+        if (root / split).is_dir() and found:
+            siblings[split] = (root / split, found[0])
+    if siblings:
+        return "sibling folders", siblings
+    problems.append(f"{root / 'images'} is not a folder: a folder dataset needs DIR/images/ and DIR/masks/ "
+                    f"(or images/train/ + masks/train/ ..., or train/ + trainannot/ ...) and DIR/classes.yaml; "
+                    f"see docs/own-images.md")
+    return "flat", {}
+
+
+def _pairs(root: Path, images_dir: Path, masks_dir: Path, suffix: str,
+           problems: list[str]) -> tuple[dict[str, tuple[Path, Path]], list[Path]]:
+    """``stem -> (image, mask)`` for every image with exactly one mask, and the images with none;
+    the rest become problems."""
+    images, masks = image_files(images_dir), image_files(masks_dir)
     by_stem: dict[str, list[Path]] = {}
     for m in masks:
         by_stem.setdefault(m.stem, []).append(m)
     seen: dict[str, Path] = {}
-    pairs, used = {}, set()
+    pairs, used, unlabelled = {}, set(), []
     for image in images:
         stem = image.stem
         if stem in seen:
@@ -188,44 +259,25 @@ def _pairs(root: Path, suffix: str, problems: list[str]) -> dict[str, tuple[Path
         seen[stem] = image
         found = [m for key in dict.fromkeys((stem, stem + suffix)) for m in by_stem.get(key, [])]
         if not found:
-            problems.append(f"image {image} has no mask: expected masks/{stem}{suffix}.png (or masks/{stem}.png); "
-                            f"add it, or move the image to pool/ if it is unlabelled")
+            unlabelled.append(image)
         elif len(found) > 1:
             problems.append(f"image {image} has {len(found)} masks ({', '.join(m.name for m in found)}): keep one")
         else:
             pairs[stem] = (image, found[0])
         used.update(found)
-    problems += [f"mask {m} has no image images/{m.stem.removesuffix(suffix) if suffix else m.stem}.*: add the "
-                 f"image or delete the mask" for m in masks if m not in used]
-    return pairs
+    source = _relative(images_dir, root)
+    problems += [f"mask {m} has no image {source}/{m.stem.removesuffix(suffix) if suffix else m.stem}.*: add "
+                 f"the image or delete the mask" for m in masks if m not in used]
+    return pairs, unlabelled
 
 
-def _split_stems(root: Path, stems: list[str], problems: list[str]) -> tuple[dict[str, list[str]], str]:
-    """Stems of train / val / test from splits.yaml, else a seeded 70/10/20 split (and a note saying so)."""
-    import yaml
+def _relative(path: Path, root: Path) -> Path:
+    return path.relative_to(root) if path.is_relative_to(root) else path
 
-    path = root / "splits.yaml"
-    if path.is_file():
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            problems.append(f"{path} must map train, val and test to lists of stems; got {type(data).__name__}")
-            data = {}
-        unknown = sorted(set(data) - set(EVAL_SPLITS))
-        if unknown:
-            problems.append(f"{path} has unknown split(s) {unknown}: use only {list(EVAL_SPLITS)}")
-        splits = {s: [str(x) for x in (data.get(s) or [])] for s in EVAL_SPLITS}
-        owner: dict[str, str] = {}
-        for split, listed in splits.items():
-            for stem in listed:
-                if stem in owner:
-                    problems.append(f"{path}: '{stem}' is listed in both {owner[stem]} and {split}: keep it in one")
-                owner[stem] = split
-                if stem not in stems:
-                    problems.append(f"{path} lists '{stem}' under {split} but there is no image images/{stem}.* "
-                                    f"with a mask: fix the name or add the pair")
-        return {s: [x for x in v if x in stems] for s, v in splits.items()}, f"splits from {path}"
+
+def _drawn_split(root: Path, stems: list[str]) -> tuple[dict[str, list[str]], str]:
+    """A seeded 70/10/20 split of ``stems`` (at least one image each), and the note saying so."""
     import torch
-
 
     n = len(stems)
     n_val, n_test = (max(1, round(share * n)) for share in SPLIT_SHARES[1:])
@@ -239,39 +291,110 @@ def _split_stems(root: Path, stems: list[str], problems: list[str]) -> tuple[dic
     return splits, note
 
 
+def _folder_split(root: Path, by_folder: dict[str, list[str]], kind: str) -> tuple[dict[str, list[str]], str]:
+    """Splits from split folders; a missing val folder is drawn from train (1 in 8, seeded)."""
+    splits = {s: sorted(by_folder.get(s, [])) for s in EVAL_SPLITS}
+    note = f"{root}: splits from the {kind} ({', '.join(f'{s} {len(v)}' for s, v in splits.items() if v)})"
+    if "val" not in by_folder and len(splits["train"]) > 1:
+        import torch
+
+        train = splits["train"]
+        n_val = max(1, round(len(train) / 8))
+        order = torch.randperm(len(train), generator=seeded_generator("folder-val", SPLIT_SEED)).tolist()
+        val = sorted(train[i] for i in order[:n_val])
+        splits = {**splits, "train": [x for x in train if x not in val], "val": val}
+        note += (f"; no val folder, so {n_val} of the train images were drawn as val with seed {SPLIT_SEED} "
+                 f"(freeze it with: smir check-data {root} --write-splits)")
+    return splits, note
+
+
+def _read_splits_yaml(path: Path, stems: list[str], problems: list[str]) -> dict[str, list[str]]:
+    """Stems of train / val / test as listed in splits.yaml (unknown stems become problems)."""
+    import yaml
+
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        problems.append(f"{path} must map train, val and test to lists of stems; got {type(data).__name__}")
+        data = {}
+    unknown = sorted(set(data) - set(EVAL_SPLITS))
+    if unknown:
+        problems.append(f"{path} has unknown split(s) {unknown}: use only {list(EVAL_SPLITS)}")
+    splits = {s: [str(x) for x in (data.get(s) or [])] for s in EVAL_SPLITS}
+    owner: dict[str, str] = {}
+    for split, listed in splits.items():
+        for stem in listed:
+            if stem in owner:
+                problems.append(f"{path}: '{stem}' is listed in both {owner[stem]} and {split}: keep it in one")
+            owner[stem] = split
+            if stem not in stems:
+                problems.append(f"{path} lists '{stem}' under {split} but there is no image {stem}.* "
+                                f"with a mask: fix the name or add the pair")
+    return {s: [x for x in v if x in stems] for s, v in splits.items()}
+
+
 def scan_folder(root: str | os.PathLike, include_eval_in_pool: bool = False) -> FolderLayout:
     """Read a folder's layout and collect every problem found (nothing raises for content)."""
     root = Path(root).expanduser()
     problems: list[str] = []
-    if not (root / "images").is_dir():
-        problems.append(f"{root / 'images'} is not a folder: a folder dataset needs DIR/images/ and DIR/masks/ "
-                        f"(and DIR/classes.yaml); see docs/own-images.md")
-    elif not (root / "masks").is_dir():
-        problems.append(f"{root / 'masks'} is not a folder: put one mask per image there")
     classes = None
     try:
         classes = read_classes(root)
     except FolderError as err:
         problems.append(str(err))
-    pairs = _pairs(root, classes.mask_suffix if classes else DEFAULT_SUFFIX, problems)
+    suffix = classes.mask_suffix if classes else DEFAULT_SUFFIX
+    kind, folders = find_folders(root, problems)
+    pairs: dict[str, tuple[Path, Path]] = {}
+    by_folder: dict[str, list[str]] = {}
+    unlabelled: dict[str, list[Path]] = {}
+    for split, (images_dir, masks_dir) in folders.items():
+        found, unlabelled[split] = _pairs(root, images_dir, masks_dir, suffix, problems)
+        for stem, pair in found.items():
+            if stem in pairs:
+                problems.append(f"images {pairs[stem][0]} and {pair[0]} share the stem '{stem}' (splits.yaml and "
+                                f"predictions name images by stem): rename one")
+                continue
+            pairs[stem] = pair
+            by_folder.setdefault(split, []).append(stem)
     stems = sorted(pairs)
-    names, note = _split_stems(root, stems, problems)
+    if (root / "splits.yaml").is_file():
+        names, note = _read_splits_yaml(root / "splits.yaml", stems, problems), f"splits from {root / 'splits.yaml'}"
+    elif kind == "flat":
+        names, note = _drawn_split(root, stems)
+    else:
+        names, note = _folder_split(root, by_folder, kind)
+        if "test" not in folders:
+            problems.append(f"{root} has split folders but no test folder: add "
+                            f"{'images/test + masks/test' if kind == 'split folders' else 'test/ + testannot/'} "
+                            f"or write splits.yaml")
     for split, listed in names.items():
-        if not listed and (root / "images").is_dir():
+        if not listed and folders:
             problems.append(f"split {split} is empty ({len(stems)} labelled images in all): "
                             + ("list stems under it in splits.yaml" if (root / "splits.yaml").is_file()
                                else "add labelled images (at least 3 are needed) or write splits.yaml"))
     splits = {s: [pairs[x] for x in v] for s, v in names.items()}
     listed = {x for v in names.values() for x in v}
     unused = [x for x in stems if x not in listed]
-    pool_extra = image_files(root / "pool")
     held_out = set(names["test"]) | set(names["val"])
+    pool_extra = image_files(root / "pool")
     if not include_eval_in_pool:
         problems += [f"pool file {p} has the stem of a val/test image: evaluation images must not be "
                      f"pretrained on; remove it from pool/" for p in pool_extra if p.stem in held_out]
     pool_splits = ("train", "val", "test") if include_eval_in_pool else ("train", "val")
-    pool = [image for s in pool_splits for image, _ in splits[s]] + pool_extra
-    return FolderLayout(root, classes, splits, pool, note, problems, unused)
+    unpaired = [p for split, found in unlabelled.items() for p in found if include_eval_in_pool or split != "test"]
+    pool = [image for s in pool_splits for image, _ in splits[s]] + unpaired + pool_extra
+    notes = []
+    for split, found in unlabelled.items():
+        if found:
+            masks_dir = _relative(folders[split][1], root)
+            joins = ("join the pretraining pool only" if include_eval_in_pool or split != "test"
+                     else "are not used (test images stay out of the pool)")
+            notes.append(f"{len(found)} image(s) in {_relative(folders[split][0], root)} have no mask and {joins}, "
+                         f"e.g. {found[0].name} (expected {masks_dir}/{found[0].stem}{suffix}.png or "
+                         f"{masks_dir}/{found[0].stem}.png)")
+    lossy = [m for pairs_ in splits.values() for _, m in pairs_ if m.suffix.lower() in LOSSY_MASKS]
+    if lossy:
+        notes.append(f"{len(lossy)} mask(s) are {lossy[0].suffix} files (e.g. {lossy[0].name}): {JPEG_HINT}")
+    return FolderLayout(root, classes, splits, pool, note, problems, unused, kind, notes)
 
 
 def write_splits(layout: FolderLayout) -> Path:
@@ -303,15 +426,16 @@ def build(split: str, root: str | os.PathLike | None = None, *, include_eval_in_
         listed = "\n".join(f"  - {p}" for p in layout.problems)
         raise FolderError(f"folder dataset {layout.root} has {len(layout.problems)} problem(s):\n{listed}\n"
                           f"(smir check-data {layout.root} lists them with pixel statistics)")
-    if not layout.split_note.startswith("splits from") and layout.split_note not in _STATED:
-        _STATED.add(layout.split_note)
-        print(layout.split_note, file=sys.stderr)
+    for note in ([] if layout.split_note.endswith("splits.yaml") else [layout.split_note]) + layout.notes:
+        if note not in _STATED:  # once per process, however many splits and runs read the folder
+            _STATED.add(note)
+            print(note, file=sys.stderr)
     classes = layout.classes
     assert classes is not None  # no problems means classes.yaml was read
     if split == "pool":
         return SegmentationFiles("folder", split, layout.pool, None, None, classes.names, classes.colors,
-                                 transform=transform, root=layout.root, exif_transpose=True)
+                                 transform=transform, root=layout.root, exif_transpose=True, read_fix=READ_FIX)
     pairs = layout.splits[split]
     return SegmentationFiles("folder", split, [i for i, _ in pairs], [m for _, m in pairs], classes.decode,
                              classes.names, classes.colors, transform=transform, root=layout.root,
-                             exif_transpose=True, size_fix=SIZE_FIX)
+                             exif_transpose=True, size_fix=SIZE_FIX, read_fix=READ_FIX)

@@ -1,10 +1,11 @@
 """``smir check-data DIR``: everything wrong with a folder dataset, before training.
 
 :func:`check_folder` scans the layout (:func:`smir_lib.data.folder.scan_folder`), then reads
-every file once: image sizes from their headers (EXIF orientation applied), every mask decoded
-and compared with its image's size, every pool image opened. It never stops at the first
-problem: the :class:`FolderReport` lists them all, with counts per split, image sizes and the
-share of labelled pixels per class.
+every file once: image sizes from their headers (EXIF orientation applied), every mask's size
+from its header compared with its image's, every mask decoded, every pool image opened. It never
+stops at the first problem, of the folder or of a file (a mask of the wrong size with unknown
+values is reported for both): the :class:`FolderReport` lists them all, with counts per split,
+image sizes and the share of labelled pixels per class.
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ class FolderReport:
 
     def format(self) -> str:
         """The report as text: splits, sizes, class shares, then every problem."""
-        lines = [f"folder dataset {self.layout.root}", f"  {self.layout.split_note}",
+        lines = [f"folder dataset {self.layout.root} ({self.layout.kind})", f"  {self.layout.split_note}",
                  "  images: " + ", ".join(f"{s} {n}" for s, n in self.counts.items())]
+        lines += [f"  {note}" for note in self.layout.notes]
         if self.layout.unused:
             lines.append(f"  {len(self.layout.unused)} labelled image(s) in no split (unused): "
                          f"{', '.join(self.layout.unused[:5])}")
@@ -60,6 +62,15 @@ class FolderReport:
         return "\n".join(lines)
 
 
+def _header_shape(path: Path, exif_transpose: bool, problems: list[str]) -> tuple[int, int] | None:
+    """``(height, width)`` from the file's header, or None with the reason added to ``problems``."""
+    try:
+        return image_shape(path, exif_transpose=exif_transpose)
+    except ImageLoadError as err:
+        problems.append(str(err))
+        return None
+
+
 def check_folder(root: str | os.PathLike, progress: bool = True) -> FolderReport:
     """Validate the folder dataset at ``root`` without training (see the module docstring)."""
     from tqdm.auto import tqdm
@@ -73,21 +84,22 @@ def check_folder(root: str | os.PathLike, progress: bool = True) -> FolderReport
     labelled = {image for _, image, _ in jobs}
     jobs += [("pool", image, None) for image in layout.pool if image not in labelled]
     for split, image, mask in tqdm(jobs, desc="checking", disable=not progress, leave=False):
-        try:
-            hw = image_shape(image, exif_transpose=True)
-        except ImageLoadError as err:
-            report.problems.append(str(err))
-            continue
-        report.sizes[(hw[1], hw[0])] += 1
+        hw = _header_shape(image, True, report.problems)
+        if hw is not None:
+            report.sizes[(hw[1], hw[0])] += 1
         if mask is None or classes is None:
             continue
+        mask_hw = _header_shape(mask, False, report.problems)  # the size even when the pixels do not decode
+        if mask_hw is None:
+            continue
+        if hw is not None and mask_hw != hw:
+            report.problems.append(size_mismatch(hw, mask_hw, image, mask, SIZE_FIX))
         try:
             index = classes.decode(mask)  # (H, W) class indices, 255 = ignored
         except (LabelError, ImageLoadError) as err:
             report.problems.append(str(err))
             continue
         if index.shape != hw:
-            report.problems.append(size_mismatch(hw, index.shape, image, mask, SIZE_FIX))
             continue
         counts = np.bincount(index[index != 255].ravel(), minlength=n_classes)  # (C,)
         report.pixel_counts[split] = report.pixel_counts.get(split, 0) + counts

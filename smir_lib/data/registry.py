@@ -53,3 +53,13 @@ def class_info(name: str, root: str | os.PathLike | None = None) -> tuple[list[s
     if hasattr(module, "class_info"):
         return module.class_info(root)
     return list(module.CLASS_NAMES), [tuple(c) for c in module.CLASS_COLORS]
+
+
+def class_entries(name: str, root: str | os.PathLike | None = None) -> list[dict]:
+    """One dict per class of dataset ``name``: ``name``, display ``color`` and, for a folder
+    dataset, the stored ``value`` or ``mask_color`` its masks use (what ``export`` records)."""
+    module = _module(name)
+    if hasattr(module, "class_entries"):
+        return module.class_entries(root)
+    names, colors = class_info(name, root)
+    return [{"name": n, "color": list(c)} for n, c in zip(names, colors)]

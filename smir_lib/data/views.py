@@ -12,6 +12,9 @@ dataset's metadata works the same on a view.
   inherit it instead of each decoding the files again.
 * :class:`ResizedImages`: images resized to short side ``size`` without augmentation, where the
   patch grid of a selective mask lives (scoring and the selective steps read these).
+* :class:`ShrunkItems`: items larger than any training crop can use, shrunk to the largest scale
+  the augmentation asks for (:func:`crop_source_side`); wrapped in :class:`CachedItems` by
+  :func:`shrunk_for_training`, so an 8 MP photo is decoded and resized once per run, not per item.
 
 Every view returns new tensors, so a caller may modify an item without touching the cache;
 :func:`read_item` skips that copy for readers that only read (the training augmentation).
@@ -27,6 +30,8 @@ instead of the files. Items without a key (generated or augmented ones) are simp
 
 from __future__ import annotations
 
+import math
+import sys
 from collections import OrderedDict
 
 import torch
@@ -34,11 +39,14 @@ from torch.utils.data import Dataset
 
 from smir_lib.data.transforms import resize_short_side, unit_float
 
-__all__ = ["DatasetView", "FirstItems", "CachedItems", "ResizedImages", "item_image", "item_key", "read_item",
-           "fresh_image", "MEMO_BYTES", "clear_memo"]
+__all__ = ["DatasetView", "FirstItems", "CachedItems", "ResizedImages", "ShrunkItems", "item_image", "item_key",
+           "read_item", "fresh_image", "crop_source_side", "shrunk_for_training", "MEMO_BYTES", "SHRUNK_BYTES",
+           "clear_memo"]
 
 MEMO_BYTES = 2 * 2**30
 """Most bytes of stored items the process-wide memo of :class:`CachedItems` keeps (2 GiB)."""
+SHRUNK_BYTES = 4 * 2**30
+"""Most bytes :func:`shrunk_for_training` keeps in memory; a larger dataset is read as it is."""
 
 _memo: OrderedDict[tuple, object] = OrderedDict()
 _memo_bytes = 0
@@ -214,3 +222,63 @@ class ResizedImages(DatasetView):
     def item_key(self, index: int) -> tuple | None:
         key = item_key(self.base, index)
         return None if key is None else ("resized", self.size, key)
+
+
+def crop_source_side(size: int, scale_min: float = 0.25, ratio_min: float = 3 / 4) -> int:
+    """The largest short side a training crop can use: the smallest RandomResizedCrop box (area
+    ``scale_min`` of the image, aspect ``ratio_min``) of a square image is shrunk to ``size`` from it.
+
+    >>> crop_source_side(256)   # 256 / sqrt(0.25 * 3/4): an image stored larger only costs decode time
+    592
+    """
+    return math.ceil(size / math.sqrt(scale_min * ratio_min))
+
+
+class ShrunkItems(DatasetView):
+    """Items of ``base`` with a short side above ``side`` resized to ``side`` (image bilinear with
+    antialias, rounded to 8 bits; label nearest); smaller items unchanged.
+
+    A training crop of a shrunk photo covers the same region as one of the original (kornia draws
+    the box as fractions of the image) and is resized to the same output: the pixels differ by the
+    second resize (``tests/test_large_photos.py`` bounds it), the work per item by the photo's size.
+    """
+
+    def __init__(self, base: Dataset, side: int):
+        super().__init__(base)
+        self.side = side
+
+    def __getitem__(self, index: int):
+        item = self.base[index]
+        image, *label = item if isinstance(item, (tuple, list)) else (item,)
+        if min(image.shape[-2:]) <= self.side:
+            return item
+        if label:
+            image, shrunk = resize_short_side(image, self.side, label[0])
+            return (image * 255).round_().clamp_(0, 255).div_(255), shrunk
+        return (resize_short_side(image, self.side) * 255).round_().clamp_(0, 255).div_(255)
+
+    def item_key(self, index: int) -> tuple | None:
+        key = item_key(self.base, index)
+        return None if key is None else ("shrunk", self.side, key)
+
+
+def shrunk_for_training(ds: Dataset, size: int, progress: bool = False) -> Dataset:
+    """``ds`` for RandomResizedCrop training at ``size``: when some image (by its header) is larger
+    than :func:`crop_source_side`, every item shrunk once and kept in memory (:class:`ShrunkItems`
+    in :class:`CachedItems`), said in one line; else, or beyond :data:`SHRUNK_BYTES`, ``ds`` itself."""
+    shape = getattr(ds, "image_shape", None)
+    if shape is None:  # generated items, tiles: nothing to decode
+        return ds
+    side = crop_source_side(size)
+    shapes = [shape(i) for i in range(len(ds))]  # (height, width) from the headers
+    large = sum(min(h, w) > side for h, w in shapes)
+    if not large:
+        return ds
+    kept = sum(3 * h * w * (min(1.0, side / min(h, w)) ** 2) for h, w in shapes)  # uint8 bytes once shrunk
+    if kept > SHRUNK_BYTES:
+        print(f"{large} training image(s) are larger than a short side of {side} px, but kept shrunk they would "
+              f"need {kept / 2**30:.1f} GiB: reading them at full size every epoch", file=sys.stderr)
+        return ds
+    print(f"{large} training image(s) larger than a short side of {side} px (the most a {size}-px crop uses) are "
+          f"decoded and shrunk to it once and kept in memory ({kept / 2**20:.0f} MB)", file=sys.stderr)
+    return CachedItems(ShrunkItems(ds, side), progress=progress, desc="shrinking large photos")

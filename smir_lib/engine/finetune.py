@@ -41,7 +41,7 @@ from smir_lib.engine.checkpoint import (
 from smir_lib.engine.config import Config, save_config
 from smir_lib.engine.distributed import DistContext, all_reduce_sum, barrier, init_distributed
 from smir_lib.engine.inference import segment_logits
-from smir_lib.engine.pretrain_data import eval_items, load_split
+from smir_lib.engine.pretrain_data import eval_items, load_split, training_source
 from smir_lib.engine.train_loop import train_stage
 from smir_lib.files import atomic_write_text, load_checkpoint, read_json
 from smir_lib.metrics import class_map, confusion_matrix, segmentation_loss, segmentation_metrics
@@ -192,7 +192,8 @@ def finetune(cfg: Config, run_dir: str | Path, init: str | Path = "scratch") -> 
             conf = _confusion(net, val_set, cfg.finetune_batch, cfg, ctx, n_outputs, ignore)
             return {"val_miou": segmentation_metrics(conf, class_names, n_scored=n_classes)["miou"]}
 
-        result = train_stage(model, LabelledSet(train, "train", cfg), batch_loss, validate, cfg=cfg,
+        train_set = LabelledSet(training_source(train, cfg, cfg.dataset), "train", cfg)
+        result = train_stage(model, train_set, batch_loss, validate, cfg=cfg,
                              ctx=ctx, stage_dir=stage_dir, stage="finetune",
                              epochs=cfg.finetune_epochs, batch_size=cfg.finetune_batch,
                              monitor="val_miou", mode="max")

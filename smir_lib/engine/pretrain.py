@@ -58,6 +58,7 @@ from smir_lib.engine.pretrain_data import (
     save_masks,
     score_partition,
     scoring_pool,
+    training_source,
 )
 from smir_lib.engine.train_loop import train_stage, write_history
 from smir_lib.files import atomic_write_text, read_json
@@ -211,8 +212,8 @@ def pretrain_random(cfg: Config, run_dir: str | Path) -> PretrainResult:
     summary = read_done(run_dir / "random")
     if summary is None:
         model = prepare_model(build_model(cfg), ctx.device, cfg.channels_last)
-        summary = _run_stage(model, pool, train_idx, val_idx, cfg, ctx, run_dir, "random",
-                             cfg.epochs_for_random)
+        summary = _run_stage(model, training_source(pool, cfg, cfg.pool_name), train_idx, val_idx, cfg, ctx,
+                             run_dir, "random", cfg.epochs_for_random)
     return _finish("random", cfg, ctx, run_dir, [{"step": 0, **summary}])
 
 

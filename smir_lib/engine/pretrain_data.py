@@ -29,7 +29,14 @@ from torch.utils.data import Dataset
 from smir_lib.data import get_dataset
 from smir_lib.data.tiles import TiledPool
 from smir_lib.data.transforms import EvalTransform, TrainAugment, normalize, resize_short_side
-from smir_lib.data.views import CachedItems, FirstItems, ResizedImages, item_image, read_item
+from smir_lib.data.views import (
+    CachedItems,
+    FirstItems,
+    ResizedImages,
+    item_image,
+    read_item,
+    shrunk_for_training,
+)
 from smir_lib.engine.config import Config
 from smir_lib.engine.distributed import DistContext, gather_objects
 from smir_lib.files import atomic_save, load_checkpoint
@@ -37,7 +44,7 @@ from smir_lib.patches import mask_to_pixels, patch_grid, random_patch_mask
 from smir_lib.runtime import seeded_generator
 from smir_lib.selective import selective_mask
 
-__all__ = ["load_split", "eval_items", "partition_indices", "score_partition", "save_masks", "load_masks",
+__all__ = ["load_split", "training_source", "eval_items", "partition_indices", "score_partition", "save_masks", "load_masks",
            "MaskedPoolSet", "FixedMaskValSet", "SelectiveValSet"]
 
 DATA_SEED = 0
@@ -89,6 +96,18 @@ def _limited(cfg: Config, split: str, name: str, limit: int | None) -> Dataset:
     if cfg.cache_images:
         ds = CachedItems(ds, progress=cfg.progress, desc=f"caching {name}/{split}")
     return ds
+
+
+def training_source(ds: Dataset, cfg: Config, name: str) -> Dataset:
+    """What a RandomResizedCrop stage (fine-tuning, random-mask pretraining) reads from dataset ``name``.
+
+    Your own folder's photos larger than a crop can use are decoded and shrunk once and kept in
+    memory (:func:`~smir_lib.data.views.shrunk_for_training`): an 8 MP photo costs 0.27 s per item at
+    full size. The built-in datasets keep the paper's full-resolution pipeline, bit for bit.
+    """
+    if name != "folder":
+        return ds
+    return shrunk_for_training(ds, cfg.image_size, progress=cfg.progress)
 
 
 def eval_items(items: Dataset, cfg: Config, name: str) -> Dataset:

@@ -47,9 +47,9 @@ from smir_lib.files import atomic_write_text
 from smir_lib.notebook import runner, zoo
 from smir_lib.study import cli as study_cli
 from smir_lib.tools.export import export_run, latency, load_safetensors
-from smir_lib.tools.predict import predict_folder
+from smir_lib.tools.predict import FORMATS, predict_folder
 
-__all__ = ["JOBS", "main", "build_parser", "check_metrics_out", "user_message"]
+__all__ = ["JOBS", "main", "build_parser", "check_metrics_out", "user_message", "per_class_iou"]
 
 WRITTEN_BY = "smir evaluate"
 """Marks a metrics file as written by ``evaluate --out``: only such a file may be overwritten."""
@@ -74,6 +74,12 @@ def check_metrics_out(path: str | Path) -> Path:
             raise ValueError(f"--out {path} exists and is not an earlier `smir evaluate` output: refusing "
                              f"to overwrite it; pass a new file name, or delete the file first")
     return path
+
+
+def per_class_iou(metrics: dict) -> dict[str, float]:
+    """``{class name: IoU}`` of a metrics dict (``class_names`` and the list ``per_class_iou``): the one
+    form every command prints and writes."""
+    return dict(zip(metrics["class_names"], metrics["per_class_iou"]))
 
 
 def user_message(err: BaseException) -> str:
@@ -137,9 +143,14 @@ def _add_check_data(p: argparse.ArgumentParser) -> None:
 
 
 def _add_predict(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="finetune/best.pt, or the fine-tuning run folder")
+    p.add_argument("--checkpoint", required=True,
+                   help="finetune/best.pt, the fine-tuning run folder, or a folder written by export")
     p.add_argument("--images", required=True, help="folder of images (any size, any Pillow format)")
-    p.add_argument("--out", required=True, help="folder for <stem>.png, <stem>_overlay.jpg, predictions.json")
+    p.add_argument("--out", required=True, help="folder for <stem>.png, <stem>_overlay.jpg, predictions.json "
+                   "(not inside --images; only files an earlier predict wrote are overwritten)")
+    p.add_argument("--format", default="index", choices=FORMATS,
+                   help="<stem>.png holds class indices (palette PNG), the mask values (or mask colours) of "
+                        "classes.yaml, or the display colours of classes.yaml")
     p.add_argument("--config", default=None, help="default: the configuration saved in the checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. eval_mode=sliding device=cpu")
@@ -147,7 +158,7 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
 
 def _add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="a .pt checkpoint, or a pretraining / fine-tuning run folder")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder (only files an earlier export wrote are overwritten)")
     p.add_argument("--onnx", choices=("auto", "yes", "no"), default="auto",
                    help="auto: write model.onnx when the export extra is installed")
     p.add_argument("--latency", action="store_true", help="also time batch-1 CPU inference at 256 and 512 px")
@@ -175,11 +186,11 @@ def _train(args: argparse.Namespace) -> int:
         result = finetune(cfg, args.out, init=args.init)
         summary = {"best_val_miou": result["best_val_miou"], "test_miou": result["test"]["miou"],
                    "test_authors_miou": result["test"]["authors_miou"],
-                   "per_class_iou": dict(zip(result["test"]["class_names"],
-                                             result["test"]["per_class_iou"]))}
+                   "per_class_iou": per_class_iou(result["test"])}
     else:
         out = check_metrics_out(args.out) if args.out else None  # before any work
         summary = evaluate(cfg, args.checkpoint, split=args.split)
+        summary = {**summary, "per_class_iou": per_class_iou(summary)}
         if out is not None:
             atomic_write_text(json.dumps({"written_by": WRITTEN_BY, **summary}, indent=2), out)
         summary = {k: v for k, v in summary.items() if k != "confusion"}
@@ -196,7 +207,7 @@ def _check_data(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     overrides = list(args.overrides) + (["progress=false"] if args.quiet else [])
-    rows = predict_folder(args.checkpoint, args.images, args.out, args.config, overrides)
+    rows = predict_folder(args.checkpoint, args.images, args.out, args.config, overrides, fmt=args.format)
     return _print_summary({"images": len(rows), "out": args.out})
 
 
@@ -213,7 +224,7 @@ JOBS = {
     "finetune": ("fine-tune for segmentation and test", _add_finetune, _train),
     "evaluate": ("mIoU of a fine-tuned checkpoint", _add_evaluate, _train),
     "predict": ("segment a folder of images with a fine-tuned checkpoint", _add_predict, _predict),
-    "export": ("a trained network as encoder.pth, safetensors, ONNX", _add_export, _export),
+    "export": ("a trained network as encoder.pth, safetensors, ONNX and model.json (what it expects)", _add_export, _export),
     "check-data": ("check a folder dataset before training", _add_check_data, _check_data),
     "download": ("download, verify and extract a dataset or weights", download.add_arguments,
                  download.run),

@@ -1,4 +1,4 @@
-"""``smir export``: a trained network as files other tools load.
+"""``smir export``: a trained network as files other tools load, and that deploy.
 
 From a pretraining or fine-tuning checkpoint (or its run folder), :func:`export_run` writes:
 
@@ -8,14 +8,23 @@ From a pretraining or fine-tuning checkpoint (or its run folder), :func:`export_
   ``resnet34`` (same names) and into segmentation_models.pytorch's ``Unet("resnet34").encoder``,
   whose ResNet encoder drops ``fc``. The ``resnet34`` / ``resnet18`` presets have torchvision's
   shapes; ``tiny`` has the names but a quarter of the widths.
-* ``unet.safetensors``: the whole U-Net (encoder, decoder, head), with the model preset, output
-  count and configuration in its metadata; rebuild it with ``build_unet(preset, out_channels)``.
+* ``unet.safetensors``: the whole U-Net (encoder, decoder, head); its metadata holds the model
+  preset, output count, configuration and the deployment record below (key ``deploy``);
+  rebuild it with :func:`load_safetensors`.
 * ``model.onnx`` (needs the ``export`` extra: ``pip install -e '.[export]'``): the network for
   ONNX Runtime, batch and sides dynamic, sides multiples of 64 (pad an image first: smir_lib
   reflect-pads to a multiple of 64, the graph skips that step). Checked against PyTorch with
-  onnxruntime at 256 and 512 px (:func:`check_onnx`: at most ``ONNX_TOLERANCE`` for outputs within +-1).
+  onnxruntime at 256 and 512 px (:func:`check_onnx`: at most ``ONNX_TOLERANCE`` for outputs within
+  +-1). The exporter's stack traces (source file paths of this machine) are stripped.
+* ``model.json``: the deployment record (:func:`deploy_info`): the task, the classes (name,
+  display colour, stored mask value or colour), what the input must be (RGB, NCHW float32,
+  ``pixel / 255``, mean and std, sides a multiple of 64, reflect padding, the resize protocol),
+  the output, and the files written. No absolute path of this machine is written anywhere.
 
-:func:`latency` times batch-1 inference on the CPU (PyTorch, and ONNX Runtime when present).
+Every file is written atomically and only over an earlier export (:mod:`smir_lib.tools.outputs`).
+``predict --checkpoint EXPORTED/`` reads an exported folder (:func:`load_export`), without the
+run folder or the dataset. :func:`latency` times batch-1 inference on the CPU (PyTorch, and ONNX
+Runtime when present).
 """
 
 from __future__ import annotations
@@ -24,7 +33,6 @@ import contextlib
 import io
 import json
 import logging
-import os
 import time
 import warnings
 from collections.abc import Sequence
@@ -33,15 +41,22 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from smir_lib.data.registry import class_entries
+from smir_lib.data.transforms import NORM_MEAN, NORM_STD
+from smir_lib.engine.config import Config, load_config
 from smir_lib.engine.inference import load_trained
-from smir_lib.models import build_unet
+from smir_lib.files import load_checkpoint
+from smir_lib.models import PAD_MULTIPLE, build_unet
+from smir_lib.tools.outputs import OutputFolder
 
 __all__ = ["encoder_state_dict", "save_encoder", "save_safetensors", "load_safetensors", "onnx_available",
-           "export_onnx", "check_onnx", "latency", "export_run", "ONNX_TOLERANCE"]
+           "export_onnx", "check_onnx", "latency", "export_run", "deploy_info", "load_export", "ONNX_TOLERANCE"]
 
 ONNX_TOLERANCE = 1e-4
 """Largest absolute difference allowed between ONNX Runtime and PyTorch outputs."""
-ONNX_SIDE_MULTIPLE = 64
+ONNX_SIDE_MULTIPLE = PAD_MULTIPLE
+WRITTEN_BY = "smir export"
+MANIFEST = "model.json"
 
 
 def encoder_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -62,23 +77,90 @@ def save_safetensors(model: nn.Module, path: str | Path, metadata: dict[str, str
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(path), metadata=metadata)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)  # safetensors writes 0600; give it a normal file's permissions
     return Path(path)
+
+
+def safetensors_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata of a safetensors file (empty when it has none)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return dict(f.metadata() or {})
 
 
 def load_safetensors(path: str | Path) -> nn.Module:
     """Rebuild the U-Net written by :func:`save_safetensors` (preset and outputs from its metadata)."""
-    from safetensors import safe_open
     from safetensors.torch import load_file
 
-
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata()
+    meta = safetensors_metadata(path)
+    if "model" not in meta or "out_channels" not in meta:
+        raise ValueError(f"{path} has no 'model' and 'out_channels' in its metadata: it was not written by "
+                         f"`smir export`; export the run again with: smir export --checkpoint RUN --out DIR")
     model = build_unet(meta["model"], int(meta["out_channels"]))
     model.load_state_dict(load_file(str(path)), strict=True)
     return model.eval()
+
+
+def portable_config(cfg: Config) -> dict:
+    """``cfg`` as a dict without this machine's paths: ``data_root`` keeps only its folder name."""
+    data = cfg.to_dict()
+    if data.get("data_root"):
+        data["data_root"] = Path(data["data_root"]).name
+    return data
+
+
+def checkpoint_task(path: Path) -> str:
+    """``segmentation`` (a fine-tuning checkpoint) or ``reconstruction`` (pretraining), from what it
+    monitored; a checkpoint without that record counts as segmentation."""
+    state = load_checkpoint(path)
+    return "reconstruction" if "val_loss" in state and "val_miou" not in state else "segmentation"
+
+
+def deploy_info(model: nn.Module, cfg: Config, checkpoint: Path) -> dict:
+    """What a deployment needs to know to feed the exported network and read its output.
+
+    Classes come from the dataset's definition (a folder dataset's classes.yaml, with each class's
+    stored mask value or colour); the input is RGB, ``pixel / 255``, normalised by ``mean`` / ``std``,
+    NCHW, sides padded (reflect, half on each side) to a multiple of ``side_multiple``; the kit's
+    own protocol (``resize_short_side`` or sliding windows) is recorded as ``protocol``.
+    """
+    task = checkpoint_task(checkpoint)
+    info = {"task": task, "model": cfg.model, "out_channels": int(model.out_channels),
+            "source": f"{checkpoint.parent.name}/{checkpoint.name}"}
+    if task == "segmentation":
+        classes = class_entries(cfg.dataset, cfg.data_root)
+        if len(classes) != model.out_channels:
+            raise ValueError(f"{checkpoint} segments {model.out_channels} classes but dataset {cfg.dataset!r} has "
+                             f"{len(classes)} ({[c['name'] for c in classes]}): export the fine-tuned run of this dataset")
+        info["classes"] = classes
+        info["ignore_index"] = 255
+    info["input"] = {"name": "image", "layout": "NCHW", "dtype": "float32", "channel_order": "RGB",
+                     "scale": "pixel / 255", "mean": list(NORM_MEAN), "std": list(NORM_STD),
+                     "side_multiple": ONNX_SIDE_MULTIPLE,
+                     "padding": "reflect, half on each side (the odd pixel bottom/right); crop the output back"}
+    info["protocol"] = {"eval_mode": cfg.eval_mode, "resize_short_side": cfg.image_size,
+                        "window": cfg.image_size, "stride": cfg.eval_stride or max(1, cfg.image_size // 2)}
+    info["output"] = ({"name": "logits", "layout": "NCHW", "meaning": "class scores; argmax over C = class index"}
+                      if task == "segmentation" else
+                      {"name": "logits", "layout": "NCHW", "meaning": "the reconstructed image, normalised "
+                       "(x * std + mean gives [0, 1] RGB)"})
+    return info
+
+
+def strip_onnx_paths(path: Path) -> None:
+    """Remove the exporter's per-node metadata (Python stack traces naming this machine's source
+    files) and doc strings from the ONNX file at ``path``, in place."""
+    import onnx
+
+    model = onnx.load(str(path))
+    graphs = [model.graph] + [f for f in model.functions]
+    for graph in graphs:
+        for node in graph.node:
+            del node.metadata_props[:]
+            node.doc_string = ""
+    model.graph.doc_string = ""
+    del model.metadata_props[:]
+    onnx.save(model, str(path))
 
 
 def onnx_available() -> bool:
@@ -181,21 +263,50 @@ def latency(model: nn.Module, sizes: Sequence[int] = (256, 512), onnx_path: str 
 
 
 def export_run(source: str | Path, out: str | Path, onnx: bool | None = None, size: int = 256) -> dict:
-    """Write encoder.pth, unet.safetensors and (``onnx``; None = when installed) model.onnx to ``out``.
+    """Write encoder.pth, unet.safetensors, (``onnx``; None = when installed) model.onnx and model.json to ``out``.
 
+    Refuses to overwrite a file an earlier export did not write; every file is written to a
+    temporary name first and moved into place once all are written and the ONNX check passed.
     Returns a summary: the files, the source checkpoint, and the ONNX check's largest difference.
     """
     model, cfg, checkpoint = load_trained(source)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    meta = {"model": cfg.model, "out_channels": str(model.out_channels), "source": str(checkpoint),
-            "config": json.dumps(cfg.to_dict())}
+    info = deploy_info(model, cfg, checkpoint)
+    write_onnx = bool(onnx or (onnx is None and onnx_available()))
+    names = ["encoder.pth", "unet.safetensors"] + (["model.onnx"] if write_onnx else [])
+    meta = {"model": cfg.model, "out_channels": str(model.out_channels), "source": info["source"],
+            "config": json.dumps(portable_config(cfg)), "deploy": json.dumps(info)}
     summary = {"checkpoint": str(checkpoint), "model": cfg.model, "out_channels": model.out_channels,
-               "encoder": str(save_encoder(model, out / "encoder.pth")),
-               "safetensors": str(save_safetensors(model, out / "unet.safetensors", meta))}
-    if onnx or (onnx is None and onnx_available()):
-        path = export_onnx(model, out / "model.onnx", size)
-        summary.update(onnx=str(path), onnx_check=check_onnx(model, path))
+               "task": info["task"]}
+    with OutputFolder(out, WRITTEN_BY, MANIFEST) as folder:
+        folder.claim(names)
+        save_encoder(model, folder.stage("encoder.pth"))
+        save_safetensors(model, folder.stage("unet.safetensors"), meta)
+        if write_onnx:
+            staged = export_onnx(model, folder.stage("model.onnx"), size)
+            strip_onnx_paths(staged)
+            summary["onnx_check"] = check_onnx(model, staged)
+        folder.commit()
+        folder.finish({**info, "config": portable_config(cfg)})
+    out = Path(out)
+    summary.update(encoder=str(out / "encoder.pth"), safetensors=str(out / "unet.safetensors"),
+                   deploy=str(out / MANIFEST))
+    if write_onnx:
+        summary["onnx"] = str(out / "model.onnx")
     elif onnx is None:
         summary["onnx"] = "skipped: pip install -e '.[export]' to write model.onnx"
     return summary
+
+
+def load_export(folder: str | Path, overrides=None) -> tuple[nn.Module, Config, dict]:
+    """The network of an exported folder (``unet.safetensors``), its configuration (with
+    ``overrides``) and its deployment record; nothing from the run folder or dataset is read."""
+    path = Path(folder) / "unet.safetensors"
+    meta = safetensors_metadata(path)
+    if "deploy" not in meta or "config" not in meta:
+        raise ValueError(f"{path} holds no deployment record (metadata 'deploy'): it was exported by an older "
+                         f"kit; export the run again with: smir export --checkpoint RUN --out {folder}")
+    manifest = Path(folder) / MANIFEST
+    if manifest.is_file() and json.loads(manifest.read_text()).get("complete") is False:
+        raise ValueError(f"{manifest} says the export into {folder} did not finish: run the export again")
+    cfg = load_config(load_config("paper", overrides=json.loads(meta["config"])), overrides)
+    return load_safetensors(path), cfg, json.loads(meta["deploy"])
