@@ -224,7 +224,7 @@ JOBS = {
     "finetune": ("fine-tune for segmentation and test", _add_finetune, _train),
     "evaluate": ("mIoU of a fine-tuned checkpoint", _add_evaluate, _train),
     "predict": ("segment a folder of images with a fine-tuned checkpoint", _add_predict, _predict),
-    "export": ("a trained network as encoder.pth, safetensors, ONNX and model.json (what it expects)", _add_export, _export),
+    "export": ("a trained network as safetensors, ONNX and model.json", _add_export, _export),
     "check-data": ("check a folder dataset before training", _add_check_data, _check_data),
     "download": ("download, verify and extract a dataset or weights", download.add_arguments,
                  download.run),
