@@ -61,6 +61,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from smir_lib.data import get_dataset
+from smir_lib.files import atomic_write_text
 
 CHUNK = 1 << 20
 USER_AGENT = "smir-notebooks-data-download/0.1 (+python-urllib)"
@@ -677,7 +678,7 @@ def fetch_source(name: str, data_dir: Path, *, progress: bool = True, retries: i
                 raise DownloadError(_failed_extraction(err, source, spec, downloads)) from err
             marker = _marker(folder, spec)
             marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.write_text(json.dumps({"url": spec.url, "extracted": time.strftime("%Y-%m-%d %H:%M:%S")}))
+            atomic_write_text(json.dumps({"url": spec.url, "extracted": time.strftime("%Y-%m-%d %H:%M:%S")}), marker)
     if name == "cwfid":
         verify_cwfid_files(folder)
     if delete_archives and downloads != folder:

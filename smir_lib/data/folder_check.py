@@ -1,8 +1,9 @@
 """``python -m smir_lib check-data DIR``: everything wrong with a folder dataset, before training.
 
 :func:`check_folder` scans the layout (:func:`smir_lib.data.folder.scan_folder`), then reads
-every file once: image sizes from their headers (EXIF orientation applied), every mask decoded
-and compared with its image's size, every pool image opened. It never stops at the first
+every file once: every image decoded (a file cut short fails here, not in the middle of a run;
+EXIF orientation applied), every mask decoded and compared with its image's size, every pool
+image decoded; an image above :data:`PIXEL_BUDGET` pixels is a warning (what it costs to train on). It never stops at the first
 problem: the :class:`FolderReport` lists them all, with counts per split, image sizes and the
 share of labelled pixels per class.
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from smir_lib.data.base import ImageLoadError, LabelError, image_shape, size_mismatch
+from smir_lib.data.base import ImageLoadError, LabelError, image_shape, open_image_array, size_mismatch
 from smir_lib.data.folder import SIZE_FIX, FolderLayout, scan_folder
 
 __all__ = ["FolderReport", "check_folder"]
@@ -31,6 +32,7 @@ class FolderReport:
     sizes: Counter = field(default_factory=Counter)  # (width, height) -> number of images
     pixel_counts: dict[str, np.ndarray] = field(default_factory=dict)  # split -> (C,) labelled pixels
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # worth knowing, not blocking
 
     @property
     def ok(self) -> bool:
@@ -55,9 +57,22 @@ class FolderReport:
             for split, shares in self.class_shares().items():
                 lines.append(f"  class pixels, {split}: "
                              + ", ".join(f"{n} {100 * s:.1f} %" for n, s in zip(names, shares)))
+        lines += [f"  warning: {w}" for w in self.warnings]
         lines.append(f"{len(self.problems)} problem(s)" + (":" if self.problems else ": ready to train"))
         lines += [f"  - {p}" for p in self.problems]
         return "\n".join(lines)
+
+
+PIXEL_BUDGET = 40_000_000
+"""Pixels above which an image is worth a warning: a 10000 x 10000 pool image measured 6.5 GB of
+memory in pretraining and 10.2 GB in ``predict``."""
+
+
+def _over_budget(image: Path, hw: tuple[int, int]) -> str:
+    h, w = hw
+    return (f"{image} is {w}x{h} = {w * h / 1e6:.0f} M pixels (budget {PIXEL_BUDGET / 1e6:.0f} M): decoding it "
+            f"costs about {w * h * 12 / 1e9:.1f} GB as floats, more in training; downsize it, or cut the pool "
+            f"into tiles (pool_tile_size=512)")
 
 
 def check_folder(root: str | os.PathLike, progress: bool = True) -> FolderReport:
@@ -75,6 +90,9 @@ def check_folder(root: str | os.PathLike, progress: bool = True) -> FolderReport
     for split, image, mask in tqdm(jobs, desc="checking", disable=not progress, leave=False):
         try:
             hw = image_shape(image, exif_transpose=True)
+            if hw[0] * hw[1] > PIXEL_BUDGET:
+                report.warnings.append(_over_budget(image, hw))
+            hw = open_image_array(image, "RGB", exif_transpose=True).shape[:2]  # decoded: a cut file fails
         except ImageLoadError as err:
             report.problems.append(str(err))
             continue

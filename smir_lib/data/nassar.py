@@ -30,7 +30,14 @@ from pathlib import Path
 
 import numpy as np
 
-from smir_lib.data.base import SegmentationFiles, check_split, colors_to_index, open_image_array, resolve_root
+from smir_lib.data.base import (
+    SegmentationFiles,
+    check_split,
+    colors_to_index,
+    open_image_array,
+    pixel_limit,
+    resolve_root,
+)
 
 CLASS_NAMES = ["background", "crop", "weed"]
 CLASS_COLORS = [(0, 0, 0), (0, 128, 0), (128, 0, 0)]
@@ -72,8 +79,8 @@ def tile_orthomosaic(source: str | os.PathLike, out_dir: str | os.PathLike, tile
     from PIL import Image
     from tqdm.auto import tqdm
 
-    Image.MAX_IMAGE_PIXELS = None
-    mosaic = open_image_array(source, "RGB")  # (H, W, 3)
+    with pixel_limit(None):  # the reference mosaic is 2.7 G pixels; every other image keeps the limits
+        mosaic = open_image_array(source, "RGB")  # (H, W, 3)
     h, w = mosaic.shape[:2]
     rows = np.minimum(np.arange(0, h, tile), h - tile)
     cols = np.minimum(np.arange(0, w, tile), w - tile)

@@ -194,7 +194,7 @@ def save_masks(masks: dict, path: str | Path) -> Path:
 def load_masks(path: str | Path) -> dict:
     """A step's stored masks, plus ``"grids"``: each image's mask cropped to its own grid shape."""
 
-    data = load_checkpoint(path)  # a truncated file: one line saying to delete the step
+    data = load_checkpoint(path, keys=("masks", "grid_shapes"))  # a truncated file: one line saying to delete the step
     data["grids"] = [m[:h, :w] for m, (h, w) in zip(data["masks"], data["grid_shapes"].tolist())]
     return data
 

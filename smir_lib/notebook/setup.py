@@ -29,6 +29,7 @@ import smir_lib
 from smir_lib.data import get_dataset
 from smir_lib.data.base import DatasetNotFoundError
 from smir_lib.engine.config import load_config
+from smir_lib.files import atomic_write, atomic_write_text
 
 PROFILES = ("fast", "paper")
 
@@ -109,7 +110,7 @@ class NotebookContext:
     def save_figure(self, fig, name: str, *, dpi: int = 110):
         """Save ``fig`` as ``<out_dir>/<name>.png`` and return the figure, so a cell can end with it."""
         path = self.out_dir / (name if name.endswith(".png") else f"{name}.png")
-        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+        atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=dpi, bbox_inches="tight"))
         if path not in self.figures:
             self.figures.append(path)
         return fig
@@ -120,7 +121,7 @@ class NotebookContext:
                    "seed": self.seed, **to_jsonable(metrics),
                    "figures": [p.name for p in self.figures]}
         path = self.out_dir / name
-        path.write_text(json.dumps(payload, indent=2))
+        atomic_write_text(json.dumps(payload, indent=2), path)
         return path
 
 
