@@ -11,6 +11,7 @@ Item 7: a fine-tuning run whose ``--init`` moved or is spelled differently resum
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -21,17 +22,9 @@ from smir_lib.data.folder import read_classes
 from smir_lib.data.folder_example import write_example_folder
 from smir_lib.engine.config import load_config
 from smir_lib.tools.cli import main
-from test_reliability import TINY, error_line, pretrain
+from test_reliability import TINY, error_line, finished_run, pretrain  # noqa: F401 - a fixture
 
 pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_thread")]
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> Path:
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("finished") / "run"
-    assert pretrain(out) == 0
-    return out
 
 
 # Each: the file, what it holds now, the files to remove so that the run reaches it.
@@ -51,9 +44,9 @@ WRONG_CONTENT = [
 
 
 @pytest.mark.parametrize("name,content,remove", WRONG_CONTENT, ids=[f"{n}={c!r}" for n, c, _ in WRONG_CONTENT])
-def test_a_run_file_with_the_wrong_content_is_one_line_naming_it(finished, tmp_path, capsys, name, content, remove):
+def test_a_run_file_with_the_wrong_content_is_one_line_naming_it(finished_run, tmp_path, capsys, name, content, remove):
     run = tmp_path / "run"
-    shutil.copytree(finished, run)
+    shutil.copytree(finished_run, run)
     for gone in remove:
         shutil.rmtree(run / gone) if (run / gone).is_dir() else (run / gone).unlink()
     path = run / name
@@ -136,10 +129,10 @@ def finetune_args(out: Path, init: str, *extra: str) -> list[str]:
     return ["finetune", "--init", init, "--out", str(out), "--quiet", *TINY, *extra]
 
 
-def test_a_finetuning_run_resumes_after_its_init_moved_or_is_spelled_differently(finished, tmp_path, capsys,
+def test_a_finetuning_run_resumes_after_its_init_moved_or_is_spelled_differently(finished_run, tmp_path, capsys,
                                                                                   monkeypatch):
     monkeypatch.chdir(tmp_path)
-    shutil.copytree(finished, tmp_path / "runs" / "pre")
+    shutil.copytree(finished_run, tmp_path / "runs" / "pre")
     assert main(finetune_args(Path("runs/ft"), "runs/pre/pretrained.pt")) == 0
     stored = json.loads((tmp_path / "runs/ft/config.json").read_text())
     assert stored["method"] == "finetune:../pre/pretrained.pt" and len(stored["init_sha256"]) == 64
@@ -153,9 +146,9 @@ def test_a_finetuning_run_resumes_after_its_init_moved_or_is_spelled_differently
     assert "another configuration" in error_line(capsys)
 
 
-def test_without_config_json_another_seed_cannot_continue_the_run(finished, tmp_path, capsys):
+def test_without_config_json_another_seed_cannot_continue_the_run(finished_run, tmp_path, capsys):
     run = tmp_path / "run"
-    shutil.copytree(finished, run)
+    shutil.copytree(finished_run, run)
     (run / "config.json").unlink()
     (run / "result.json").unlink()
     assert pretrain(run, "seed=7") == 2
@@ -164,9 +157,9 @@ def test_without_config_json_another_seed_cannot_continue_the_run(finished, tmp_
     assert pretrain(run) == 0  # the same configuration continues
 
 
-def test_a_damaged_last_best_pt_is_named_not_promoted(finished, tmp_path, capsys):
+def test_a_damaged_last_best_pt_is_named_not_promoted(finished_run, tmp_path, capsys):
     run = tmp_path / "run"
-    shutil.copytree(finished, run)
+    shutil.copytree(finished_run, run)
     (run / "pretrained.pt").unlink()
     (run / "result.json").unlink()
     best = run / "step_1" / "best.pt"
@@ -177,3 +170,45 @@ def test_a_damaged_last_best_pt_is_named_not_promoted(finished, tmp_path, capsys
     assert not (run / "pretrained.pt").exists()
     shutil.rmtree(run / "step_1")  # the advice, followed, ends the run
     assert pretrain(run) == 0 and (run / "pretrained.pt").is_file()
+
+
+@pytest.mark.parametrize("parameters,expected", [
+    ({"N_IMAGES": 0}, "parameter N_IMAGES = 0: expected a whole number of at least 1"),
+    ({"SEEDS": []}, "parameter SEEDS = []: expected a non-empty list"),
+    ({"SEEDS": [0, 1.5]}, "parameter SEEDS = [0, 1.5]: expected a non-empty list"),
+    ({"K": True}, "parameter K = True: expected a whole number"),
+    ({"IMAGE_INDEX": -1}, "parameter IMAGE_INDEX = -1: expected a whole number of at least 0"),
+])
+def test_notebook_parameters_out_of_range_are_one_line_naming_the_parameter(tmp_path, parameters, expected):
+    from smir_lib.notebook.setup import check_index, setup_notebook
+
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        setup_notebook("04_selective_masks", run_dir=tmp_path, parameters=parameters)
+    with pytest.raises(ValueError, match=r"parameter SEED = '1': expected a whole number"):
+        setup_notebook("04_selective_masks", run_dir=tmp_path, seed="1")
+    with pytest.raises(ValueError, match=r"parameter IMAGE_INDEX = 8 is past the data \(8 items, 0 to 7\)"):
+        check_index("IMAGE_INDEX", 8, 8)
+    assert check_index("IMAGE_INDEX", 7, 8) == 7
+
+
+def test_a_damaged_teaching_manifest_is_one_line_and_unlisted_files_are_never_loaded(tmp_path):
+    from smir_lib.notebook import zoo
+
+    folder = tmp_path / "synthetic"
+    (folder / "finetune_scratch").mkdir(parents=True)
+    (folder / "finetune_scratch" / "results.json").write_text("{}")
+    manifest = {"dataset": "synthetic", "command": "smir models", "commit": "0" * 40, "config": {},
+                "files": {"finetune_scratch/results.json": zoo._sha256(folder / "finetune_scratch" / "results.json")}}
+    path = folder / "manifest.json"
+    path.write_text(json.dumps(manifest)[:40])
+    with pytest.raises(zoo.ManifestError, match=rf"{path} is truncated or corrupt .*smir models --dataset synthetic"):
+        zoo.verify(folder)
+    for field in zoo.MANIFEST_FIELDS:
+        path.write_text(json.dumps({k: v for k, v in manifest.items() if k != field}))
+        with pytest.raises(zoo.ManifestError, match=rf"{path} lacks its '{field}' entry"):
+            zoo.verify(folder)
+    path.write_text(json.dumps(manifest))
+    checked = zoo.verify(folder)
+    zoo.require_listed(folder, checked, ["finetune_scratch/results.json"])
+    with pytest.raises(zoo.ManifestError, match=r"finetune_scratch/best.pt is not listed in .*refusing to load it"):
+        zoo.require_listed(folder, checked, ["finetune_scratch/best.pt"])

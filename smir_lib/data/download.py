@@ -139,9 +139,17 @@ def verify_file(path: Path, spec: RemoteFile, progress: bool = False) -> None:
 
 
 def looks_like_html(first_bytes: bytes) -> bool:
-    """Whether a body starts like an HTML document (``<!DOCTYPE html``, ``<html``)."""
-    head = first_bytes.lstrip()[:64].lower()
-    return head.startswith(b"<!doctype") or head.startswith(b"<html")
+    """Whether a body starts like an HTML document (``<!DOCTYPE html``, ``<html``, ``<head``,
+    ``<body``), after a byte-order mark, white space and ``<!-- comments -->``."""
+    head = first_bytes.lower()
+    for bom in (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff"):
+        head = head.removeprefix(bom)
+    if head[1:2] == b"\x00" or head[:1] == b"\x00":  # UTF-16 text: keep the ASCII bytes
+        head = head.replace(b"\x00", b"")
+    head = head.lstrip()
+    while head.startswith(b"<!--") and b"-->" in head:
+        head = head[head.index(b"-->") + 3:].lstrip()
+    return head.startswith((b"<!doctype", b"<html", b"<head", b"<body"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -168,6 +176,10 @@ class Downloader:
     headers: dict[str, str] = field(default_factory=dict)
     timeout: float = 60.0
     log: Callable[[str], None] = print
+
+    def __post_init__(self) -> None:
+        if self.retries < 0:
+            raise ValueError(f"retries={self.retries}: expected 0 or more retries per file")
 
     def _open(self, url: str, offset: int):
         request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
@@ -337,6 +349,27 @@ def check_zip_members(zf: zipfile.ZipFile, target: Path) -> None:
             raise UnsafeArchiveError(f"archive member {info.filename!r} is a symbolic link: refused")
 
 
+MAX_EXTRACTED_BYTES = 200 * 2**30
+"""The most an archive may unpack to (200 GiB; the largest dataset here, Cityscapes, is about 12 GB)."""
+MAX_EXPANSION = 50
+"""... and at most this many times its own size plus :data:`EXPANSION_SLACK`: photos barely compress,
+a zip of zeros does."""
+EXPANSION_SLACK = 2**30
+
+
+def check_extracted_size(archive: Path, total: int) -> None:
+    """Refuse an archive whose members add up to more than the caps (a zip bomb, a sparse tar member)."""
+    limit = min(MAX_EXTRACTED_BYTES, MAX_EXPANSION * archive.stat().st_size + EXPANSION_SLACK)
+    if total > limit:
+        raise UnsafeArchiveError(f"{archive} would unpack to {total / 2**30:.1f} GiB, above the limit of "
+                                 f"{limit / 2**30:.1f} GiB for a {archive.stat().st_size / 2**20:.1f} MiB archive "
+                                 f"(a decompression bomb, or not the dataset's archive): refused; delete it")
+
+
+def _tree_bytes(folder: Path) -> int:
+    return sum(p.lstat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+
+
 def check_extracted_tree(folder: Path) -> None:
     """After an external extractor ran: no symbolic link in ``folder`` may point outside it."""
     root = Path(os.path.realpath(folder))
@@ -388,7 +421,8 @@ def extract_archive(archive: Path, target: Path, *, strip_top: bool = False, pro
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
                 check_zip_members(zf, staging)
-                zf.extractall(staging)
+                check_extracted_size(archive, sum(info.file_size for info in zf.infolist()))  # zipfile
+                zf.extractall(staging)  # refuses a member longer than its declared size
         elif name.endswith(".rar"):
             tool = find_rar_tool()
             command = [part.format(archive=str(archive), dest=str(staging)) for part in RAR_TOOLS[tool]]
@@ -397,9 +431,11 @@ def extract_archive(archive: Path, target: Path, *, strip_top: bool = False, pro
             if done.returncode != 0:
                 raise CorruptArchiveError(f"{tool} failed on {archive} (exit {done.returncode}): "
                                           f"{done.stderr.strip()[-500:]}")
+            check_extracted_size(archive, _tree_bytes(staging))  # after the fact: the tool lists no sizes
         elif tarfile.is_tarfile(archive):
             with tarfile.open(archive) as tar:
                 members = check_tar_members(tar, staging)
+                check_extracted_size(archive, sum(m.size for m in members if m.isfile()))  # sparse: full size
                 if hasattr(tarfile, "data_filter"):
                     tar.extractall(staging, members=members, filter="data")
                 else:  # Python without extraction filters: the explicit checks above still hold
@@ -693,6 +729,17 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("SMIR_DATA_DIR") or "data")
 
 
+def _retries(text: str) -> int:
+    """``--retries``: an integer, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is below 0: pass 0 (no retry) or more")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="data_download.py",
@@ -701,7 +748,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--root", type=Path, default=None,
                         help="data folder (default: $SMIR_DATA_DIR or ./data); each dataset gets a sub-folder")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--retries", type=int, default=4, help="retries per file on network errors (default 4)")
+    parser.add_argument("--retries", type=_retries, default=4, help="retries per file on network errors (default 4)")
     parser.add_argument("--delete-archives", action="store_true",
                         help="delete archives after a successful extraction (reruns still skip them)")
     return parser
