@@ -13,7 +13,15 @@ import zipfile
 import pytest
 
 from smir_lib.data import download as dl
-from smir_lib.data.download import Downloader, UnsafeArchiveError, extract_archive, looks_like_html
+from smir_lib.data.download import (
+    Downloader,
+    DownloadError,
+    RemoteFile,
+    UnsafeArchiveError,
+    extract_archive,
+    looks_like_html,
+)
+from test_download import Route, quiet_downloader, server, sha256  # noqa: F401 - server is a fixture
 
 pytestmark = pytest.mark.unit
 
@@ -66,3 +74,19 @@ def test_negative_retries_are_refused(capsys):
     assert stop.value.code == 2 and "--retries: -1 is below 0" in capsys.readouterr().err
     with pytest.raises(ValueError, match=r"retries=-1: expected 0 or more"):
         Downloader(retries=-1)
+
+
+@pytest.mark.parametrize("dangling", [False, True])
+def test_a_planted_part_link_is_never_written_through(server, tmp_path, dangling):
+    """A download resumes into ``NAME.part``; a link planted under that name is refused."""
+    base, routes = server
+    victim = tmp_path / "outside" / "victim.txt"
+    victim.parent.mkdir()
+    if not dangling:
+        victim.write_text("precious\n")
+    (tmp_path / "f.bin.part").symlink_to(victim)
+    body = bytes(range(256)) * 64
+    routes["/f.bin"] = Route(body)
+    with pytest.raises(DownloadError, match=r"f.bin.part is a symbolic link: refusing to write"):
+        quiet_downloader(retries=0).fetch(RemoteFile(f"{base}/f.bin", "f.bin", sha256=sha256(body)), tmp_path / "f.bin")
+    assert (victim.read_text() if victim.exists() else None) == (None if dangling else "precious\n")

@@ -38,6 +38,8 @@ WRONG_CONTENT = [
     ("step_1/state.pt", {}, ["result.json", "step_1/done.json"]),
     ("step_1/state.pt", [1, 2], ["result.json", "step_1/done.json"]),
     ("step_1/masks.pt", {}, ["result.json", "step_1/done.json", "step_1/state.pt", "step_1/best.pt"]),
+    ("step_1/masks.pt", {"masks": [0], "grid_shapes": [0], "indices": [0]},
+     ["result.json", "step_1/done.json", "step_1/state.pt", "step_1/best.pt"]),
     ("step_0/state.pt", {}, ["result.json", "step_1"]),
     ("step_1/best.pt", {}, ["pretrained.pt"]),
 ]

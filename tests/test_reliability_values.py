@@ -32,6 +32,7 @@ BAD_VALUES = [
     ("k", "1e6"), ("partitions", "1e12"),
     ("seed", "inf"), ("workers", "inf"), ("pretrain_epochs", "nan"),
     ("deterministic", "2"), ("cache_images", "0.5"),
+    ("eval_stride", "1000"), ("pool_tile_size", "1e9"), ("device", "gpu"),
 ]
 
 

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from smir_lib.files import atomic_write
+
 IGNORE_INDEX = 255
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SPLITS = ("train", "val", "test", "pool")
@@ -139,6 +141,16 @@ def open_image_array(path: str | os.PathLike, mode: str | None = "RGB",
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ImageLoadError(f"cannot read image file {path}: {err}. The file is corrupt, cut short or "
                              f"not an image; {UNREADABLE_FIX}.") from err
+
+
+def save_image_file(array: np.ndarray, path: str | os.PathLike, **options) -> Path:
+    """Write ``array`` (``(H, W)`` or ``(H, W, 3)`` uint8) as an image file atomically, never through a
+    link (``smir_lib.files.atomic_write``); the format follows the suffix, ``options`` go to Pillow."""
+    from PIL import Image
+
+    path = Path(path)
+    kind = Image.registered_extensions()[path.suffix.lower()]
+    return atomic_write(path, lambda handle: Image.fromarray(array).save(handle, format=kind, **options))
 
 
 def load_image(path: str | os.PathLike, exif_transpose: bool = False) -> torch.Tensor:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import errno
 import gzip
 import hashlib
 import http.client
@@ -267,8 +268,7 @@ class Downloader:
                     f"{spec.filename}: usually a login, licence or error page. Check credentials/access.")
             length = response.headers.get("Content-Length")
             total = _expected_total(response, offset, spec.size)
-            mode = "ab" if offset else "wb"
-            with open(part, mode) as out, tqdm(total=total, initial=offset, unit="B", unit_scale=True,
+            with _open_part(part, append=bool(offset)) as out, tqdm(total=total, initial=offset, unit="B", unit_scale=True,
                                                unit_divisor=1024, desc=spec.filename,
                                                disable=not self.progress) as bar:
                 first = True
@@ -289,6 +289,18 @@ class Downloader:
                     bar.update(len(block))
             if total is not None and offset + received < total:  # a short read is a failed attempt
                 raise http.client.IncompleteRead(b"", total - offset - received)
+
+
+def _open_part(part: Path, append: bool):
+    """The partial download for writing, without following a link planted under its name."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if append else os.O_TRUNC)
+    try:
+        return open(os.open(part, flags, 0o644), "ab" if append else "wb")
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise DownloadError(f"{part} is a symbolic link: refusing to write the download through it; "
+                                f"delete it and run again") from None
+        raise
 
 
 def _range_total(content_range: str) -> int | None:

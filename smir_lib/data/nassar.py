@@ -37,6 +37,7 @@ from smir_lib.data.base import (
     open_image_array,
     pixel_limit,
     resolve_root,
+    save_image_file,
 )
 
 CLASS_NAMES = ["background", "crop", "weed"]
@@ -76,7 +77,6 @@ def tile_orthomosaic(source: str | os.PathLike, out_dir: str | os.PathLike, tile
     """Cut the orthomosaic into ``tile x tile`` PNGs (the last row/column shifted inwards, as the
     authors' ``tile_nassar.py``), named ``nassar_NNNNN.png`` in row-major order. Needs RAM for the
     whole mosaic (about 8 GB for the 90,599 x 29,395 RGB reference). Returns the number of tiles."""
-    from PIL import Image
     from tqdm.auto import tqdm
 
     with pixel_limit(None):  # the reference mosaic is 2.7 G pixels; every other image keeps the limits
@@ -89,7 +89,7 @@ def tile_orthomosaic(source: str | os.PathLike, out_dir: str | os.PathLike, tile
     count = 0
     for y in tqdm(rows, desc="tiling", disable=not progress):
         for x in cols:
-            Image.fromarray(mosaic[y:y + tile, x:x + tile]).save(out / f"nassar_{count:05d}.png")
+            save_image_file(mosaic[y:y + tile, x:x + tile], out / f"nassar_{count:05d}.png")
             count += 1
     return count
 

@@ -219,6 +219,12 @@ class Config:
             (32 <= self.synthetic_size <= MAX_SIDE, "synthetic_size", f"a side from 32 to {MAX_SIDE} px, e.g. 256"),
             (self.k <= 1000, "k", "at most 1000 random masks per image (the paper uses 5)"),
             (self.partitions <= MAX_IMAGES, "partitions", "at most one per pool image (the paper uses 10)"),
+            (self.eval_stride is None or self.eval_stride <= self.image_size, "eval_stride",
+             f"at most image_size ({self.image_size} px): a longer stride leaves pixels no window sees"),
+            (self.pool_tile_size is None or self.pool_tile_size <= MAX_SIDE, "pool_tile_size",
+             f"None or 32 to {MAX_SIDE} px"),
+            (None in (self.pool_tile_size, self.pool_tile_stride) or self.pool_tile_stride <= self.pool_tile_size,
+             "pool_tile_stride", f"at most pool_tile_size ({self.pool_tile_size} px): a longer stride skips pixels"),
         ] + [(getattr(self, key) is None or 1 <= getattr(self, key) <= MAX_IMAGES, key, sizes)
              for key in ("pool_size", "train_size", "val_size", "test_size")]
         for ok, key, expected in checks:
