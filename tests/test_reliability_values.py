@@ -27,7 +27,7 @@ BAD_VALUES = [
     ("train_size", "0"), ("val_size", "0"), ("test_size", "0"), ("pool_size", "0"), ("pool_size", "-5"),
     ("train_size", "1e12"), ("pool_size", "1e12"),
     ("n_patches", "20000"),  # more patches than the 128 px crop of the fast preset has pixels
-    ("msssim_win", "-1"), ("msssim_win", "1"), ("msssim_win", "33"),
+    ("msssim_win", "-1"), ("msssim_win", "-3"), ("msssim_win", "33"),
     ("synthetic_size", "8"), ("synthetic_size", "1e9"), ("image_size", "1e9"),
     ("k", "1e6"), ("partitions", "1e12"),
     ("seed", "inf"), ("workers", "inf"), ("pretrain_epochs", "nan"),

@@ -215,7 +215,7 @@ class Config:
             (self.warmup_epochs >= 0, "warmup_epochs", "0 or more epochs (the paper uses 10)"),
             (0.0 <= self.min_lr_factor <= 1.0, "min_lr_factor",
              "a fraction in [0, 1] of lr where the schedule starts and ends, e.g. 0.01"),
-            (3 <= self.msssim_win <= 31, "msssim_win", "an odd window size from 3 to 31, e.g. 11 or 7"),
+            (1 <= self.msssim_win <= 31, "msssim_win", "an odd window size from 1 to 31, e.g. 11 or 7"),
             (32 <= self.synthetic_size <= MAX_SIDE, "synthetic_size", f"a side from 32 to {MAX_SIDE} px, e.g. 256"),
             (self.k <= 1000, "k", "at most 1000 random masks per image (the paper uses 5)"),
             (self.partitions <= MAX_IMAGES, "partitions", "at most one per pool image (the paper uses 10)"),
