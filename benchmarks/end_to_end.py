@@ -41,7 +41,6 @@ def bench_end_to_end(*, notebook_run: Path | list[Path] | None = None,
         notebook_run = [Path(notebook_run)]
     runs = [Path(r) for r in notebook_run] if notebook_run else [find_notebook_run()]
     found = [r for r in runs if r is not None and (r / "timings.json").is_file()]
-    run = runs[0] if runs else None
     if found and len(found) == len(runs):
         timings: dict[str, float] = {}
         for folder in found:

@@ -298,7 +298,8 @@ def load_pretrained(model: ResNetUNet, source, *, reinit_head: bool = True,
     if problem:
         hint = ("pass reinit_head=True to re-initialise the head" if head_differs and not
                 reinit_head else "load a checkpoint of the same preset")
-        raise ValueError(f"pretrained weights do not fit this {type(model).__name__} "
+        where = f" in {source}" if isinstance(source, (str, os.PathLike)) else ""
+        raise ValueError(f"pretrained weights{where} do not fit this {type(model).__name__} "
                          f"({problem}): {hint}")
     if skip_head:
         state = {k: v for k, v in state.items() if not k.startswith("head.")}

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 __all__ = ["derive_seed", "seeded_generator", "forked_rng", "setup_determinism", "AMP_MODES", "cpu_has_fast_bf16",
-           "amp_dtype", "autocast", "resolve_device", "prepare_model", "to_device"]
+           "amp_dtype", "autocast", "resolve_device", "prepare_model", "to_device", "loader_workers"]
 
 
 def derive_seed(*parts) -> int:
@@ -43,6 +43,14 @@ def derive_seed(*parts) -> int:
 def seeded_generator(*parts, device: torch.device | str = "cpu") -> torch.Generator:
     """A ``torch.Generator`` seeded with ``derive_seed(*parts)``."""
     return torch.Generator(device=device).manual_seed(derive_seed(*parts))
+
+
+def loader_workers(requested: int) -> int:
+    """DataLoader worker processes for ``workers=requested``: at most the CPU cores this process
+    may use (``workers=1e12`` would fork until the process limit). ``workers`` changes how a run
+    loads its data, never its numbers, so the cap changes nothing it computes."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(requested, usable)
 
 
 @contextlib.contextmanager

@@ -2,8 +2,8 @@
 
 Step 0 is written by hand with two different networks, ``best.pt`` (weights A) and ``state.pt``
 (weights B, "after the last epoch"), so that every rule leaves a different trace; only step 1
-trains. With ``lr=0`` Adam leaves every weight where the warm start put it, so step 1's final
-convolution weights *are* its starting weights. Expected values are recomputed here from the
+trains. With ``lr=1e-30`` (``lr=0`` is refused) Adam moves every weight by about 1e-30, far below
+one float32 step of any weight here, so step 1's final convolution weights *are* its starting weights. Expected values are recomputed here from the
 checkpoint files and stored masks with plain code (patch loops, slicing), not read from the loop.
 """
 
@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_thread")]
 
 HANDOFF = dict(model="tiny", synthetic_size=72, image_size=64, msssim_win=3, n_patches=64, k=2,
                partitions=2, pool_size=16, val_fraction=0.25, pretrain_epochs=2, pretrain_batch=4,
-               warmup_epochs=0, lr=0.0, workers=0, score_batch=4, progress=False, amp="off")
+               warmup_epochs=0, lr=1e-30, workers=0, score_batch=4, progress=False, amp="off")
 
 
 def cfg_for(**changes):
@@ -49,7 +49,7 @@ def fake_step_0(run_dir, cfg) -> tuple[dict, dict]:
 
 
 def weights(state: dict) -> dict:
-    """Convolution weights only (BatchNorm running statistics move even at lr 0)."""
+    """Convolution weights only (BatchNorm running statistics move even at lr 1e-30)."""
     return {k: v for k, v in state.items() if k.endswith("weight") and v.dim() == 4}
 
 
@@ -100,7 +100,7 @@ def test_step_scores_warm_starts_and_validates_by_the_handoff_rule(tmp_path, han
     source, other = (last, best) if handoff == "last" else (best, last)
     result = pretrain_selective(cfg, run)
 
-    # Warm start: at lr 0 the trained step-1 weights are the weights it started from.
+    # Warm start: at lr 1e-30 the trained step-1 weights are the weights it started from.
     trained = torch.load(run / "step_1" / "state.pt", weights_only=True)["model"]
     assert same(trained, source) and not same(trained, other)
     assert result.steps[1]["warm_start"] == f"step_0/{'state' if handoff == 'last' else 'best'}.pt"

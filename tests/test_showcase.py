@@ -42,7 +42,8 @@ def test_predict_labels_takes_the_largest_logit_per_pixel():
     images = torch.zeros(2, 3, 4, 5)
     images[0, 2] = 1.0  # image 0: blue channel high -> class 2 after normalising
     images[1, 0] = 1.0  # image 1: red channel high -> class 0
-    cfg = load_config("fast", {"image_size": 4, "msssim_win": 1, "eval_mode": "resize"})  # no resize: short side 4
+    cfg = load_config("fast", {"image_size": 4, "n_patches": 16, "msssim_win": 1,  # no resize: short side 4
+                               "eval_mode": "resize"})
     pred = predict_labels(nn.Identity(), images, cfg)  # logits = the normalised channels
     assert pred.shape == (2, 4, 5) and (pred[0] == 2).all() and (pred[1] == 0).all()
 

@@ -37,6 +37,7 @@ from smir_lib.data.base import (
     resolve_root,
     warn_once,
 )
+from smir_lib.files import read_yaml
 
 CLASS_NAMES = ["soil", "crop", "weed"]
 CLASS_COLORS = [(120, 85, 50), (0, 200, 0), (230, 30, 30)]  # display colours, shared with `synthetic`
@@ -58,11 +59,8 @@ def find_root(root: str | os.PathLike | None = None) -> Path:
 
 def read_split_file(folder: Path) -> dict[str, list[int]]:
     """The official split: ``{"train": [...], "test": [...]}`` ids as in ``train_test_split.yaml``."""
-    import yaml
-
     path = folder / "train_test_split.yaml"
-    with open(path) as f:
-        data = yaml.safe_load(f)
+    data = read_yaml(path, "CWFID split file")
     if not isinstance(data, dict) or not {"train", "test"} <= set(data):
         raise ValueError(f"{path} must map 'train' and 'test' to lists of ids; got {data!r}")
     return {k: [int(i) for i in data[k]] for k in ("train", "test")}

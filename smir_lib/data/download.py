@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import errno
 import gzip
 import hashlib
 import http.client
@@ -61,6 +62,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from smir_lib.data import get_dataset
+from smir_lib.files import atomic_write_text
 
 CHUNK = 1 << 20
 USER_AGENT = "smir-notebooks-data-download/0.1 (+python-urllib)"
@@ -138,9 +140,17 @@ def verify_file(path: Path, spec: RemoteFile, progress: bool = False) -> None:
 
 
 def looks_like_html(first_bytes: bytes) -> bool:
-    """Whether a body starts like an HTML document (``<!DOCTYPE html``, ``<html``)."""
-    head = first_bytes.lstrip()[:64].lower()
-    return head.startswith(b"<!doctype") or head.startswith(b"<html")
+    """Whether a body starts like an HTML document (``<!DOCTYPE html``, ``<html``, ``<head``,
+    ``<body``), after a byte-order mark, white space and ``<!-- comments -->``."""
+    head = first_bytes.lower()
+    for bom in (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff"):
+        head = head.removeprefix(bom)
+    if head[1:2] == b"\x00" or head[:1] == b"\x00":  # UTF-16 text: keep the ASCII bytes
+        head = head.replace(b"\x00", b"")
+    head = head.lstrip()
+    while head.startswith(b"<!--") and b"-->" in head:
+        head = head[head.index(b"-->") + 3:].lstrip()
+    return head.startswith((b"<!doctype", b"<html", b"<head", b"<body"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -167,6 +177,10 @@ class Downloader:
     headers: dict[str, str] = field(default_factory=dict)
     timeout: float = 60.0
     log: Callable[[str], None] = print
+
+    def __post_init__(self) -> None:
+        if self.retries < 0:
+            raise ValueError(f"retries={self.retries}: expected 0 or more retries per file")
 
     def _open(self, url: str, offset: int):
         request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
@@ -252,10 +266,8 @@ class Downloader:
                 raise HtmlInsteadOfFileError(
                     f"{spec.url} answered with an HTML page (Content-Type {content_type!r}) instead of "
                     f"{spec.filename}: usually a login, licence or error page. Check credentials/access.")
-            length = response.headers.get("Content-Length")
             total = _expected_total(response, offset, spec.size)
-            mode = "ab" if offset else "wb"
-            with open(part, mode) as out, tqdm(total=total, initial=offset, unit="B", unit_scale=True,
+            with _open_part(part, append=bool(offset)) as out, tqdm(total=total, initial=offset, unit="B", unit_scale=True,
                                                unit_divisor=1024, desc=spec.filename,
                                                disable=not self.progress) as bar:
                 first = True
@@ -276,6 +288,18 @@ class Downloader:
                     bar.update(len(block))
             if total is not None and offset + received < total:  # a short read is a failed attempt
                 raise http.client.IncompleteRead(b"", total - offset - received)
+
+
+def _open_part(part: Path, append: bool):
+    """The partial download for writing, without following a link planted under its name."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if append else os.O_TRUNC)
+    try:
+        return open(os.open(part, flags, 0o644), "ab" if append else "wb")
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise DownloadError(f"{part} is a symbolic link: refusing to write the download through it; "
+                                f"delete it and run again") from None
+        raise
 
 
 def _range_total(content_range: str) -> int | None:
@@ -336,6 +360,27 @@ def check_zip_members(zf: zipfile.ZipFile, target: Path) -> None:
             raise UnsafeArchiveError(f"archive member {info.filename!r} is a symbolic link: refused")
 
 
+MAX_EXTRACTED_BYTES = 200 * 2**30
+"""The most an archive may unpack to (200 GiB; the largest dataset here, Cityscapes, is about 12 GB)."""
+MAX_EXPANSION = 50
+"""... and at most this many times its own size plus :data:`EXPANSION_SLACK`: photos barely compress,
+a zip of zeros does."""
+EXPANSION_SLACK = 2**30
+
+
+def check_extracted_size(archive: Path, total: int) -> None:
+    """Refuse an archive whose members add up to more than the caps (a zip bomb, a sparse tar member)."""
+    limit = min(MAX_EXTRACTED_BYTES, MAX_EXPANSION * archive.stat().st_size + EXPANSION_SLACK)
+    if total > limit:
+        raise UnsafeArchiveError(f"{archive} would unpack to {total / 2**30:.1f} GiB, above the limit of "
+                                 f"{limit / 2**30:.1f} GiB for a {archive.stat().st_size / 2**20:.1f} MiB archive "
+                                 f"(a decompression bomb, or not the dataset's archive): refused; delete it")
+
+
+def _tree_bytes(folder: Path) -> int:
+    return sum(p.lstat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+
+
 def check_extracted_tree(folder: Path) -> None:
     """After an external extractor ran: no symbolic link in ``folder`` may point outside it."""
     root = Path(os.path.realpath(folder))
@@ -387,7 +432,8 @@ def extract_archive(archive: Path, target: Path, *, strip_top: bool = False, pro
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
                 check_zip_members(zf, staging)
-                zf.extractall(staging)
+                check_extracted_size(archive, sum(info.file_size for info in zf.infolist()))  # zipfile
+                zf.extractall(staging)  # refuses a member longer than its declared size
         elif name.endswith(".rar"):
             tool = find_rar_tool()
             command = [part.format(archive=str(archive), dest=str(staging)) for part in RAR_TOOLS[tool]]
@@ -396,9 +442,11 @@ def extract_archive(archive: Path, target: Path, *, strip_top: bool = False, pro
             if done.returncode != 0:
                 raise CorruptArchiveError(f"{tool} failed on {archive} (exit {done.returncode}): "
                                           f"{done.stderr.strip()[-500:]}")
+            check_extracted_size(archive, _tree_bytes(staging))  # after the fact: the tool lists no sizes
         elif tarfile.is_tarfile(archive):
             with tarfile.open(archive) as tar:
                 members = check_tar_members(tar, staging)
+                check_extracted_size(archive, sum(m.size for m in members if m.isfile()))  # sparse: full size
                 if hasattr(tarfile, "data_filter"):
                     tar.extractall(staging, members=members, filter="data")
                 else:  # Python without extraction filters: the explicit checks above still hold
@@ -677,7 +725,7 @@ def fetch_source(name: str, data_dir: Path, *, progress: bool = True, retries: i
                 raise DownloadError(_failed_extraction(err, source, spec, downloads)) from err
             marker = _marker(folder, spec)
             marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.write_text(json.dumps({"url": spec.url, "extracted": time.strftime("%Y-%m-%d %H:%M:%S")}))
+            atomic_write_text(json.dumps({"url": spec.url, "extracted": time.strftime("%Y-%m-%d %H:%M:%S")}), marker)
     if name == "cwfid":
         verify_cwfid_files(folder)
     if delete_archives and downloads != folder:
@@ -692,13 +740,24 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("SMIR_DATA_DIR") or "data")
 
 
+def _retries(text: str) -> int:
+    """``--retries``: an integer, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is below 0: pass 0 (no retry) or more")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``smir download``."""
     parser.add_argument("name", choices=CHOICES, help="dataset to fetch, or 'all'")
     parser.add_argument("--root", type=Path, default=None,
                         help="data folder (default: $SMIR_DATA_DIR or ./data); each dataset gets a sub-folder")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--retries", type=int, default=4, help="retries per file on network errors (default 4)")
+    parser.add_argument("--retries", type=_retries, default=4, help="retries per file on network errors (default 4)")
     parser.add_argument("--delete-archives", action="store_true",
                         help="delete archives after a successful extraction (reruns still skip them)")
 

@@ -55,6 +55,7 @@ from smir_lib.data.base import (
     open_image_array,
     values_to_index,
 )
+from smir_lib.files import atomic_write_text, read_yaml
 from smir_lib.runtime import seeded_generator
 
 __all__ = ["FolderError", "ClassTable", "FolderLayout", "read_classes", "scan_folder", "build", "class_info",
@@ -135,6 +136,23 @@ class ClassTable:
             raise
 
 
+def _check_class_names(path: Path, names: list) -> None:
+    """Class names are non-empty strings, each once (a number is taken as its text)."""
+    for name in names:
+        if not isinstance(name, (str, int)) or isinstance(name, bool) or not str(name).strip():
+            raise FolderError(f"{path}: class name {name!r} is not a name: give each class a non-empty name")
+    seen = [str(n) for n in names]
+    repeated = sorted({n for n in seen if seen.count(n) > 1})
+    if repeated:
+        raise FolderError(f"{path}: class name(s) {repeated} appear more than once: give each class its own name")
+
+
+def _mask_value(value, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise FolderError(f"{where} is {value!r}: expected an integer mask value 0..65535")
+    return value
+
+
 def _rgb(value, where: str) -> tuple[int, int, int]:
     if not (isinstance(value, (list, tuple)) and len(value) == 3 and all(isinstance(c, int) and 0 <= c <= 255
                                                                           for c in value)):
@@ -144,16 +162,18 @@ def _rgb(value, where: str) -> tuple[int, int, int]:
 
 def read_classes(folder: str | os.PathLike) -> ClassTable:
     """Parse ``folder/classes.yaml`` (see the module docstring); errors name the entry and the fix."""
-    import yaml
-
     path = Path(folder) / "classes.yaml"
     example = "classes:\n  - {name: soil, value: 0}\n  - {name: crop, value: 1}"
     if not path.is_file():
         raise FolderError(f"{path} is missing: write it with one entry per class, e.g.\n{example}")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = read_yaml(path, "class file") or {}
+    except ValueError as err:  # a syntax error, a tag (!!python/...) or an alias: the file and line
+        raise FolderError(str(err)) from None
     entries = data.get("classes") if isinstance(data, dict) else None
     if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) and "name" in e for e in entries):
         raise FolderError(f"{path} must hold 'classes:', a list of entries with a name each, e.g.\n{example}")
+    _check_class_names(path, [e["name"] for e in entries])
     kinds = {"value" if "value" in e else "color" if "mask_color" in e else None for e in entries}
     if kinds not in ({"value"}, {"color"}):
         raise FolderError(f"{path}: every class needs a 'value' (index masks) or every class a 'mask_color' "
@@ -161,13 +181,17 @@ def read_classes(folder: str | os.PathLike) -> ClassTable:
     kind = kinds.pop()
     table: dict = {}
     for index, e in enumerate(entries):
-        key = int(e["value"]) if kind == "value" else _rgb(e["mask_color"], f"{path}: mask_color of {e['name']}")
+        key = (_mask_value(e["value"], f"{path}: value of {e['name']}") if kind == "value"
+               else _rgb(e["mask_color"], f"{path}: mask_color of {e['name']}"))
         if key in table:
             raise FolderError(f"{path}: classes {entries[table[key]]['name']} and {e['name']} share the mask "
                               f"{kind} {key}: give each class its own")
         table[key] = index
-    for key in data.get("ignore") or []:
-        table[int(key) if kind == "value" else _rgb(key, f"{path}: ignore entry")] = 255
+    ignore = data.get("ignore") or []
+    if not isinstance(ignore, list):
+        raise FolderError(f"{path}: ignore is {ignore!r}: expected a list, e.g. ignore: [255]")
+    for key in ignore:
+        table[_mask_value(key, f"{path}: ignore entry") if kind == "value" else _rgb(key, f"{path}: ignore entry")] = 255
     colors = [_rgb(e["color"], f"{path}: color of {e['name']}") if "color" in e else PALETTE[i % len(PALETTE)]
               for i, e in enumerate(entries)]
     return ClassTable(path, [str(e["name"]) for e in entries], colors, kind, table,
@@ -309,17 +333,20 @@ def _folder_split(root: Path, by_folder: dict[str, list[str]], kind: str) -> tup
 
 
 def _read_splits_yaml(path: Path, stems: list[str], problems: list[str]) -> dict[str, list[str]]:
-    """Stems of train / val / test as listed in splits.yaml (unknown stems become problems)."""
-    import yaml
-
-    data = yaml.safe_load(path.read_text()) or {}
+    """Stems of train / val / test as listed in splits.yaml (unknown stems, aliases, tags and
+    entries that are not names become problems)."""
+    try:
+        data = read_yaml(path, "split file") or {}
+    except ValueError as err:  # a syntax error, a tag or an alias (nested aliases blow up to gigabytes)
+        problems.append(str(err))
+        data = {}
     if not isinstance(data, dict):
         problems.append(f"{path} must map train, val and test to lists of stems; got {type(data).__name__}")
         data = {}
-    unknown = sorted(set(data) - set(EVAL_SPLITS))
+    unknown = sorted(str(k) for k in set(data) - set(EVAL_SPLITS))
     if unknown:
         problems.append(f"{path} has unknown split(s) {unknown}: use only {list(EVAL_SPLITS)}")
-    splits = {s: [str(x) for x in (data.get(s) or [])] for s in EVAL_SPLITS}
+    splits = {s: _stems(data.get(s), path, s, problems) for s in EVAL_SPLITS}
     owner: dict[str, str] = {}
     for split, listed in splits.items():
         for stem in listed:
@@ -398,13 +425,34 @@ def scan_folder(root: str | os.PathLike, include_eval_in_pool: bool = False) -> 
 
 
 def write_splits(layout: FolderLayout) -> Path:
-    """Write the layout's splits to ``root/splits.yaml`` (stems per split), to keep them fixed."""
+    """Write the layout's splits to ``root/splits.yaml`` (stems per split), to keep them fixed.
+
+    Written atomically; a ``splits.yaml`` that is a link (even a dangling one) or not a plain
+    file is refused, never written through."""
     import yaml
 
     path = layout.root / "splits.yaml"
-    path.write_text(yaml.safe_dump({s: [image.stem for image, _ in pairs] for s, pairs in layout.splits.items()},
-                                   sort_keys=False))
-    return path
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        kind = "a symbolic link" if path.is_symlink() else "not a plain file"
+        raise FolderError(f"{path} is {kind}: refusing to write the splits through it; delete it "
+                          f"(or replace it by a plain file) and run check-data --write-splits again")
+    text = yaml.safe_dump({s: [image.stem for image, _ in pairs] for s, pairs in layout.splits.items()},
+                          sort_keys=False)
+    return atomic_write_text(text, path)
+
+
+def _stems(listed, path: Path, split: str, problems: list[str]) -> list[str]:
+    """The stems listed under ``split`` in splits.yaml; anything but a list of strings is a problem."""
+    if listed is None:
+        return []
+    if not isinstance(listed, list):
+        problems.append(f"{path}: {split} is {type(listed).__name__}, not a list of stems")
+        return []
+    wrong = [x for x in listed if not isinstance(x, str)]
+    if wrong:
+        problems.append(f"{path}: {split} lists {wrong[0]!r} ({type(wrong[0]).__name__}), not a file stem: write "
+                        f"stems as text, quoted when they look like numbers ('001')")
+    return [x for x in listed if isinstance(x, str)]
 
 
 _STATED: set[str] = set()

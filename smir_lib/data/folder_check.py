@@ -1,11 +1,13 @@
 """``smir check-data DIR``: everything wrong with a folder dataset, before training.
 
 :func:`check_folder` scans the layout (:func:`smir_lib.data.folder.scan_folder`), then reads
-every file once: image sizes from their headers (EXIF orientation applied), every mask's size
-from its header compared with its image's, every mask decoded, every pool image opened. It never
-stops at the first problem, of the folder or of a file (a mask of the wrong size with unknown
-values is reported for both): the :class:`FolderReport` lists them all, with counts per split,
-image sizes and the share of labelled pixels per class.
+every file once: every image's size from its header (EXIF orientation applied) and every image
+decoded (a file cut short fails here, not in the middle of a run), every mask's size from its
+header compared with its image's, every mask decoded, every pool image decoded; an image above
+:data:`PIXEL_BUDGET` pixels is a warning (what it costs to train on). It never stops at the first
+problem, of the folder or of a file (a mask of the wrong size with unknown values is reported for
+both): the :class:`FolderReport` lists them all, with counts per split, image sizes and the share
+of labelled pixels per class.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from smir_lib.data.base import ImageLoadError, LabelError, image_shape, size_mismatch
+from smir_lib.data.base import ImageLoadError, LabelError, image_shape, open_image_array, size_mismatch
 from smir_lib.data.folder import SIZE_FIX, FolderLayout, scan_folder
 
 __all__ = ["FolderReport", "check_folder"]
@@ -32,6 +34,7 @@ class FolderReport:
     sizes: Counter = field(default_factory=Counter)  # (width, height) -> number of images
     pixel_counts: dict[str, np.ndarray] = field(default_factory=dict)  # split -> (C,) labelled pixels
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # worth knowing, not blocking
 
     @property
     def ok(self) -> bool:
@@ -57,6 +60,7 @@ class FolderReport:
             for split, shares in self.class_shares().items():
                 lines.append(f"  class pixels, {split}: "
                              + ", ".join(f"{n} {100 * s:.1f} %" for n, s in zip(names, shares)))
+        lines += [f"  warning: {w}" for w in self.warnings]
         lines.append(f"{len(self.problems)} problem(s)" + (":" if self.problems else ": ready to train"))
         lines += [f"  - {p}" for p in self.problems]
         return "\n".join(lines)
@@ -69,6 +73,18 @@ def _header_shape(path: Path, exif_transpose: bool, problems: list[str]) -> tupl
     except ImageLoadError as err:
         problems.append(str(err))
         return None
+
+
+PIXEL_BUDGET = 40_000_000
+"""Pixels above which an image is worth a warning: a 10000 x 10000 pool image measured 6.5 GB of
+memory in pretraining and 10.2 GB in ``predict``."""
+
+
+def _over_budget(image: Path, hw: tuple[int, int]) -> str:
+    h, w = hw
+    return (f"{image} is {w}x{h} = {w * h / 1e6:.0f} M pixels (budget {PIXEL_BUDGET / 1e6:.0f} M): decoding it "
+            f"costs about {w * h * 12 / 1e9:.1f} GB as floats, more in training; downsize it, or cut the pool "
+            f"into tiles (pool_tile_size=512)")
 
 
 def check_folder(root: str | os.PathLike, progress: bool = True) -> FolderReport:
@@ -87,6 +103,12 @@ def check_folder(root: str | os.PathLike, progress: bool = True) -> FolderReport
         hw = _header_shape(image, True, report.problems)
         if hw is not None:
             report.sizes[(hw[1], hw[0])] += 1
+            if hw[0] * hw[1] > PIXEL_BUDGET:
+                report.warnings.append(_over_budget(image, hw))
+            try:  # decoded, so a file cut short fails here and not in the middle of a run
+                open_image_array(image, "RGB", exif_transpose=True)
+            except ImageLoadError as err:
+                report.problems.append(str(err))
         if mask is None or classes is None:
             continue
         mask_hw = _header_shape(mask, False, report.problems)  # the size even when the pixels do not decode

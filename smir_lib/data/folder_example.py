@@ -14,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from smir_lib.data.base import save_image_file
 from smir_lib.data.synthetic import CLASS_COLORS, CLASS_NAMES, SyntheticFields
+from smir_lib.files import atomic_write_text
 
 __all__ = ["write_example_folder", "MASK_COLORS"]
 
@@ -34,8 +36,6 @@ def write_example_folder(out: str | os.PathLike, n_images: int = 10, n_pool: int
     Images are ``field_NNN.jpg`` (quality 95); masks ``field_NNN<suffix>.png``, single-channel
     class values (``mask_kind="value"``) or RGB colours ``MASK_COLORS`` (``"color"``).
     """
-    from PIL import Image
-
     if mask_kind not in ("value", "color"):
         raise ValueError(f"mask_kind is {mask_kind!r}; expected 'value' or 'color'")
     out = Path(out)
@@ -45,17 +45,17 @@ def write_example_folder(out: str | os.PathLike, n_images: int = 10, n_pool: int
     colors = np.array(MASK_COLORS, np.uint8)
     for i in range(n_images):
         image, label = labelled[i]  # (3, H, W), (H, W)
-        Image.fromarray(_to_uint8(image)).save(out / "images" / f"field_{i:03d}.jpg", quality=95)
+        save_image_file(_to_uint8(image), out / "images" / f"field_{i:03d}.jpg", quality=95)
         mask = label.numpy().astype(np.uint8)
-        Image.fromarray(mask if mask_kind == "value" else colors[mask]).save(out / "masks" / f"field_{i:03d}{suffix}.png")
+        save_image_file(mask if mask_kind == "value" else colors[mask], out / "masks" / f"field_{i:03d}{suffix}.png")
     pool = SyntheticFields("pool", n_images=n_pool, seed=seed, size=size)
     for i in range(n_pool):
-        Image.fromarray(_to_uint8(pool[i])).save(out / "pool" / f"drone_{i:03d}.jpg", quality=95)
+        save_image_file(_to_uint8(pool[i]), out / "pool" / f"drone_{i:03d}.jpg", quality=95)
     key = "value" if mask_kind == "value" else "mask_color"
     lines = [f"mask_suffix: {suffix}", "classes:"]
     for index, (name, color) in enumerate(zip(CLASS_NAMES, CLASS_COLORS)):
         stored = index if mask_kind == "value" else list(MASK_COLORS[index])
         lines.append(f"  - {{name: {name}, {key}: {stored}, color: {list(color)}}}")
     lines.append("ignore: [255]" if mask_kind == "value" else "ignore: [[255, 255, 255]]")
-    (out / "classes.yaml").write_text("\n".join(lines) + "\n")
+    atomic_write_text("\n".join(lines) + "\n", out / "classes.yaml")
     return out

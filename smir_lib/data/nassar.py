@@ -30,7 +30,15 @@ from pathlib import Path
 
 import numpy as np
 
-from smir_lib.data.base import SegmentationFiles, check_split, colors_to_index, open_image_array, resolve_root
+from smir_lib.data.base import (
+    SegmentationFiles,
+    check_split,
+    colors_to_index,
+    open_image_array,
+    pixel_limit,
+    resolve_root,
+    save_image_file,
+)
 
 CLASS_NAMES = ["background", "crop", "weed"]
 CLASS_COLORS = [(0, 0, 0), (0, 128, 0), (128, 0, 0)]
@@ -69,11 +77,10 @@ def tile_orthomosaic(source: str | os.PathLike, out_dir: str | os.PathLike, tile
     """Cut the orthomosaic into ``tile x tile`` PNGs (the last row/column shifted inwards, as the
     authors' ``tile_nassar.py``), named ``nassar_NNNNN.png`` in row-major order. Needs RAM for the
     whole mosaic (about 8 GB for the 90,599 x 29,395 RGB reference). Returns the number of tiles."""
-    from PIL import Image
     from tqdm.auto import tqdm
 
-    Image.MAX_IMAGE_PIXELS = None
-    mosaic = open_image_array(source, "RGB")  # (H, W, 3)
+    with pixel_limit(None):  # the reference mosaic is 2.7 G pixels; every other image keeps the limits
+        mosaic = open_image_array(source, "RGB")  # (H, W, 3)
     h, w = mosaic.shape[:2]
     rows = np.minimum(np.arange(0, h, tile), h - tile)
     cols = np.minimum(np.arange(0, w, tile), w - tile)
@@ -82,7 +89,7 @@ def tile_orthomosaic(source: str | os.PathLike, out_dir: str | os.PathLike, tile
     count = 0
     for y in tqdm(rows, desc="tiling", disable=not progress):
         for x in cols:
-            Image.fromarray(mosaic[y:y + tile, x:x + tile]).save(out / f"nassar_{count:05d}.png")
+            save_image_file(mosaic[y:y + tile, x:x + tile], out / f"nassar_{count:05d}.png")
             count += 1
     return count
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from smir_lib.data.base import SegmentationFiles, check_split, open_image_array, resolve_root, values_to_index
+from smir_lib.files import atomic_write_text
 
 CLASS_NAMES = ["soil", "crop", "weed"]
 CLASS_COLORS = [(120, 85, 50), (0, 200, 0), (230, 30, 30)]
@@ -72,9 +73,7 @@ def weed_frames(folder: Path, progress: bool = True) -> list[Path]:
 
     weedy = [p for p in tqdm(labelled_frames(folder), desc="finding frames with weed", disable=not progress)
              if (decode_label(p) == 2).any()]
-    tmp = cache.with_suffix(".tmp")
-    tmp.write_text("".join(f"{p.relative_to(folder).as_posix()}\n" for p in weedy))
-    os.replace(tmp, cache)
+    atomic_write_text("".join(f"{p.relative_to(folder).as_posix()}\n" for p in weedy), cache)
     return weedy
 
 

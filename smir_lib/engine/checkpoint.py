@@ -17,23 +17,25 @@ atomic: a run killed while writing leaves the previous complete file, never a ha
 Issue 18 adds three guarantees. Paths stored in a run folder (``done.json``, ``result.json``,
 ``results.json``) are relative to it, so a moved folder resumes and a copy never reads the
 original's files; in memory they are absolute again (:func:`read_done`). :func:`run_lock` lets
-one process at a time work in a run folder (``fcntl.flock``: a killed process releases it). A
+one process at a time work in a run folder (``fcntl.lockf``: a killed process releases it). A
 truncated or corrupt file raises :class:`RunFileError`, one line naming the file and what to do.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import inspect
 import json
 import os
+import stat
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from smir_lib.engine.config import config_diff
-from smir_lib.files import atomic_write_text, read_json
+from smir_lib.files import TEMPORARY_SUFFIX, atomic_write_text, load_checkpoint, read_json, write_error
 
 __all__ = ["RunFolderBusy", "read_done", "write_done", "check_run_config", "run_lock", "locked_run",
            "to_run_relative", "from_run_relative", "check_run_folder", "check_pretraining_checkpoint"]
@@ -68,7 +70,7 @@ def read_done(stage_dir: str | Path) -> dict | None:
     path = Path(stage_dir) / "done.json"
     if not path.is_file():
         return None
-    return from_run_relative(read_json(path), Path(stage_dir).parent)
+    return from_run_relative(read_json(path, expect=dict), Path(stage_dir).parent)
 
 
 def write_done(stage_dir: str | Path, summary: Mapping) -> Path:
@@ -93,13 +95,49 @@ class RunFolderBusy(ValueError):
     folder and comes back to it; everyone else sees the ``ValueError`` it always was)."""
 
 
+def _open_lock_file(path: Path) -> int:
+    """Open ``RUN/.lock`` for reading and writing without following a link; refuse anything but a
+    plain file of its own (a link, a FIFO, a file hard-linked elsewhere) in one line."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    refuse = (f"run folder {path.parent}: {path.name} is {{what}}, not the kit's lock file: refusing to "
+              f"write through it; delete {path} (it holds nothing) and run again")
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise ValueError(refuse.format(what="a symbolic link")) from None
+        raise write_error(path, err) from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+        os.close(fd)
+        raise ValueError(refuse.format(what="a file linked elsewhere" if stat.S_ISREG(info.st_mode)
+                                       else "not a plain file"))
+    return fd
+
+
+def _remove_stale_temporaries(run_dir: Path) -> None:
+    """Delete the temporary files of writes a killed process left (``.NAME.<random>.tmp``, see
+    ``smir_lib.files``); only called while holding the run folder's lock."""
+    for tmp in [*run_dir.glob(f".*{TEMPORARY_SUFFIX}"), *run_dir.glob(f"*/.*{TEMPORARY_SUFFIX}")]:
+        if tmp.is_file() and not tmp.is_symlink():
+            tmp.unlink(missing_ok=True)
+
+
+_HELD: set[str] = set()
+"""Run folders this process holds the lock of."""
+
+
 @contextlib.contextmanager
 def run_lock(run_dir: str | Path) -> Iterator[Path]:
     """Hold ``run_dir/.lock`` while the block runs; a second process on the folder is refused.
 
-    The lock is ``fcntl.flock`` on an open file: the kernel releases it when the process ends,
-    however it ends, so a killed run never leaves the folder locked. The file records the pid of
-    the holder for the message. Where ``fcntl`` is missing (Windows) no lock is taken.
+    The lock is ``fcntl.lockf`` on an open file: the kernel releases it when the process ends,
+    however it ends, so a killed run never leaves the folder locked (a POSIX lock belongs to the
+    process: the DataLoader workers it forked do not keep holding it, as they would a ``flock``;
+    within the process a set of held folders refuses a second run). The file records the pid of
+    the holder for the message; it is opened without following a link (``O_NOFOLLOW``), so a
+    ``.lock`` planted as a link to another file is refused, never written through. Where
+    ``fcntl`` is missing (Windows) no lock is taken.
     """
     run_dir = check_run_folder(run_dir)
     try:
@@ -107,11 +145,15 @@ def run_lock(run_dir: str | Path) -> Iterator[Path]:
     except ImportError:  # pragma: no cover - Windows
         yield run_dir
         return
+    key = os.path.realpath(run_dir)
+    if key in _HELD:  # POSIX locks do not exclude their own process; closing a second handle would free it
+        raise RunFolderBusy(f"run folder {run_dir} is in use by this process (a run in it has not "
+                            f"ended): pass another --out folder")
     path = run_dir / ".lock"
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+    with open(_open_lock_file(path), "r+", closefd=True) as handle:
+        try:  # a POSIX lock (lockf), not flock: forked DataLoader workers of a killed run do not inherit it
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except (BlockingIOError, PermissionError):
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             raise RunFolderBusy(f"run folder {run_dir} is in use by {holder}: wait until it ends, or pass "
@@ -120,46 +162,92 @@ def run_lock(run_dir: str | Path) -> Iterator[Path]:
         handle.truncate()
         handle.write(f"process {os.getpid()} (started {time.strftime('%Y-%m-%d %H:%M:%S')})")
         handle.flush()
+        _remove_stale_temporaries(run_dir)
+        _HELD.add(key)
         try:
             yield run_dir
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            _HELD.discard(key)
+            fcntl.lockf(handle, fcntl.LOCK_UN)
 
 
-def locked_run(function):
+def locked_run(read_finished: Callable[..., object] | None = None):
     """Decorator: run ``function(cfg, run_dir, ...)`` holding :func:`run_lock` on ``run_dir``.
 
-    Under ``torchrun`` only rank 0 takes the lock (all ranks share the folder by design).
+    ``read_finished`` (same arguments) returns a finished run's result, or None: a finished run
+    is read back without taking the lock or writing anything, so it can be read from a
+    read-only or shared folder. Under ``torchrun`` only rank 0 takes the lock (all ranks share
+    the folder by design).
     """
-    signature = inspect.signature(function)
 
-    @functools.wraps(function)
-    def wrapper(*args, **kwargs):
-        run_dir = signature.bind(*args, **kwargs).arguments["run_dir"]
-        if os.environ.get("RANK", "0") != "0":
-            return function(*args, **kwargs)
-        with run_lock(run_dir):
-            return function(*args, **kwargs)
+    def decorate(function):
+        signature = inspect.signature(function)
 
-    return wrapper
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            arguments = signature.bind(*args, **kwargs)
+            arguments.apply_defaults()
+            if read_finished is not None:
+                finished = read_finished(*arguments.args, **arguments.kwargs)
+                if finished is not None:
+                    return finished
+            if os.environ.get("RANK", "0") != "0":
+                return function(*args, **kwargs)
+            with run_lock(arguments.arguments["run_dir"]):
+                return function(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
 
 
-def check_run_config(run_dir: str | Path, cfg_dict: Mapping, method: str) -> None:
+def check_run_config(run_dir: str | Path, cfg_dict: Mapping, method: str, init_sha256: str | None = None,
+                     init_path: str | None = None) -> None:
     """Refuse to resume a run folder made with another configuration or method.
 
-    Execution-only keys (``progress``, ``workers``, ``device``, ...) may change between runs.
+    Execution-only keys (``progress``, ``workers``, ``device``, ...) may change between runs. A
+    fine-tuning run's initialisation (``init_path``, hashed as ``init_sha256``) is the same when
+    the stored method names it, when its content hash matches (the file moved) or when both
+    spellings resolve to one file (``./runs/x.pt`` and ``runs/x.pt``). A folder whose
+    ``config.json`` is missing is checked against the configuration its checkpoints store.
     """
-
-    path = Path(run_dir) / "config.json"
+    run_dir = Path(run_dir)
+    path = run_dir / "config.json"
     if not path.is_file():
+        _check_stored_config(run_dir, cfg_dict)
         return
-    saved = read_json(path, f"delete {run_dir} to start the run again")
+    saved = read_json(path, f"delete {run_dir} to start the run again", expect=dict)
     saved_method = saved.pop("method", method)
+    saved_sha = saved.pop("init_sha256", None)
     diff = config_diff(saved, cfg_dict)
-    if diff or saved_method != method:
-        changes = {**diff, **({"method": (saved_method, method)} if saved_method != method else {})}
+    same_method = saved_method == method or _same_init(saved_method, saved_sha, init_path, init_sha256)
+    if diff or not same_method:
+        changes = {**diff, **({"method": (saved_method, method)} if not same_method else {})}
         raise ValueError(f"run folder {run_dir} holds a run with another configuration "
                          f"(saved vs now: {changes}); use a new --out folder, or delete {run_dir}")
+
+
+def _same_init(saved_method: str, saved_sha: str | None, init_path: str | None, init_sha: str | None) -> bool:
+    """Whether a fine-tuning run's stored init and ``init_path`` are one file (moved or respelled)."""
+    if init_path is None or not saved_method.startswith("finetune:"):
+        return False
+    if saved_sha is not None and saved_sha == init_sha:
+        return True
+    saved_path = saved_method.removeprefix("finetune:").removeprefix("imagenet:")
+    return os.path.realpath(saved_path) == os.path.realpath(init_path)  # older folders: the path as typed
+
+
+def _check_stored_config(run_dir: Path, cfg_dict: Mapping) -> None:
+    """Without ``config.json``, a stage's ``best.pt`` still records the configuration it trained with."""
+    for best in sorted(run_dir.glob("*/best.pt")):
+        stored = load_checkpoint(best).get("config")
+        if isinstance(stored, Mapping):
+            diff = config_diff(stored, cfg_dict)
+            if diff:
+                raise ValueError(f"run folder {run_dir} has no config.json, and {best} was trained with "
+                                 f"another configuration (stored vs now: {diff}); use a new --out folder, "
+                                 f"or delete {run_dir}")
+            return
 
 
 def check_pretraining_checkpoint(state: Mapping, path: str | Path) -> None:

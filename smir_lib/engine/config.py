@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from smir_lib.files import atomic_write_text
+from smir_lib.files import atomic_write_text, read_yaml
 from smir_lib.patches import n_hidden, patch_grid
 
 __all__ = ["Config", "ConfigValueError", "PRESETS", "PRETRAIN_BATCH", "load_config", "packaged_configs", "parse_overrides", "save_config",
@@ -45,6 +47,11 @@ class ConfigValueError(ValueError):
         super().__init__(message)
         self.key = key
 
+
+MAX_SIDE = 8192
+"""Largest ``image_size`` / ``synthetic_size``: beyond it one image alone fills a GPU."""
+MAX_IMAGES = 10_000_000
+"""Largest ``*_size``: more images than any dataset holds (and the synthetic fields are generated)."""
 
 PRETRAIN_BATCH: dict[str, int] = {"voc": 128, "cityscapes": 128, "nassar": 256, "sugarbeets": 64}
 """The authors' pretraining batch size per dataset; any other dataset gets 128."""
@@ -175,6 +182,8 @@ class Config:
              "'selective' (the authors) or 'random'"),
             (self.metric in ("ours", "authors"), "metric", "'ours' or 'authors'"),
             (self.eval_mode in ("resize", "sliding"), "eval_mode", "'resize' or 'sliding'"),
+            (re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device) is not None, "device",
+             "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"),
             (self.pool_tile_size is None or self.pool_tile_size >= 32, "pool_tile_size", "None or at least 32 px"),
             (self.pool_tile_stride is None or self.pool_tile_stride >= 1, "pool_tile_stride", "None or at least 1 px"),
             (self.eval_stride is None or self.eval_stride >= 1, "eval_stride", "None or at least 1 px"),
@@ -194,8 +203,30 @@ class Config:
              "at least 1, or None for a whole batch"),
             (self.workers >= 0, "workers", "0 (load in the main process) or more DataLoader processes"),
             (self.n_patches >= 1, "n_patches", "at least 1 (the paper uses 512)"),
-            (self.image_size >= 1, "image_size", "a side in pixels, e.g. 256"),
+            (1 <= self.image_size <= MAX_SIDE, "image_size", f"a side in pixels from 1 to {MAX_SIDE}, e.g. 256"),
         ]
+        # Issue 29: every other number, so none ends in a run that succeeds with a meaningless result
+        # (NaN weights, negative learning rates, zero images) or fills the memory.
+        sizes = f"at least 1 and at most {MAX_IMAGES:,} images, or None for all"
+        checks += [
+            (self.n_patches <= self.image_size ** 2, "n_patches",
+             f"at most {self.image_size ** 2} (one patch per pixel of the {self.image_size} px crop)"),
+            (math.isfinite(self.lr) and self.lr > 0, "lr", "a positive finite learning rate, e.g. 3e-3"),
+            (self.warmup_epochs >= 0, "warmup_epochs", "0 or more epochs (the paper uses 10)"),
+            (0.0 <= self.min_lr_factor <= 1.0, "min_lr_factor",
+             "a fraction in [0, 1] of lr where the schedule starts and ends, e.g. 0.01"),
+            (1 <= self.msssim_win <= 31, "msssim_win", "an odd window size from 1 to 31, e.g. 11 or 7"),
+            (32 <= self.synthetic_size <= MAX_SIDE, "synthetic_size", f"a side from 32 to {MAX_SIDE} px, e.g. 256"),
+            (self.k <= 1000, "k", "at most 1000 random masks per image (the paper uses 5)"),
+            (self.partitions <= MAX_IMAGES, "partitions", "at most one per pool image (the paper uses 10)"),
+            (self.eval_stride is None or self.eval_stride <= self.image_size, "eval_stride",
+             f"at most image_size ({self.image_size} px): a longer stride leaves pixels no window sees"),
+            (self.pool_tile_size is None or self.pool_tile_size <= MAX_SIDE, "pool_tile_size",
+             f"None or 32 to {MAX_SIDE} px"),
+            (None in (self.pool_tile_size, self.pool_tile_stride) or self.pool_tile_stride <= self.pool_tile_size,
+             "pool_tile_stride", f"at most pool_tile_size ({self.pool_tile_size} px): a longer stride skips pixels"),
+        ] + [(getattr(self, key) is None or 1 <= getattr(self, key) <= MAX_IMAGES, key, sizes)
+             for key in ("pool_size", "train_size", "val_size", "test_size")]
         for ok, key, expected in checks:
             if not ok:
                 raise ConfigValueError(key, f"config {key}={getattr(self, key)!r} is invalid: expected {expected}")
@@ -298,13 +329,17 @@ def _coerce(key: str, value):
             if value.lower() in ("0", "false", "no", "off"):
                 return False
             raise ConfigValueError(key, f"config {key}={value!r}: expected true or false")
+        if value not in (0, 1) or not isinstance(value, (bool, int)):  # 2, 0.5, [...]: not a yes or no
+            raise ConfigValueError(key, f"config {key}={value!r}: expected true or false")
         return bool(value)
     try:
+        if isinstance(value, bool) and base in (int, float):  # YAML `k: true`, `partitions: yes`
+            raise ValueError
         if base is int and isinstance(value, float) and not value.is_integer():
             raise ValueError
         return base(float(value)) if base is int and isinstance(value, str) and "e" in value.lower() \
             else base(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ConfigValueError(key, f"config {key}={value!r}: expected "
                                f"{_TYPE_NAMES.get(base, base.__name__)}") from None
 
@@ -327,22 +362,13 @@ def parse_overrides(items: Sequence[str]) -> dict[str, str]:
 def read_mapping(path: Path, what: str = "config file") -> dict:
     """The mapping in a YAML/JSON file (an empty YAML file is ``{}``); a syntax error, or a file
     that is not a mapping, is one ValueError naming ``what``, the file and the line."""
-    text = path.read_text()
     if path.suffix == ".json":
         try:
-            data = json.loads(text)
+            data = json.loads(path.read_text())
         except json.JSONDecodeError as err:
             raise ValueError(f"{what} {path}, line {err.lineno}: invalid JSON ({err.msg})") from None
     else:
-        import yaml
-
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f", line {mark.line + 1}" if mark is not None else ""
-            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-            raise ValueError(f"{what} {path}{where}: invalid YAML ({problem})") from None
+        data = read_yaml(path, what) or {}
     if not isinstance(data, Mapping):
         raise ValueError(f"{what} {path} holds a {type(data).__name__}; expected a mapping of keys")
     return dict(data)
@@ -352,13 +378,16 @@ def _read_file(path: Path) -> dict:
     """The mapping in a YAML/JSON config file, on top of the preset it names (``preset: fast``)."""
     data = read_mapping(path)
     base = data.pop("preset", None)  # a file may start from a preset: `preset: fast`
-    data.pop("method", None)  # a run folder's config.json names its method (see save_config)
+    for key in RUN_METADATA:  # a run folder's config.json names its method (see save_config)
+        data.pop(key, None)
+    if base is not None and (not isinstance(base, str) or base not in PRESETS):
+        raise ConfigValueError("preset", f"config file {path}, line {_key_line(path, 'preset') or '?'}: preset "
+                               f"{base!r} is unknown: expected one of {sorted(PRESETS)}")
     return {**(PRESETS[base] if base else {}), **data}
 
 
 def _key_line(path: Path, key: str) -> int | None:
     """The line (1-based) where ``key`` is set in a YAML/JSON config file, None if not found."""
-    import re
 
     pattern = re.compile(rf'^\s*"?{re.escape(key)}"?\s*:')
     for number, line in enumerate(path.read_text().splitlines(), start=1):
@@ -400,15 +429,21 @@ def load_config(preset_or_path: str | Path = "paper",
         raise ConfigValueError(err.key, f"config file {file}, line {line}: {err}") from None
 
 
-def save_config(cfg: Config, run_dir: str | Path, method: str | None = None) -> Path:
+RUN_METADATA = ("method", "init_sha256")
+"""Keys of a run's ``config.json`` that describe the run, not its configuration (see :func:`save_config`)."""
+
+
+def save_config(cfg: Config, run_dir: str | Path, method: str | None = None,
+                metadata: Mapping | None = None) -> Path:
     """Write the resolved configuration to ``run_dir/config.json`` atomically; return the path.
 
     The one writer of a run's ``config.json``: the engine adds the run's ``method`` (``random``,
     ``selective``, ``finetune:<init>``), which ``load_config`` reads back as metadata, so the
-    file loads as a config (``load_config("runs/x/config.json")``).
+    file loads as a config (``load_config("runs/x/config.json")``); ``metadata`` adds more such
+    keys (``init_sha256``: the content hash of a fine-tuning run's init file), see ``RUN_METADATA``.
     """
 
-    payload = {**cfg.to_dict(), **({"method": method} if method else {})}
+    payload = {**cfg.to_dict(), **({"method": method} if method else {}), **(metadata or {})}
     return atomic_write_text(json.dumps(payload, indent=2), Path(run_dir) / "config.json")
 
 

@@ -21,7 +21,9 @@ Results go to ``run_dir/results.json``.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -33,6 +35,7 @@ from smir_lib.data.views import item_key, read_item
 from smir_lib.engine.checkpoint import (
     check_pretraining_checkpoint,
     check_run_config,
+    from_run_relative,
     locked_run,
     read_done,
     to_run_relative,
@@ -43,13 +46,14 @@ from smir_lib.engine.distributed import DistContext, all_reduce_sum, barrier, in
 from smir_lib.engine.inference import segment_logits
 from smir_lib.engine.pretrain_data import eval_items, load_split, training_source
 from smir_lib.engine.train_loop import train_stage
-from smir_lib.files import atomic_write_text, load_checkpoint, read_json
+from smir_lib.files import RunFileError, atomic_write_text, load_checkpoint, read_json
 from smir_lib.metrics import class_map, confusion_matrix, segmentation_loss, segmentation_metrics
 from smir_lib.models import build_model, load_imagenet_encoder, load_pretrained
 from smir_lib.runtime import (
     autocast,
     derive_seed,
     forked_rng,
+    loader_workers,
     prepare_model,
     seeded_generator,
     setup_determinism,
@@ -134,8 +138,9 @@ def _confusion(model: nn.Module, dataset: Dataset, batch_size: int, cfg: Config,
 
     ``sliding``: full-resolution images through :func:`~smir_lib.engine.inference.segment_logits`."""
     shard = Subset(dataset, range(ctx.rank, len(dataset), ctx.world_size))
-    loader = DataLoader(shard, batch_size=batch_size, num_workers=cfg.workers,
-                        pin_memory=ctx.device.type == "cuda")
+    loader = DataLoader(shard, batch_size=batch_size, num_workers=loader_workers(cfg.workers),
+                        pin_memory=ctx.device.type == "cuda",
+                        generator=seeded_generator(cfg.seed, "evaluation workers"))  # never the global stream
     if progress and cfg.progress and ctx.is_main:
         from tqdm.auto import tqdm
 
@@ -153,7 +158,45 @@ def _confusion(model: nn.Module, dataset: Dataset, batch_size: int, cfg: Config,
     return all_reduce_sum(confusion, ctx).cpu()
 
 
-@locked_run
+def init_record(init: str | Path, run_dir: str | Path) -> tuple[str, str | None, str | None]:
+    """How a run folder records its initialisation: ``(method, sha256, path)``.
+
+    ``method`` is ``finetune:<init>`` with a file's path relative to the run folder (a folder
+    moved together with its init still names it); ``sha256`` is the file's content hash, so a
+    moved or differently spelled init (``./runs/x.pt``, ``runs/x.pt``) is recognised
+    (``checkpoint.check_run_config``); ``path`` is the file as given. Scratch: no file.
+    """
+    init = str(init)
+    prefix = "imagenet:" if init.startswith("imagenet:") else ""
+    path = init[len(prefix):]
+    if init == "scratch" or not Path(path).is_file():
+        return f"finetune:{init}", None, None
+    try:
+        stored = Path(os.path.relpath(os.path.abspath(path), os.path.abspath(run_dir))).as_posix()
+    except ValueError:  # another drive (Windows): no relative path
+        stored = os.path.abspath(path)
+    with open(path, "rb") as handle:
+        sha256 = hashlib.file_digest(handle, "sha256").hexdigest()
+    return f"finetune:{prefix}{stored}", sha256, path
+
+
+def _finished_finetuning(cfg: Config, run_dir: str | Path, init: str | Path = "scratch") -> dict | None:
+    """``read_finished`` of :func:`finetune`: a finished run's results, read back without locking
+    or writing anything (a read-only or shared folder); None while unfinished."""
+    run_dir = Path(run_dir)
+    path = run_dir / "results.json"
+    if not path.is_file() or read_done(run_dir / "finetune") is None:
+        return None
+    method, sha256, init_path = init_record(init, run_dir)
+    check_run_config(run_dir, cfg.to_dict(), method, sha256, init_path)
+    stored = read_json(path, expect=dict)
+    if not isinstance(stored.get("test"), dict):
+        raise RunFileError(f"{path} has no test results: not a file this kit wrote; delete {path} and run "
+                           f"the same command on {run_dir} again to rewrite it")
+    return {**from_run_relative(stored, run_dir), "test": from_run_relative(stored["test"], run_dir)}
+
+
+@locked_run(_finished_finetuning)
 def finetune(cfg: Config, run_dir: str | Path, init: str | Path = "scratch") -> dict:
     """Fine-tune on ``cfg.dataset`` from ``init``, test the best-validation-mIoU checkpoint.
 
@@ -164,9 +207,10 @@ def finetune(cfg: Config, run_dir: str | Path, init: str | Path = "scratch") -> 
     ctx = init_distributed(cfg.device)
     setup_determinism(cfg.deterministic)
     run_dir = Path(run_dir)
-    check_run_config(run_dir, cfg.to_dict(), f"finetune:{init}")
+    method, sha256, init_path = init_record(init, run_dir)
+    check_run_config(run_dir, cfg.to_dict(), method, sha256, init_path)
     if ctx.is_main:
-        save_config(cfg, run_dir, f"finetune:{init}")
+        save_config(cfg, run_dir, method, {"init_sha256": sha256} if sha256 else None)
     barrier(ctx)
     train, val = load_split(cfg, "train", announce=True), load_split(cfg, "val", announce=True)
     class_names, ignore = _meta(train)
@@ -205,7 +249,7 @@ def finetune(cfg: Config, run_dir: str | Path, init: str | Path = "scratch") -> 
             write_done(stage_dir, done)
         barrier(ctx)
     test = evaluate(cfg, done["checkpoint"], split="test", ctx=ctx)
-    history = read_json(stage_dir / "history.json")
+    history = read_json(stage_dir / "history.json", expect=list)
     results = {**done, "history": history, "test": test}
     if ctx.is_main:  # paths relative to the run folder, as in done.json
         stored = {**to_run_relative(results, run_dir), "test": to_run_relative(test, run_dir)}

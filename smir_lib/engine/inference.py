@@ -28,6 +28,7 @@ from torch import nn
 
 from smir_lib.data.tiles import tile_boxes
 from smir_lib.data.transforms import normalize, resize_short_side
+from smir_lib.engine.checkpoint import check_pretraining_checkpoint
 from smir_lib.engine.config import Config, load_config
 from smir_lib.files import load_checkpoint
 from smir_lib.models import build_model, load_pretrained
@@ -95,18 +96,21 @@ def find_checkpoint(source: str | Path) -> Path:
                             "pretrained.pt (pretraining) or finetune/best.pt (fine-tuning)")
 
 
-def load_trained(source: str | Path, config=None,
-                 overrides: Mapping | Sequence[str] | None = None) -> tuple[nn.Module, Config, Path]:
+def load_trained(source: str | Path, config=None, overrides: Mapping | Sequence[str] | None = None,
+                 segmentation: bool = False) -> tuple[nn.Module, Config, Path]:
     """The network of a checkpoint (or run folder), in eval mode on the CPU, with its ``Config``.
 
     The configuration is the one saved in the checkpoint (every ``best.pt`` and ``pretrained.pt``
     holds it), or ``config`` (a preset or file) when given; ``overrides`` change it (e.g.
     ``eval_mode=sliding``, ``data_root=...``). The output count is read from the head's weights.
-    Returns ``(model, cfg, checkpoint path)``.
+    ``segmentation=True`` (segmenting images, as ``predict`` does) refuses a pretraining
+    checkpoint, as ``evaluate`` does. Returns ``(model, cfg, checkpoint path)``.
     """
 
     path = find_checkpoint(source)
     state = load_checkpoint(path)
+    if segmentation:  # a reconstruction head would label every pixel with a colour channel
+        check_pretraining_checkpoint(state, path)
     if config is None:
         if not isinstance(state.get("config"), Mapping):
             raise ValueError(f"{path} holds no saved configuration: pass --config (the preset or file it "

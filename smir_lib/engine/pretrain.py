@@ -27,8 +27,6 @@ Both functions resume a killed run (see ``checkpoint``) and run under ``torchrun
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,11 +59,11 @@ from smir_lib.engine.pretrain_data import (
     training_source,
 )
 from smir_lib.engine.train_loop import train_stage, write_history
-from smir_lib.files import atomic_write_text, read_json
+from smir_lib.files import RunFileError, atomic_copy, atomic_write_text, load_checkpoint, read_json
 from smir_lib.losses import reconstruction_loss
 from smir_lib.models import build_model, load_pretrained
 from smir_lib.patches import apply_pixel_mask, mask_images, patch_grid, random_patch_mask
-from smir_lib.runtime import autocast, prepare_model, setup_determinism, to_device
+from smir_lib.runtime import autocast, loader_workers, prepare_model, seeded_generator, setup_determinism, to_device
 
 __all__ = ["PretrainResult", "pretrain_random", "pretrain_selective", "handoff_checkpoint",
            "load_pretrain_result"]
@@ -111,8 +109,9 @@ def _start(cfg: Config, run_dir, method: str) -> tuple[DistContext, Path]:
 def _recon_validator(val_set: Dataset, cfg: Config, ctx: DistContext):
     """``validate(model) -> {"val_loss"}`` over ``(image, pixel mask)`` items, sharded over ranks."""
     shard = torch.utils.data.Subset(val_set, range(ctx.rank, len(val_set), ctx.world_size))
-    loader = DataLoader(shard, batch_size=cfg.batch_for_pretraining, num_workers=cfg.workers,
-                        pin_memory=ctx.device.type == "cuda", persistent_workers=cfg.workers > 0)
+    loader = DataLoader(shard, batch_size=cfg.batch_for_pretraining, num_workers=loader_workers(cfg.workers),
+                        pin_memory=ctx.device.type == "cuda", persistent_workers=cfg.workers > 0,
+                        generator=seeded_generator(cfg.seed, "validation workers"))  # never the global stream
 
     @torch.no_grad()
     def validate(model: nn.Module) -> dict:
@@ -186,12 +185,12 @@ def _finish(method, cfg, ctx, run_dir, steps) -> PretrainResult:
     history = []
     for s in steps:
         path = run_dir / s["stage"] / "history.json"
-        history += read_json(path) if path.is_file() else []
+        history += read_json(path, expect=list) if path.is_file() else []
     best = Path(steps[-1]["checkpoint"])
     if ctx.is_main:
         write_history(history, run_dir)
-        shutil.copyfile(best, run_dir / "pretrained.pt.tmp")  # atomic, like every file of a run
-        os.replace(run_dir / "pretrained.pt.tmp", run_dir / "pretrained.pt")
+        load_checkpoint(best, keys=("model",))  # a damaged best.pt is named (delete its step), never promoted
+        atomic_copy(best, run_dir / "pretrained.pt")  # atomic, like every file of a run
         result = {"method": method, "best_checkpoint": "pretrained.pt",  # paths relative to run_dir
                   "steps": [to_run_relative(s, run_dir) for s in steps]}
         atomic_write_text(json.dumps(result, indent=2), run_dir / "result.json")
@@ -199,7 +198,24 @@ def _finish(method, cfg, ctx, run_dir, steps) -> PretrainResult:
     return PretrainResult(method, run_dir, run_dir / "pretrained.pt", history, steps)
 
 
-@locked_run
+def _finished_run(method: str):
+    """``read_finished`` for :func:`locked_run`: a finished pretraining run's result, read back
+    without locking or writing (None while unfinished; another configuration is refused)."""
+
+    def read(cfg: Config, run_dir: str | Path):
+        run_dir = Path(run_dir)
+        if not ((run_dir / "result.json").is_file() and (run_dir / "pretrained.pt").is_file()):
+            return None
+        check_run_config(run_dir, cfg.to_dict(), method)
+        result = load_pretrain_result(run_dir)
+        # a stage summary gone means a stage to redo; a damaged one is named, as when the run resumes
+        finished = all(read_done(run_dir / step["stage"]) is not None for step in result.steps)
+        return result if finished else None
+
+    return read
+
+
+@locked_run(_finished_run("random"))
 def pretrain_random(cfg: Config, run_dir: str | Path) -> PretrainResult:
     """Random-masking pretraining on the whole pool for ``cfg.epochs_for_random`` epochs.
 
@@ -217,7 +233,7 @@ def pretrain_random(cfg: Config, run_dir: str | Path) -> PretrainResult:
     return _finish("random", cfg, ctx, run_dir, [{"step": 0, **summary}])
 
 
-@locked_run
+@locked_run(_finished_run("selective"))
 def pretrain_selective(cfg: Config, run_dir: str | Path) -> PretrainResult:
     """Partitioned selective pretraining (the paper's recipe): ``cfg.partitions`` steps of ``cfg.pretrain_epochs``.
 
@@ -285,7 +301,11 @@ def load_pretrain_result(run_dir: str | Path) -> PretrainResult:
         raise FileNotFoundError(f"no finished pretraining run in {run_dir} (result.json or "
                                 "pretrained.pt missing): run pretrain_random / pretrain_selective "
                                 "there first")
-    summary = from_run_relative(read_json(path), run_dir)
-    history = read_json(run_dir / "history.json")
+    summary = from_run_relative(read_json(path, expect=dict), run_dir)
+    if not (isinstance(summary.get("method"), str) and isinstance(summary.get("steps"), list)
+            and all(isinstance(s, dict) and "stage" in s for s in summary["steps"])):
+        raise RunFileError(f"{path} lacks the run's method or steps: not a file this kit wrote; delete {path} "
+                           f"and run the same command on {run_dir} again to rewrite it")
+    history = read_json(run_dir / "history.json", expect=list)
     return PretrainResult(summary["method"], run_dir, Path(summary["best_checkpoint"]), history,
                           [from_run_relative(s, run_dir) for s in summary["steps"]])

@@ -39,7 +39,7 @@ from smir_lib.data.views import (
 )
 from smir_lib.engine.config import Config
 from smir_lib.engine.distributed import DistContext, gather_objects
-from smir_lib.files import atomic_save, load_checkpoint
+from smir_lib.files import RunFileError, atomic_save, load_checkpoint
 from smir_lib.patches import mask_to_pixels, patch_grid, random_patch_mask
 from smir_lib.runtime import seeded_generator
 from smir_lib.selective import selective_mask
@@ -213,7 +213,11 @@ def save_masks(masks: dict, path: str | Path) -> Path:
 def load_masks(path: str | Path) -> dict:
     """A step's stored masks, plus ``"grids"``: each image's mask cropped to its own grid shape."""
 
-    data = load_checkpoint(path)  # a truncated file: one line saying to delete the step
+    keys = ("masks", "grid_shapes", "indices")
+    data = load_checkpoint(path, keys=keys)  # a truncated or foreign file: one line saying to delete the step
+    if not all(isinstance(data[key], torch.Tensor) for key in keys):
+        raise RunFileError(f"{path} holds {', '.join(keys)} that are not all tensors: not a file this kit "
+                           f"wrote; delete the folder {Path(path).parent} to redo that step")
     data["grids"] = [m[:h, :w] for m, (h, w) in zip(data["masks"], data["grid_shapes"].tolist())]
     return data
 

@@ -20,7 +20,8 @@ uninterrupted run computes, from whichever epoch it resumes. The loop runs under
 CUDA pinned host memory and non-blocking copies.
 
 Data loading never waits for worker start-up after the first batch: with ``cfg.workers > 0`` the
-loader's workers persist for the whole stage, and the epoch travels with every item key
+loader's workers persist for the whole stage (seeded from the loader's own generator, never from
+the global random stream, so ``workers`` does not change a single number), and the epoch travels with every item key
 (``(epoch, n)``, :class:`EpochSampler` and :class:`EpochItems`) instead of through
 ``set_epoch`` on the dataset, which a persistent worker's copy would never see.
 """
@@ -28,6 +29,7 @@ loader's workers persist for the whole stage, and the epoch travels with every i
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,15 +43,28 @@ from smir_lib.engine.config import Config
 from smir_lib.engine.distributed import DistContext, all_reduce_sum, barrier
 from smir_lib.engine.schedule import build_optimizer, build_scheduler
 from smir_lib.files import atomic_save, atomic_write_text, load_checkpoint
-from smir_lib.runtime import amp_dtype, autocast, derive_seed, forked_rng, seeded_generator
+from smir_lib.runtime import amp_dtype, autocast, derive_seed, forked_rng, loader_workers, seeded_generator
 
-__all__ = ["StageResult", "train_stage", "write_history", "EpochSampler", "EpochItems", "STATE_EVERY_S",
+__all__ = ["StageResult", "TrainingDiverged", "train_stage", "write_history", "EpochSampler", "EpochItems", "STATE_EVERY_S",
            "STATE_COST_FACTOR"]
 
 STATE_EVERY_S = 10.0
 """Seconds of training between two writes of a stage's resume state (``state.pt``)."""
 STATE_COST_FACTOR = 20.0
 """... and at least this many times as long as the last write took (a large model's state, slow disks)."""
+
+
+class TrainingDiverged(ValueError):
+    """The loss (or the validation value) became NaN or infinite: the run stops, one line naming
+    the stage and epoch; the files of the last good epoch are kept, none of this epoch is written."""
+
+    def __init__(self, stage: str, epoch: int, epochs: int, row: dict, monitor: str, best_path: Path,
+                 lr: float):
+        kept = (f"the last good checkpoint {best_path} is kept" if best_path.is_file()
+                else "no epoch finished with a finite loss, so no checkpoint was written")
+        super().__init__(f"{stage} epoch {epoch + 1}/{epochs}: train_loss={row['train_loss']}, "
+                         f"{monitor}={row[monitor]} (not finite), so training stopped; {kept}; start again with "
+                         f"a lower lr (now {lr:g}) or amp=off in a new --out folder")
 
 
 @dataclass
@@ -101,8 +116,20 @@ def _loader(dataset: Dataset, batch_size: int, cfg: Config, ctx: DistContext, se
     sampler = EpochSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
                            seed=seed % 2**31)
     return DataLoader(EpochItems(dataset), batch_size=batch_size, sampler=sampler,
-                      num_workers=cfg.workers, pin_memory=ctx.device.type == "cuda",
-                      persistent_workers=cfg.workers > 0)
+                      num_workers=loader_workers(cfg.workers), pin_memory=ctx.device.type == "cuda",
+                      persistent_workers=cfg.workers > 0, generator=seeded_generator(seed, "workers"))
+
+
+def _skip_loader_draw() -> None:
+    """Draw the one number a DataLoader without a generator of its own drew from the global stream.
+
+    Before issue 29 the training loader seeded its workers from the global random stream, inside
+    the epoch's dropout stream: one draw at the start of every epoch with ``workers=0`` (a new
+    iterator), but only of the first epoch with persistent workers, so ``workers`` changed the
+    dropout masks. The loader now has its own generator, and this draw keeps every epoch's
+    dropout stream exactly what it was with ``workers=0`` (runs from before replay bit for bit).
+    """
+    torch.empty((), dtype=torch.int64).random_()
 
 
 def train_stage(model: nn.Module, train_set: Dataset,
@@ -124,7 +151,7 @@ def train_stage(model: nn.Module, train_set: Dataset,
     start, best, history = 0, None, []
     state_path, best_path = stage_dir / "state.pt", stage_dir / "best.pt"
     if state_path.is_file():  # a killed run: continue after its last completed epoch
-        state = load_checkpoint(state_path)
+        state = load_checkpoint(state_path, keys=("model", "optimizer", "scheduler", "scaler", "epoch", "best", "history"))
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -144,6 +171,7 @@ def train_stage(model: nn.Module, train_set: Dataset,
         totals = torch.zeros(2, dtype=torch.float64)  # loss * images, images
         tic = time.perf_counter()
         with forked_rng(derive_seed(cfg.seed, stage, epoch, ctx.rank, "dropout"), rng_devices):
+            _skip_loader_draw()
             model.train()
             bar = _progress(loader, cfg, ctx, f"{stage} {epoch + 1}/{epochs}")
             for batch in bar:
@@ -164,6 +192,10 @@ def train_stage(model: nn.Module, train_set: Dataset,
         row = {"stage": stage, "epoch": epoch, "train_loss": totals[0].item() / max(totals[1].item(), 1),
                "lr": lr, "images_per_s": totals[1].item() / seconds, "seconds": seconds}
         row.update(validate(model))
+        if not (math.isfinite(row["train_loss"]) and math.isfinite(row[monitor])):
+            if ctx.is_main and pending_best is not None:  # the last good epoch's weights are kept
+                atomic_save(pending_best, best_path)
+            raise TrainingDiverged(stage, epoch, epochs, row, monitor, best_path, cfg.lr)
         history.append(row)
         improved = best is None or better(row[monitor], best)
         if improved:

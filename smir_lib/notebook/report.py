@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from smir_lib.files import atomic_write_text
+
 #: Figures shown inline for each notebook, in order (others are linked below them).
 KEY_FIGURES: dict[str, list[str]] = {
     "00_data": ["smir_loop", "images_and_labels", "class_shares"],
@@ -103,5 +105,5 @@ def build_report(run_dir: Path | str) -> Path:
     for stem in stems:
         lines += _notebook_section(run_dir, stem, timings.get(stem))
     out = run_dir / "report.md"
-    out.write_text("\n".join(lines))
+    atomic_write_text("\n".join(lines), out)
     return out

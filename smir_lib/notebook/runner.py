@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from smir_lib.files import atomic_write_text
 from smir_lib.notebook.report import build_report
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
@@ -79,7 +80,7 @@ def run_series(run_dir: Path | str, profile: str = "fast", *, notebooks: list[Pa
         result.executed.append(run_notebook(path, run_dir, parameters, progress=progress))
         result.seconds[path.stem] = round(time.perf_counter() - start, 1)
         print(f"[{path.stem}] done in {result.seconds[path.stem]:.0f} s", flush=True)
-        (run_dir / "timings.json").write_text(json.dumps(result.seconds, indent=2))
+        atomic_write_text(json.dumps(result.seconds, indent=2), run_dir / "timings.json")
     result.report = build_report(run_dir)
     return result
 

@@ -28,6 +28,7 @@ import smir_lib
 from smir_lib.data import get_dataset
 from smir_lib.data.base import DatasetNotFoundError
 from smir_lib.engine.config import load_config
+from smir_lib.files import atomic_write, atomic_write_text
 from smir_lib.notebook.prose import fill, read_templates
 
 PROFILES = ("fast", "paper")
@@ -118,7 +119,7 @@ class NotebookContext:
     def save_figure(self, fig, name: str, *, dpi: int = 110):
         """Save ``fig`` as ``<out_dir>/<name>.png`` and return the figure, so a cell can end with it."""
         path = self.out_dir / (name if name.endswith(".png") else f"{name}.png")
-        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+        atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=dpi, bbox_inches="tight"))
         if path not in self.figures:
             self.figures.append(path)
         return fig
@@ -129,20 +130,58 @@ class NotebookContext:
                    "seed": self.seed, **to_jsonable(metrics),
                    "figures": [p.name for p in self.figures]}
         path = self.out_dir / name
-        path.write_text(json.dumps(payload, indent=2))
+        atomic_write_text(json.dumps(payload, indent=2), path)
         return path
+
+
+PARAMETER_RULES: dict[str, tuple[Any, str]] = {
+    "SEED": (lambda v: _whole(v), "a whole number, e.g. 0"),
+    "SEEDS": (lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(_whole(x) for x in v),
+              "a non-empty list of whole numbers, e.g. [0, 1]"),
+    "K": (lambda v: _whole(v) and v >= 1, "a whole number of at least 1, e.g. 5"),
+    "N_IMAGES": (lambda v: _whole(v) and v >= 1, "a whole number of at least 1, e.g. 16"),
+    "IMAGE_INDEX": (lambda v: _whole(v) and v >= 0, "a whole number of at least 0, e.g. 0"),
+    "INTERACTIVE": (lambda v: isinstance(v, bool), "True or False"),
+    "TRAIN_OWN": (lambda v: isinstance(v, bool), "True or False"),
+}
+"""What each notebook parameter accepts: a check and the words that say so."""
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_parameters(**values) -> None:
+    """Refuse a notebook parameter out of range: one ``ValueError`` naming it and what it accepts."""
+    for name, value in values.items():
+        ok, expected = PARAMETER_RULES[name]
+        if not ok(value):
+            raise ValueError(f"parameter {name} = {value!r}: expected {expected}; change it in the parameters cell")
+
+
+def check_index(name: str, value: int, length: int) -> int:
+    """``value`` when it indexes ``length`` items; else a ``ValueError`` naming parameter ``name``."""
+    check_parameters(**{name: value})
+    if value >= length:
+        raise ValueError(f"parameter {name} = {value} is past the data ({length} items, 0 to {length - 1}); "
+                         f"change it in the parameters cell")
+    return value
 
 
 def setup_notebook(stem: str, *, profile: str = "fast", run_dir: str | Path | None = "",
                    interactive: bool = False, dataset: str = "synthetic", seed: int = 0,
-                   train_own: bool = False, overrides: dict | None = None) -> NotebookContext:
+                   train_own: bool = False, overrides: dict | None = None,
+                   parameters: dict | None = None) -> NotebookContext:
     """Derive the run folder, profile and output folder from a notebook's parameters.
 
     ``train_own``: models the run folder lacks are trained now with the profile, instead of
     loading the teaching models (``smir_lib.notebook.zoo``). ``overrides`` go to
     ``smir_lib.engine.config.load_config`` (e.g. a smaller budget for a quick look).
+    ``parameters``: the notebook's own parameters (``{"K": K, "N_IMAGES": N_IMAGES}``), checked
+    with :func:`check_parameters` like ``seed``, ``interactive`` and ``train_own``.
     Creates ``run_dir/stem/``. Does not import torch.
     """
+    check_parameters(SEED=seed, INTERACTIVE=interactive, TRAIN_OWN=train_own, **(parameters or {}))
     profile = resolve_profile(profile)
     root = resolve_run_dir(run_dir)
     enable_figure_display()

@@ -14,12 +14,12 @@ Every function returns the model's source as a sentence the notebook prints.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from smir_lib.engine import pretrain
 from smir_lib.engine.finetune import finetune
 from smir_lib.engine.pretrain import load_pretrain_result
+from smir_lib.files import read_json
 from smir_lib.models import build_model, load_pretrained
 from smir_lib.notebook import zoo
 
@@ -77,6 +77,8 @@ def pretrained(ctx, kind: str = "random", cfg=None):
         return result, f"Found a trained {kind}-mask model in this run folder, loading it: {folder}"
     shipped = teaching_set(ctx, cfg)
     if shipped is not None:
+        zoo.require_listed(shipped[0], shipped[1], [f"pretrain_{kind}/{name}" for name in
+                                                    ("result.json", "history.json", "pretrained.pt")])
         result = find_pretrained(shipped[0] / f"pretrain_{kind}")
         return result, _teaching_source(shipped[0], shipped[1], f"{kind}-mask model")
     train = {"random": pretrain.pretrain_random, "selective": pretrain.pretrain_selective}[kind]
@@ -111,7 +113,9 @@ def finetuned(ctx, name: str, init, cfg=None) -> tuple[dict, str]:
     shipped = teaching_set(ctx, cfg)
     if shipped is not None and (shipped[0] / f"finetune_{name}").is_dir():
         run = shipped[0] / f"finetune_{name}"
-        results = json.loads((run / "results.json").read_text())
+        zoo.require_listed(shipped[0], shipped[1], [f"finetune_{name}/results.json"])
+        results = read_json(run / "results.json", expect=dict)
+        zoo.require_listed(shipped[0], shipped[1], [f"finetune_{name}/{results.get('checkpoint')}"])
         results["checkpoint"] = str(run / results["checkpoint"])
         return results, _teaching_source(shipped[0], shipped[1], f"{name} segmentation model")
     return finetune(cfg or ctx.config(), folder, init), f"{name}: fine-tuned now ({folder})"

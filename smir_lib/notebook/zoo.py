@@ -43,7 +43,7 @@ from smir_lib.engine.config import load_config, packaged_configs, parse_override
 from smir_lib.engine.finetune import finetune
 from smir_lib.engine.pretrain import pretrain_random, pretrain_selective
 from smir_lib.engine.provenance import git_commit
-from smir_lib.files import atomic_save
+from smir_lib.files import RunFileError, atomic_copy, atomic_save, atomic_write_text, read_json
 from smir_lib.models import build_model, load_pretrained
 from smir_lib.notebook.measure import heldback_quality
 
@@ -62,6 +62,10 @@ QUALITY_IMAGES = 32
 
 class ManifestError(ValueError):
     """A shipped model folder whose files do not match its manifest."""
+
+
+MANIFEST_FIELDS = {"dataset": str, "command": str, "commit": str, "config": dict, "files": dict}
+"""Entries every teaching set's ``manifest.json`` holds, with their types."""
 
 
 def teaching_config(dataset: str, **overrides):
@@ -101,15 +105,32 @@ def verify(folder: str | Path) -> dict:
     with the command that rebuilds the set.
     """
     folder = Path(folder)
-    manifest = json.loads((folder / "manifest.json").read_text())
+    path = folder / "manifest.json"
+    rebuild = (f"the teaching models are damaged; rebuild them with `smir models --dataset {folder.name}` "
+               f"(or `git checkout {folder}`)")
+    try:
+        manifest = read_json(path, rebuild, expect=dict)
+    except RunFileError as err:
+        raise ManifestError(str(err)) from None
+    for field, kind in MANIFEST_FIELDS.items():
+        if not isinstance(manifest.get(field), kind):
+            raise ManifestError(f"{path} lacks its {field!r} entry (a {kind.__name__}): {rebuild}")
     for rel, expected in manifest["files"].items():
         path = folder / rel
         if not path.is_file() or _sha256(path) != expected:
             state = "is missing" if not path.is_file() else "does not match its sha256"
-            raise ManifestError(f"{path} {state} in {folder / 'manifest.json'}: the teaching models "
-                                f"are damaged; rebuild them with `smir models --dataset "
-                                f"{manifest['dataset']}` (or `git checkout {folder}`)")
+            raise ManifestError(f"{path} {state} in {folder / 'manifest.json'}: {rebuild}")
     return manifest
+
+
+def require_listed(folder: Path, manifest: dict, names: list[str]) -> None:
+    """Refuse to load files of a teaching set that its (verified) manifest does not list: only a
+    listed file's sha256 was checked."""
+    unlisted = [name for name in names if name not in manifest["files"]]
+    if unlisted:
+        raise ManifestError(f"{folder / unlisted[0]} is not listed in {folder / 'manifest.json'}, so it was "
+                            f"not checked: refusing to load it; rebuild the teaching models with "
+                            f"`smir models --dataset {folder.name}` (or `git checkout {folder}`)")
 
 
 def _compact_checkpoint(source: Path, target: Path) -> None:
@@ -135,21 +156,21 @@ def _export_run(work: Path, out: Path, name: str) -> list[Path]:
             step["checkpoint"] = "pretrained.pt" if step is result["steps"][-1] else None
             if step.get("masks"):
                 (dst / stage).mkdir()
-                shutil.copyfile(src / stage / "masks.pt", dst / stage / "masks.pt")
+                atomic_copy(src / stage / "masks.pt", dst / stage / "masks.pt")
                 step["masks"] = f"{stage}/masks.pt"
                 written.append(dst / stage / "masks.pt")
-        (dst / "result.json").write_text(json.dumps(result, indent=2))
+        atomic_write_text(json.dumps(result, indent=2), dst / "result.json")
         _compact_checkpoint(src / "pretrained.pt", dst / "pretrained.pt")
-        shutil.copyfile(src / "history.json", dst / "history.json")
+        atomic_copy(src / "history.json", dst / "history.json")
         written += [dst / "result.json", dst / "pretrained.pt", dst / "history.json"]
     else:
         results = json.loads((src / "results.json").read_text())
         results["checkpoint"] = "best.pt"
         results["test"]["checkpoint"] = "best.pt"
-        (dst / "results.json").write_text(json.dumps(results, indent=2))
+        atomic_write_text(json.dumps(results, indent=2), dst / "results.json")
         _compact_checkpoint(src / "finetune" / "best.pt", dst / "best.pt")
         written += [dst / "results.json", dst / "best.pt"]
-    shutil.copyfile(src / "config.json", dst / "config.json")
+    atomic_copy(src / "config.json", dst / "config.json")
     return written + [dst / "config.json"]
 
 
@@ -204,7 +225,7 @@ def build(dataset: str, out: Path | None = None, work: Path | None = None,
                 "config": cfg.to_dict(), "seconds_this_call": seconds,
                 "quality_on_test_images": quality, "test_miou": tests,
                 "files": {str(p.relative_to(out)): _sha256(p) for p in sorted(files)}}
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    atomic_write_text(json.dumps(manifest, indent=2), out / "manifest.json")
     return manifest
 
 

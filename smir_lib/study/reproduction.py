@@ -18,6 +18,7 @@ from smir_lib.engine.config import load_config
 from smir_lib.engine.finetune import finetune
 from smir_lib.engine.pretrain import pretrain_random, pretrain_selective
 from smir_lib.engine.pretrain_data import load_split
+from smir_lib.files import atomic_write_text
 from smir_lib.models import build_model, load_pretrained
 from smir_lib.notebook.measure import mask_object_shares
 from smir_lib.study.inits import INIT_LABELS
@@ -179,7 +180,7 @@ def run_study(dataset: str, seeds: Sequence[int], run_dir: Path | str, *, profil
                "cross_dataset": cross_dataset, **summary, "object_share_hidden": object_share,
                "verdict": verdict(summary), "verdict_vs_scratch": verdict(summary, "selective", "scratch")}
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2))
-    (run_dir / "results.md").write_text(results_markdown(summary) + "\n\n" + results["verdict"] + "\n")
+    atomic_write_text(json.dumps(results, indent=2), run_dir / "results.json")
+    atomic_write_text(results_markdown(summary) + "\n\n" + results["verdict"] + "\n", run_dir / "results.md")
     return results
 

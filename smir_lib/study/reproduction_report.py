@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from smir_lib.files import atomic_write_text
 from smir_lib.notebook.measure import stored_mask_shares
 from smir_lib.study.reproduction import results_markdown, verdict
 from smir_lib.study.tables import pretraining_spent
@@ -152,6 +153,6 @@ def report(results: dict[str, dict], command: str, wall_s: float | None, out_ste
                  "256 px with the ResNet-34 U-Net, 10 partitions, K = 5, MS-SSIM 11x11, 100 epochs per "
                  "step and 100 fine-tuning epochs (the paper: 1000 and 500):", "", f"    {GPU_COMMAND}", ""]
     out_stem.parent.mkdir(parents=True, exist_ok=True)
-    out_stem.with_suffix(".json").write_text(json.dumps(combined, indent=2, default=str))
-    out_stem.with_suffix(".md").write_text("\n".join(header + sections))
+    atomic_write_text(json.dumps(combined, indent=2, default=str), out_stem.with_suffix(".json"))
+    atomic_write_text("\n".join(header + sections), out_stem.with_suffix(".md"))
     return combined

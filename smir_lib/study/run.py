@@ -29,10 +29,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from smir_lib.engine.checkpoint import RunFolderBusy
-from smir_lib.engine.config import config_diff
+from smir_lib.engine.config import RUN_METADATA, config_diff
 from smir_lib.engine.finetune import finetune
 from smir_lib.engine.pretrain import pretrain_random, pretrain_selective
 from smir_lib.engine.pretrain_data import load_split
+from smir_lib.files import read_json
 from smir_lib.study.plan import Protocol, WorkUnit, shard, stage_train_sizes, unit_config, work_units
 
 __all__ = ["unit_done", "run_unit", "run_units", "select_units", "stale_config", "stale_message", "unit_image_steps", "UNIT_LOG"]
@@ -58,8 +59,9 @@ def stale_config(protocol: Protocol, root: Path | str, unit: WorkUnit) -> dict[s
     path = Path(root) / unit.folder / "config.json"
     if not path.is_file():
         return {}
-    saved = json.loads(path.read_text())
-    saved.pop("method", None)  # the engine's metadata, not a setting
+    saved = read_json(path, expect=dict)
+    for key in RUN_METADATA:  # the engine's metadata, not settings
+        saved.pop(key, None)
     return config_diff(saved, unit_config(protocol, unit).to_dict())
 
 
@@ -92,7 +94,8 @@ def run_unit(protocol: Protocol, root: Path | str, unit: WorkUnit) -> float:
     seconds = time.perf_counter() - tic
     record = {"folder": unit.folder, "kind": unit.kind, "seconds": seconds, "cpu_seconds": time.process_time() - cpu,
               "load_average": os.getloadavg()[0], "image_steps": unit_image_steps(cfg, unit), "pid": os.getpid()}
-    with open(root / UNIT_LOG, "a") as log:  # one short line per unit: appends do not interleave
+    # one short line per unit: appends do not interleave; a link planted as the log is not followed
+    with open(os.open(root / UNIT_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644), "a") as log:
         log.write(json.dumps(record) + "\n")
     return seconds
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from smir_lib.engine.provenance import git_commit
+from smir_lib.files import atomic_write, atomic_write_text
 from smir_lib.study import plots as study_plots
 from smir_lib.study.inits import init_label, pair_labels
 from smir_lib.study.plan import Protocol, load_protocol, unit_config, work_units
@@ -521,16 +522,20 @@ def write_report(protocol: Protocol, root: Path | str, out: Path, command: str, 
     for dataset, data in summary["datasets"].items():
         figs = {"budget": f"{out.name}_{dataset}_budget.png", "curves": f"{out.name}_{dataset}_curves.png"}
         title = f"{dataset}: downstream test mIoU against pretraining budget ({protocol.name} protocol)"
-        study_plots.study_budget_curves(data, summary["pretraining"], title=title).savefig(out.parent / figs["budget"], dpi=110)
-        study_plots.finetune_curves({label: cell["curves"] for label, cell in data["labels"].items()},
-                              title=f"{dataset}: validation mIoU per fine-tuning epoch (mean over seeds)"
-                              ).savefig(out.parent / figs["curves"], dpi=110)
+        _save_png(study_plots.study_budget_curves(data, summary["pretraining"], title=title), out.parent / figs["budget"])
+        _save_png(study_plots.finetune_curves({label: cell["curves"] for label, cell in data["labels"].items()},
+                                              title=f"{dataset}: validation mIoU per fine-tuning epoch (mean over seeds)"),
+                  out.parent / figs["curves"])
         summary["figures"][dataset] = figs
     if timings is not None:
         summary["estimate"] = time_estimate([Path(t) / UNIT_LOG for t in timings], load_protocol(estimate_for))
-    out.with_suffix(".json").write_text(json.dumps(summary, indent=2))
-    out.with_suffix(".md").write_text(report_markdown(summary))
+    atomic_write_text(json.dumps(summary, indent=2), out.with_suffix(".json"))
+    atomic_write_text(report_markdown(summary), out.with_suffix(".md"))
     return summary
+
+
+def _save_png(fig, path: Path) -> None:
+    atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=110))
 
 
 def write_readme_section(json_path: Path, readme: Path = RESULTS_README, check_paths: Sequence[Path] = ()) -> str:
@@ -544,5 +549,5 @@ def write_readme_section(json_path: Path, readme: Path = RESULTS_README, check_p
                          "where the section goes")
     block = readme_section(_read(json_path), [_read(Path(p)) for p in check_paths])
     start, end = text.index(README_BEGIN), text.index(README_END) + len(README_END)
-    readme.write_text(text[:start] + block + text[end:])
+    atomic_write_text(text[:start] + block + text[end:], readme)
     return block
