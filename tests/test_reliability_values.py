@@ -11,6 +11,7 @@ import math
 
 import pytest
 import torch
+from PIL import Image
 
 from smir_lib.engine.config import Config, load_config
 from smir_lib.engine.inference import load_trained
@@ -78,13 +79,20 @@ def test_a_loss_that_becomes_nan_stops_the_run_naming_the_epoch_and_keeps_the_la
 
 
 @pytest.mark.unit
-def test_load_trained_for_segmentation_refuses_a_pretraining_checkpoint(tmp_path):
+def test_load_trained_for_segmentation_refuses_a_pretraining_checkpoint(tmp_path, capsys):
     run = tmp_path / "pre"
     assert pretrain(run, "partitions=1") == 0
     model, _, _ = load_trained(run / "pretrained.pt")  # export reads it: the network itself
     assert model.out_channels == 3
     with pytest.raises(ValueError, match=r"pretrained.pt is a pretraining checkpoint .* fine-tune it first"):
         load_trained(run / "pretrained.pt", segmentation=True)
+    photos = tmp_path / "photos"  # predict segments: it refuses the file instead of labelling every pixel
+    photos.mkdir()
+    Image.new("RGB", (40, 30), (90, 120, 60)).save(photos / "a.png")
+    assert main(["predict", "--checkpoint", str(run / "pretrained.pt"), "--images", str(photos),
+                 "--out", str(tmp_path / "pred")]) == 2
+    assert "is a pretraining checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "pred" / "a.png").exists()
 
 
 # --------------------------------------------------------------------------------------------

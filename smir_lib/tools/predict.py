@@ -30,7 +30,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from smir_lib.data.base import load_image
 from smir_lib.data.folder import image_files
@@ -83,7 +82,7 @@ def _model_and_classes(source, config, overrides):
             raise ValueError(f"{source} is an exported pretraining network (it reconstructs images, it does not "
                              f"segment): export the fine-tuning run (finetune/best.pt) instead")
         return model, cfg, info["classes"]
-    model, cfg, _ = load_trained(source, config, overrides)
+    model, cfg, _ = load_trained(source, config, overrides, segmentation=True)
     return model, cfg, class_entries(cfg.dataset, cfg.data_root)
 
 
