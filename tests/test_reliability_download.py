@@ -11,6 +11,7 @@ import subprocess
 import zipfile
 
 import pytest
+from test_download import Route, quiet_downloader, server, sha256  # noqa: F401 - server is a fixture
 
 from smir_lib.data import download as dl
 from smir_lib.data.download import (
@@ -21,7 +22,7 @@ from smir_lib.data.download import (
     extract_archive,
     looks_like_html,
 )
-from test_download import Route, quiet_downloader, server, sha256  # noqa: F401 - server is a fixture
+from smir_lib.tools.cli import main as cli_main
 
 pytestmark = pytest.mark.unit
 
@@ -70,7 +71,7 @@ def test_a_sparse_tar_member_counts_its_full_size(tmp_path):
 
 def test_negative_retries_are_refused(capsys):
     with pytest.raises(SystemExit) as stop:
-        dl.main(["cwfid", "--retries", "-1"])
+        cli_main(["download", "cwfid", "--retries", "-1"])
     assert stop.value.code == 2 and "--retries: -1 is below 0" in capsys.readouterr().err
     with pytest.raises(ValueError, match=r"retries=-1: expected 0 or more"):
         Downloader(retries=-1)

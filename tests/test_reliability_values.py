@@ -12,12 +12,13 @@ import math
 import pytest
 import torch
 from PIL import Image
+from test_reliability import TINY, error_line, pretrain
 
+from smir_lib.data.folder import READ_FIX
 from smir_lib.engine.config import Config, load_config
 from smir_lib.engine.inference import load_trained
 from smir_lib.files import load_checkpoint
 from smir_lib.tools.cli import main
-from test_reliability import TINY, error_line, pretrain
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -170,7 +171,7 @@ def test_check_data_warns_above_the_pixel_budget_and_decodes_every_image(tmp_pat
     cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])  # a JPEG cut in half: the header is intact
     assert main(["check-data", str(folder), "--quiet"]) == 1
     out = capsys.readouterr().out
-    assert f"cannot read image file {cut}" in out and "your own data: export or copy that file again" in out
+    assert f"cannot read image file {cut}" in out and READ_FIX in out and "download" not in out.lower()
 
 
 @pytest.mark.unit

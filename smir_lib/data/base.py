@@ -165,10 +165,12 @@ EXIF_SWAPS_SIDES = (5, 6, 7, 8)
 """EXIF orientations that rotate by 90 degrees (width and height trade places when applied)."""
 
 
-def image_shape(path: str | os.PathLike, exif_transpose: bool = False) -> tuple[int, int]:
+def image_shape(path: str | os.PathLike, exif_transpose: bool = False, fix: str | None = None) -> tuple[int, int]:
     """``(height, width)`` of an image file from its header alone (no pixels are decoded).
 
-    With ``exif_transpose`` the shape is the upright one :func:`open_image_array` returns.
+    With ``exif_transpose`` the shape is the upright one :func:`open_image_array` returns. An
+    unreadable header raises :class:`ImageLoadError` with ``fix`` (default: advice for own and
+    downloaded data alike).
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -181,7 +183,7 @@ def image_shape(path: str | os.PathLike, exif_transpose: bool = False) -> tuple[
         raise ImageLoadError(_too_many_pixels(path, str(err))) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ImageLoadError(f"cannot read image file {path}: {err}. The file is corrupt or not "
-                             f"an image; {UNREADABLE_FIX}.") from err
+                             f"an image; {fix or UNREADABLE_FIX}.") from err
     return height, width
 
 
@@ -347,7 +349,7 @@ class SegmentationFiles(Dataset):
 
     def image_shape(self, index: int) -> tuple[int, int]:
         """``(height, width)`` of image ``index`` from its file header (nothing decoded)."""
-        return image_shape(self.images[index], self.exif_transpose)
+        return image_shape(self.images[index], self.exif_transpose, fix=self.read_fix)
 
     def item_key(self, index: int) -> tuple | None:
         """What item ``index`` is read from: its files with their size and modification time, and

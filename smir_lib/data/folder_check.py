@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from smir_lib.data.base import ImageLoadError, LabelError, image_shape, open_image_array, size_mismatch
-from smir_lib.data.folder import SIZE_FIX, FolderLayout, scan_folder
+from smir_lib.data.folder import READ_FIX, SIZE_FIX, FolderLayout, scan_folder
 
 __all__ = ["FolderReport", "check_folder"]
 
@@ -69,7 +69,7 @@ class FolderReport:
 def _header_shape(path: Path, exif_transpose: bool, problems: list[str]) -> tuple[int, int] | None:
     """``(height, width)`` from the file's header, or None with the reason added to ``problems``."""
     try:
-        return image_shape(path, exif_transpose=exif_transpose)
+        return image_shape(path, exif_transpose=exif_transpose, fix=READ_FIX)
     except ImageLoadError as err:
         problems.append(str(err))
         return None
@@ -106,7 +106,7 @@ def check_folder(root: str | os.PathLike, progress: bool = True) -> FolderReport
             if hw[0] * hw[1] > PIXEL_BUDGET:
                 report.warnings.append(_over_budget(image, hw))
             try:  # decoded, so a file cut short fails here and not in the middle of a run
-                open_image_array(image, "RGB", exif_transpose=True)
+                open_image_array(image, "RGB", exif_transpose=True, fix=READ_FIX)
             except ImageLoadError as err:
                 report.problems.append(str(err))
         if mask is None or classes is None:
