@@ -267,11 +267,13 @@ def mask_comparison(images: Sequence, random_masked: Sequence, selective_masked:
 
 
 def hidden_share_figure(shares: Mapping[str, Sequence[float]], class_names: Sequence[str], *,
-                        title: str = "where the hidden pixels fall") -> Figure:
+                        title: str = "where the hidden pixels fall",
+                        ylabel: str = "% of hidden pixels\n(image: % of all pixels)") -> Figure:
     """Share of hidden pixels on each class, per masking (e.g. image / random / selective).
 
     ``shares[name][c]`` is a fraction; ``"image"`` (the class's share of all pixels) is the
-    reference a mask that ignores content would match.
+    reference a mask that ignores content would match. The same bars draw any per-class
+    fraction, e.g. the share of each class's pixels a mask hides (with its own ``ylabel``).
     """
     names = list(shares)
     x = np.arange(len(class_names))
@@ -284,7 +286,7 @@ def hidden_share_figure(shares: Mapping[str, Sequence[float]], class_names: Sequ
                       color=MASK_COLORS.get(name, None), edgecolor="black")
         ax.bar_label(bars, fmt="%.1f", fontsize=8)
     ax.set_xticks(x, class_names)
-    ax.set_ylabel("% of hidden pixels\n(image: % of all pixels)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=9)
     ax.margins(y=0.15)
