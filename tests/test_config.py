@@ -91,3 +91,15 @@ def test_packaged_configs_load_by_name():
     cfg = load_config("cwfid_fast")
     assert cfg.dataset == "cwfid" and cfg.pool_size is None and cfg.model == "tiny"
     assert load_config("voc_paper").batch_for_pretraining == 128
+
+
+def test_smir_progress_0_switches_every_bar_off_unless_asked(monkeypatch, tmp_path):
+    """Batch runs (the notebook runner sets SMIR_PROGRESS=0): every config, the study's too, shows no bars."""
+    monkeypatch.delenv("SMIR_PROGRESS", raising=False)
+    assert load_config("fast").progress is True
+    monkeypatch.setenv("SMIR_PROGRESS", "0")
+    assert load_config("fast").progress is False
+    path = tmp_path / "c.yaml"
+    path.write_text("preset: fast\nprogress: true\n")
+    assert load_config(path).progress is False  # the environment wins over a file
+    assert load_config("fast", {"progress": True}).progress is True  # an explicit override wins

@@ -30,6 +30,7 @@ STEMS = ["00_data", "01_random_masking", "02_reconstruction", "03_patch_loss_map
          "05_partitioned_pretraining", "06_segmentation_evaluation", "07_reproduction_study",
          "08_appendix_own_data"]
 BUDGET_S = 600.0
+MAX_WORDS_07 = 800         # issue 26: the executed 07 states its answer, it does not log its runs
 MIN_GAIN_DB = 6.0          # hidden-pixel PSNR of the teaching model over the mean-colour fill
 MIN_HIDDEN_VISIBLE = 1.1   # mean patch loss of hidden over visible patches: what the teaching model meets
 TARGET_HIDDEN_VISIBLE = 1.2  # issue 14's target, not met yet: the shipped model measures 1.16x
@@ -53,6 +54,22 @@ def series(tmp_path_factory):
     return run_dir, result.seconds, os.getloadavg()[1]
 
 
+def generated_words(path: Path) -> int:
+    """Words of generated text in an executed notebook: streams, Markdown and plain-text outputs, tracebacks."""
+    words = 0
+    for cell in json.loads(path.read_text())["cells"]:
+        for out in cell.get("outputs", []):
+            if out["output_type"] == "stream":
+                words += len("".join(out["text"]).split())
+            elif out["output_type"] == "error":
+                words += len(" ".join(out["traceback"]).split())
+            elif "text/markdown" in out.get("data", {}):
+                words += len("".join(out["data"]["text/markdown"]).split())
+            elif not {"image/png", "application/vnd.jupyter.widget-view+json"} & set(out.get("data", {})):
+                words += len("".join(out.get("data", {}).get("text/plain", "")).split())
+    return words
+
+
 def metrics(run_dir: Path, stem: str) -> dict:
     path = run_dir / stem / "metrics.json"
     assert path.is_file(), f"{stem} wrote no metrics.json"
@@ -72,6 +89,8 @@ def test_notebook_ran_and_saved_its_figures(series, stem):
     assert m["figures"], f"{stem} saved no figure"
     for name in m["figures"]:
         assert (run_dir / stem / name).stat().st_size > 1000, f"{stem}: {name} missing or empty"
+    executed = (run_dir / "executed" / f"{stem}.ipynb").read_text()
+    assert "application/vnd.jupyter.widget-view+json" not in executed, f"{stem}: a progress bar under papermill"
 
 
 def test_00_data(series):
@@ -163,6 +182,10 @@ def test_04_selective_masks(series):
     assert spread["mean"] == pytest.approx(sum(ratios) / len(ratios))
     assert spread["n_more"] == sum(r > 1 for r in ratios) and spread["min"] <= spread["mean"] <= spread["max"]
     assert f"{spread['n_more']} of {spread['n']} images" in m["finding"]
+    # The object share's ceiling: objects can fill the hidden pixels at most with all of their own.
+    assert m["object_share_hidden"]["selective"] <= m["object_share_ceiling"] + 1e-9
+    assert m["object_share_ceiling"] == pytest.approx(min(1, m["object_share_hidden"]["image"] / m["hidden_pixel_fraction"]), rel=0.05)
+    assert len(m["class_hidden_selective"]) == len(m["class_names"]) and f"{100 * m['object_share_ceiling']:.1f}%" in m["verdict"]
 
 
 def test_05_partitioned_pretraining(series):
@@ -175,6 +198,10 @@ def test_05_partitioned_pretraining(series):
     for kind in ("random", "selective"):
         assert finite(m["reconstruction_quality"][kind]["gain_db"])
     assert {"stored_masks.png", "reconstructions.png"} <= set(m["figures"])  # Fig. 4 and Fig. 5
+    assert m["toy"]["partitions"] >= 2  # the inline loop ran, and matched the engine (its asserts)
+    last = steps[-1]
+    assert m["downstream"]["stage"] == last["stage"]  # pretrained.pt is the last step's best epoch
+    assert m["downstream"]["val_loss"] == pytest.approx(last["best_val_loss"])
 
 
 def test_06_segmentation_evaluation(series):
@@ -189,6 +216,8 @@ def test_06_segmentation_evaluation(series):
     assert "| 1 |" in table and "±" not in table  # one seed: values without a spread
     assert set(m["model_sources"]) == {"scratch", "random", "selective"}
     assert "predictions.png" in m["figures"]
+    d = m["downstream"]  # everything but the head loaded unchanged (06 asserts it key by key)
+    assert d["keys_loaded"] == d["keys"] - len(d["head_keys"]) and all(k.startswith("head.") for k in d["head_keys"])
 
 
 def test_07_reproduction_study(series):
@@ -202,6 +231,13 @@ def test_07_reproduction_study(series):
         assert len(row["per_class_mean"]) == len(results["class_names"])
     table = (run_dir / "07_reproduction_study" / "results.md").read_text()
     assert "selective IR (self)" in table and "±" in table
+    committed = m["committed_study"]  # the answer, computed from the committed JSON
+    assert committed["source"] == "notebooks/results/study_cpu.json" and f"{committed['pairs']} mIoU means" in committed["answer"]
+
+
+def test_07_states_its_answer_in_few_words(series):
+    words = generated_words(series[0] / "executed" / "07_reproduction_study.ipynb")
+    assert words < MAX_WORDS_07, f"the executed 07 holds {words} words of generated text; at most {MAX_WORDS_07}"
 
 
 def test_report_references_the_figures(series):

@@ -36,6 +36,45 @@ def test_report_links_figures_and_tables(tmp_path: Path):
     assert "Not run" in text  # notebooks absent from a partial run are listed
 
 
+def _full_run(run_dir: Path, source: str = "synthetic teaching model") -> None:
+    _fake_run(run_dir)
+    (run_dir / "04_selective_masks").mkdir()
+    (run_dir / "04_selective_masks" / "metrics.json").write_text(json.dumps(
+        {"profile": "fast", "model_source": f"Found ({source}), loading it", "verdict": "Masks DOES concentrate."}))
+    (run_dir / "06_segmentation_evaluation" / "metrics.json").write_text(json.dumps(
+        {"profile": "fast", "verdict": "Selective beat random.", "verdict_vs_scratch": "Selective beat scratch.",
+         "model_sources": {"scratch": f"Found ({source})", "selective": f"Found ({source})"}}))
+    study = run_dir / "07_reproduction_study"
+    study.mkdir()
+    (study / "study_answer.png").write_bytes(b"\x89PNG")
+    (study / "results.md").write_text("| init | mIoU |\n|---|---|\n| scratch | 0.191 ± 0.266 |")
+    (study / "metrics.json").write_text(json.dumps({"profile": "fast", "verdict": "Smoke test, not evidence.",
+        "committed_study": {"source": "notebooks/results/study_cpu.json", "answer": "No measurable gain."}}))
+
+
+def test_report_leads_with_the_models_and_the_committed_study_not_the_smoke_run(tmp_path: Path):
+    _full_run(tmp_path)
+    text = build_report(tmp_path).read_text()
+    order = [text.index(s) for s in ("## What the teaching models show", "Masks DOES concentrate.",
+                                     "Selective beat random. Selective beat scratch.", "## What the committed study shows",
+                                     "No measurable gain.", "](./07_reproduction_study/study_answer.png)",
+                                     "## Smoke test", "**Not evidence.**", "0.191 ± 0.266")]
+    assert order == sorted(order), text  # the smoke run's numbers come last, labelled
+    assert "![07_reproduction_study study_answer]" not in text  # drawn once, in the lead (linked below)
+
+
+def test_report_names_models_trained_in_the_run_as_such(tmp_path: Path):
+    _full_run(tmp_path, source="this run folder")
+    text = build_report(tmp_path).read_text()
+    assert "## What this run's models show" in text and "teaching models show" not in text
+
+
+def test_report_without_notebook_07_points_to_the_committed_study(tmp_path: Path):
+    _fake_run(tmp_path)
+    text = build_report(tmp_path).read_text()
+    assert "Notebook 07 did not run here" in text and "notebooks/results/study_cpu.md" in text
+
+
 def test_report_on_an_empty_folder_and_a_missing_one(tmp_path: Path):
     assert build_report(tmp_path).is_file()
     with pytest.raises(FileNotFoundError, match="run the notebooks first"):

@@ -8,7 +8,7 @@ from torch import nn
 
 from smir_lib.data.transforms import NORM_MEAN, normalize
 from smir_lib.engine.config import load_config
-from smir_lib.notebook.measure import object_share_per_image, score_terms
+from smir_lib.notebook.measure import class_hidden_fraction, object_share_per_image, score_terms
 from smir_lib.notebook.showcase import predict_labels, selection_views
 from smir_lib.patches import mask_to_pixels, n_hidden, patch_grid
 from smir_lib.selective import top_patch_mask
@@ -54,6 +54,14 @@ def test_object_share_per_image_by_hand():
     shares = object_share_per_image(hidden, labels, background=0, num_classes=3)
     assert shares[0].item() == pytest.approx(2 / 3)  # 3 hidden labelled pixels, 2 on objects
     assert torch.isnan(shares[1])  # its only hidden pixel is unlabelled (255)
+
+
+def test_class_hidden_fraction_by_hand():
+    labels = torch.tensor([[[0, 0, 1, 2]], [[0, 255, 0, 1]]])  # (2, 1, 4): class 0 = background
+    hidden = torch.tensor([[[True, False, True, True]], [[False, True, False, False]]])
+    fraction = class_hidden_fraction(hidden, labels, num_classes=4)
+    assert fraction[:3].tolist() == [pytest.approx(1 / 4), pytest.approx(1 / 2), 1.0]  # 255 counts nowhere
+    assert torch.isnan(fraction[3])  # class 3 has no pixel
 
 
 def test_score_terms_split_the_score_of_hidden_visible_and_coarse_patches():

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
 import typing
 from collections.abc import Mapping, Sequence
@@ -105,7 +106,8 @@ class Config:
         CPU with AMX-BF16, else float32, see ``runtime.amp_dtype``; ``off``, ``bf16``, ``fp16``),
         channels_last (CUDA and CPU), device (``auto``, ``cpu``, ``cuda``, ``cuda:1``),
         score_batch (images per scoring batch), score_chunk (masked copies per forward pass,
-        None = a whole batch; halved on out-of-memory), progress (tqdm bars), cache_images
+        None = a whole batch; halved on out-of-memory), progress (tqdm bars; the environment variable
+        ``SMIR_PROGRESS=0`` makes False the default, so batch runs such as papermill show none), cache_images
         (decode every image once and keep it in memory, 8-bit images as uint8; the pool resized
         for the selective steps too: same results, no file decoding per item; for datasets
         that fit in memory).
@@ -420,6 +422,8 @@ def load_config(preset_or_path: str | Path = "paper",
     if overrides is not None and not isinstance(overrides, Mapping):
         overrides = parse_overrides(overrides)
     overrides = dict(overrides or {})
+    if os.environ.get("SMIR_PROGRESS") == "0":  # batch runs (notebook runner, papermill): no bars
+        base["progress"] = False  # an explicit override still wins
     try:
         return _build({**base, **overrides})
     except ConfigValueError as err:  # a bad value read from a file: name the file and its line

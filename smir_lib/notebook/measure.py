@@ -23,7 +23,8 @@ from smir_lib.patches import apply_pixel_mask, mask_to_pixels, patch_grid, rando
 from smir_lib.selective import selective_mask
 
 __all__ = ["class_pixel_counts", "class_pixel_shares", "hidden_class_shares", "dataset_class_shares",
-           "load_batch", "reconstruct", "mae_views", "reconstruction_quality", "heldback_quality", "score_terms", "object_share_per_image", "mask_object_shares", "stored_mask_shares"]
+           "load_batch", "reconstruct", "mae_views", "reconstruction_quality", "heldback_quality", "score_terms", "object_share_per_image", "class_hidden_fraction",
+           "mask_object_shares", "stored_mask_shares"]
 
 
 def class_pixel_counts(labels: torch.Tensor, num_classes: int, ignore_index: int = 255,
@@ -60,6 +61,19 @@ def hidden_class_shares(pixel_masks: torch.Tensor, labels: torch.Tensor, num_cla
     :func:`class_pixel_shares`: a class hidden more often than it occurs is over-selected.
     """
     return _shares(class_pixel_counts(labels, num_classes, ignore_index, where=pixel_masks))
+
+
+def class_hidden_fraction(pixel_masks: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                          ignore_index: int = 255) -> torch.Tensor:
+    """Fraction of each class's labelled pixels that the masks hide ``(C,)`` float64.
+
+    ``pixel_masks`` (B, H, W) bool, True = hidden; ``labels`` (B, H, W). A random 50 % mask hides
+    about half of every class; a mask that seeks plants hides most of theirs. NaN for a class
+    with no labelled pixel. The other view of the same counts as :func:`hidden_class_shares`
+    (which divides by the hidden pixels instead of by the class's pixels).
+    """
+    hidden = class_pixel_counts(labels, num_classes, ignore_index, where=pixel_masks).double()
+    return hidden / class_pixel_counts(labels, num_classes, ignore_index).double()  # 0 / 0 -> NaN
 
 
 def object_share_per_image(pixel_masks: torch.Tensor, labels: torch.Tensor, background: int,

@@ -17,10 +17,12 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import numpy as np
+import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, Patch, Rectangle
 from matplotlib.ticker import MaxNLocator
 
+from smir_lib.metrics import confusion_matrix, segmentation_metrics
 from smir_lib.study.inits import INIT_COLORS
 
 IGNORE_GREY = (128, 128, 128)
@@ -269,11 +271,13 @@ def mask_comparison(images: Sequence, random_masked: Sequence, selective_masked:
 
 
 def hidden_share_figure(shares: Mapping[str, Sequence[float]], class_names: Sequence[str], *,
-                        title: str = "where the hidden pixels fall") -> Figure:
+                        title: str = "where the hidden pixels fall",
+                        ylabel: str = "% of hidden pixels\n(image: % of all pixels)") -> Figure:
     """Share of hidden pixels on each class, per masking (e.g. image / random / selective).
 
     ``shares[name][c]`` is a fraction; ``"image"`` (the class's share of all pixels) is the
-    reference a mask that ignores content would match.
+    reference a mask that ignores content would match. The same bars draw any per-class
+    fraction, e.g. the share of each class's pixels a mask hides (with its own ``ylabel``).
     """
     names = list(shares)
     x = np.arange(len(class_names))
@@ -286,7 +290,7 @@ def hidden_share_figure(shares: Mapping[str, Sequence[float]], class_names: Sequ
                       color=MASK_COLORS.get(name, None), edgecolor="black")
         ax.bar_label(bars, fmt="%.1f", fontsize=8)
     ax.set_xticks(x, class_names)
-    ax.set_ylabel("% of hidden pixels\n(image: % of all pixels)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=9)
     ax.margins(y=0.15)
@@ -472,24 +476,35 @@ def reconstruction_comparison(original, random_masked, random_recon, selective_m
 
 def segmentation_predictions(images: Sequence, labels: Sequence, predictions: Mapping[str, Sequence],
                              class_names: Sequence[str], class_colors: Sequence[Sequence[int]], *,
-                             ignore_index: int = 255, row_titles: Sequence[str] | None = None) -> Figure:
+                             ignore_index: int = 255, row_titles: Sequence[str] | None = None,
+                             errors: bool = True) -> Figure:
     """Predicted segmentations against the labels: image, labels, one column per initialisation.
 
-    ``predictions[init]`` holds ``(H, W)`` class maps, one per image; a column title carries the
-    share of labelled pixels that initialisation got right on the images shown.
+    ``predictions[init]`` holds ``(H, W)`` class maps, one per image. A column title carries that
+    initialisation's mIoU over the images shown (one confusion matrix, ``smir_lib.metrics``), so
+    columns differ where the rare classes differ, not only by the share of pixels right (which the
+    most frequent class dominates). ``errors``: labelled pixels a model got wrong are drawn white.
     """
     titles = ["image", "labels"]
     columns = []
+    lab = np.stack([to_numpy(l) for l in labels]).astype(np.int64)  # (N, H, W)
+    keep = lab != ignore_index
     for name, preds in predictions.items():
-        lab, pred = np.stack([to_numpy(l) for l in labels]), np.stack([to_numpy(p) for p in preds])
-        keep = lab != ignore_index
-        titles.append(f"{name}\n{100 * float((pred == lab)[keep].mean()):.0f} % pixels right")
-        columns.append([label_to_rgb(p, class_colors, ignore_index) for p in preds])
+        pred = np.stack([to_numpy(p) for p in preds]).astype(np.int64)
+        conf = confusion_matrix(torch.from_numpy(pred), torch.from_numpy(lab), len(class_names), ignore_index)
+        titles.append(f"{name}\nmIoU {segmentation_metrics(conf)['miou']:.2f}")
+        drawn = [label_to_rgb(p, class_colors, ignore_index) for p in pred]  # (H, W, 3) each
+        if errors:
+            for d, wrong in zip(drawn, (pred != lab) & keep):
+                d[wrong] = 1.0
+        columns.append(drawn)
     rows = [[images[i], label_to_rgb(labels[i], class_colors, ignore_index)] + [c[i] for c in columns]
             for i in range(len(images))]
     fig, _ = _image_table(rows, titles, row_titles, size=2.5)
-    fig.legend(handles=_legend_handles(class_names, class_colors), loc="outside lower center",
-               ncol=min(len(class_names), 6), fontsize=9)
+    handles = _legend_handles(class_names, class_colors)
+    if errors:
+        handles.append(Patch(facecolor="white", edgecolor="black", label="wrong"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), fontsize=9)
     return fig
 
 

@@ -2,11 +2,15 @@
 
 After the notebook series ran (``make demo``, ``smir demo``), each notebook left
 ``RUN_DIR/<notebook stem>/`` with PNG figures and a ``metrics.json``. :func:`build_report`
-gathers them: the time each notebook took, its key figures (relative links, so the folder can be
-moved or zipped), the computed conclusions the notebooks wrote (``"verdict"`` in their metrics)
-and the results table of the reproduction study. Notebooks that did not run are listed as such;
-a partial run still gives a report. ``smir demo`` writes it at the end of the series; to rebuild
-it for a run folder: ``build_report("runs/20261124-120000")``.
+gathers them. It leads with what the models on screen and the committed study show: the
+sentences notebooks 04 and 06 computed from the teaching models (or from this run's own), and
+the committed study's answer notebook 07 computed from ``notebooks/results/study_cpu.json``.
+Then come the time each notebook took, notebook 07's smoke test (a few seeds at a toy budget,
+labelled as such), and per notebook its key figures (relative links, so the folder can be moved
+or zipped) and computed conclusions (``"verdict"`` in its metrics). Notebooks that did not run
+are listed as such; a partial run still gives a report.
+
+To rebuild it for a run folder: ``build_report("runs/20261124-120000")``.
 """
 
 from __future__ import annotations
@@ -25,13 +29,15 @@ KEY_FIGURES: dict[str, list[str]] = {
     "04_selective_masks": ["random_vs_selective", "hidden_share"],
     "05_partitioned_pretraining": ["partition_diagram", "loss_curves", "stored_masks", "reconstructions"],
     "06_segmentation_evaluation": ["iou_bars", "miou_bars", "predictions"],
-    "07_reproduction_study": ["study_miou", "study_iou_bars"],
+    "07_reproduction_study": ["study_miou"],  # study_answer.png leads the report
+    "08_appendix_own_data": ["own_folder"],
 }
 TITLES = {
     "00_data": "Data", "01_random_masking": "Random masking", "02_reconstruction": "Reconstruction",
     "03_patch_loss_maps": "Patch-loss maps", "04_selective_masks": "Selective masks",
     "05_partitioned_pretraining": "Partitioned pretraining",
     "06_segmentation_evaluation": "Segmentation evaluation", "07_reproduction_study": "Reproduction study",
+    "08_appendix_own_data": "Appendix: your own images",
 }
 
 
@@ -73,14 +79,49 @@ def _notebook_section(run_dir: Path, stem: str, seconds: float | None) -> list[s
     return lines
 
 
-def _results_table(run_dir: Path) -> list[str]:
-    """The study's results.md when present, else the evaluation notebook's table."""
+def _models_lead(run_dir: Path) -> list[str]:
+    """What the fine-tuned and masking models of this run folder show (notebooks 04 and 06)."""
+    masks = _read_json(run_dir / "04_selective_masks" / "metrics.json") or {}
+    evaluation = _read_json(run_dir / "06_segmentation_evaluation" / "metrics.json") or {}
+    lines = [f"- Masks (notebook 04): {masks['verdict']}"] if masks.get("verdict") else []
+    if evaluation.get("verdict"):
+        lines.append(f"- Segmentation, one seed (notebook 06): {evaluation['verdict']} "
+                     f"{evaluation.get('verdict_vs_scratch', '')}".rstrip())
+    if not lines:
+        return []
+    sources = [*evaluation.get("model_sources", {}).values(), masks.get("model_source", "")]
+    teaching = all("teaching model" in s for s in sources if s)
+    title = "What the teaching models show" if teaching else "What this run's models show"
+    return [f"## {title}", "", *lines, ""]
+
+
+def _study_lead(run_dir: Path) -> list[str]:
+    """The committed study's answer, as notebook 07 computed it, with its figure."""
+    metrics = _read_json(run_dir / "07_reproduction_study" / "metrics.json") or {}
+    committed = metrics.get("committed_study")
+    lines = ["## What the committed study shows", ""]
+    if not committed:
+        return lines + ["*Notebook 07 did not run here: the committed study is `notebooks/results/study_cpu.md`.*", ""]
+    lines += [committed["answer"], ""]
+    if (run_dir / "07_reproduction_study" / "study_answer.png").is_file():
+        lines += ["![the study's question](./07_reproduction_study/study_answer.png)", ""]
+    return lines + [f"Source: `{committed['source']}` (its report, commands and timings: `notebooks/results/`).", ""]
+
+
+def _results_table(run_dir: Path, profile: str) -> list[str]:
+    """Notebook 07's smoke test (its results.md) when present, else the evaluation notebook's table."""
     for path in (run_dir / "07_reproduction_study" / "results.md",
                  run_dir / "06_segmentation_evaluation" / "results.md"):
         if path.is_file():
-            return [f"Source: [{path.relative_to(run_dir)}](./{path.relative_to(run_dir)})", "",
-                    path.read_text().strip(), ""]
-    return ["*No results table in this run (notebooks 06/07 did not run).*", ""]
+            smoke = path.parent.name.startswith("07") and profile == "fast"
+            lines = ["## Smoke test: the study's machinery at a toy budget" if smoke else "## This run's results", ""]
+            if smoke:  # say it before the numbers: a reader may see only this table
+                lines += ["> **Not evidence.** Two seeds, a few epochs, the tiny network: differences of "
+                          "this size are noise, and the rare class is barely learned. The committed study "
+                          "above is the comparison to read.", ""]
+            return lines + [f"Source: [{path.relative_to(run_dir)}](./{path.relative_to(run_dir)})", "",
+                            path.read_text().strip(), ""]
+    return ["## Results", "", "*No results table in this run (notebooks 06/07 did not run).*", ""]
 
 
 def build_report(run_dir: Path | str) -> Path:
@@ -94,14 +135,10 @@ def build_report(run_dir: Path | str) -> Path:
     profile = next((m.get("profile") for s in stems if (m := _read_json(run_dir / s / "metrics.json"))), "?")
     lines = ["# SMIR run report", "",
              f"Run folder `{run_dir.resolve()}`, profile **{profile}**.", ""]
+    lines += _models_lead(run_dir) + _study_lead(run_dir)
     if timings:
         lines += ["## Time per notebook", "", *_timings_table(timings), ""]
-    lines += ["## Results", ""]
-    if profile == "fast":  # say it before the numbers: a reader may see only this file
-        lines += ["> **Fast profile: a smoke test, not evidence.** Two seeds, a few epochs, the tiny "
-                  "network; differences of this size are noise, and the rare class is barely learned. "
-                  "See notebooks/results/README.md for the CPU budget study, a larger comparison.", ""]
-    lines += _results_table(run_dir)
+    lines += _results_table(run_dir, profile)
     for stem in stems:
         lines += _notebook_section(run_dir, stem, timings.get(stem))
     out = run_dir / "report.md"

@@ -73,6 +73,10 @@ def run_series(run_dir: Path | str, profile: str = "fast", *, notebooks: list[Pa
     if not notebooks:
         raise FileNotFoundError(f"no notebooks named NN_*.ipynb in {NOTEBOOK_DIR}")
     result = SeriesResult(run_dir=run_dir)
+    # Progress bars in an executed copy are widgets frozen at their first frame: the kernels
+    # inherit this environment, and every engine config then defaults to progress=False.
+    os.environ.setdefault("SMIR_PROGRESS", "0")
+    os.environ.setdefault("MPLBACKEND", "Agg")
     parameters = {"PROFILE": profile, "RUN_DIR": str(run_dir), **(extra_parameters or {})}
     for path in notebooks:
         print(f"[{path.stem}] running ({profile} profile)", flush=True)
@@ -98,10 +102,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """``smir demo``: run the series into ``args.out`` and print where the results are."""
     run_dir = Path(args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
-    os.environ.setdefault("MPLBACKEND", "Agg")
-    # Progress bars in an executed copy are widgets frozen at their first frame: switch them off
-    # (the runner prints its own per-notebook progress). The kernels inherit this environment.
-    os.environ.setdefault("SMIR_PROGRESS", "0")
     result = run_series(run_dir, args.profile, notebooks=notebook_paths(only=args.only),
                         progress=not args.quiet)
     total = sum(result.seconds.values())

@@ -95,9 +95,7 @@ class NotebookContext:
     def config(self):
         """The engine configuration for this profile, dataset and seed (loaded once)."""
         if self._config is None:
-            overrides = {"seed": self.seed, **self.overrides}
-            if os.environ.get("SMIR_PROGRESS", "1") == "0":  # batch runs: no frozen bars in the copies
-                overrides["progress"] = False
+            overrides = {"seed": self.seed, **self.overrides}  # SMIR_PROGRESS=0: no bars (load_config)
             # No fallback: a dataset the config rejects is an error, never another dataset.
             self._config = load_config(self.profile, overrides={"dataset": self.dataset, **overrides})
         return self._config

@@ -19,7 +19,7 @@ from smir_lib.data.transforms import denormalize
 from smir_lib.notebook import plots
 from smir_lib.notebook.measure import mae_views
 from smir_lib.notebook.showcase import stored_mask_views
-from smir_lib.patches import mask_images, n_hidden, patch_grid, random_patch_mask
+from smir_lib.patches import mask_images, mask_to_pixels, n_hidden, patch_grid, random_patch_mask
 from smir_lib.selective import selective_mask
 
 
@@ -134,10 +134,15 @@ def reconstruction_explorer(model, images: torch.Tensor, grid, *, ratio: float =
 
 def mask_comparison_explorer(model, images: torch.Tensor, labels: torch.Tensor, grid, *, k: int = 5,
                              ratio: float = 0.5, class_names=None, class_colors=None, ignore_index: int = 255):
-    """Random against selective masks on one NORMALISED image: sliders image, seed, K."""
+    """Random against selective masks on one NORMALISED image: sliders image, seed, K.
+
+    The title reads the share of the image's object pixels (every labelled class but the most
+    frequent one over ``labels``) that each mask hides: it moves with every slider.
+    """
     import ipywidgets as w
 
-
+    labelled = labels[(labels >= 0) & (labels != ignore_index)]
+    background = int(torch.bincount(labelled.flatten()).argmax())
     sliders = {
         "image": w.IntSlider(value=0, min=0, max=len(images) - 1, description="image"),
         "seed": w.IntSlider(value=0, min=0, max=99, description="seed"),
@@ -148,10 +153,15 @@ def mask_comparison_explorer(model, images: torch.Tensor, labels: torch.Tensor, 
         x = images[image : image + 1]  # (1, 3, H, W)
         sel = selective_mask(model, x, grid, k=K, ratio=ratio, generator=torch.Generator().manual_seed(seed))
         rnd = random_patch_mask(1, grid, ratio, generator=torch.Generator().manual_seed(seed + 1))
-        return plots.mask_comparison(denormalize(x), denormalize(mask_images(x, rnd, grid)),
-                                     denormalize(mask_images(x, sel.mask, grid)), labels=labels[image : image + 1],
-                                     class_colors=class_colors, class_names=class_names, scores=sel.scores,
-                                     grid=grid, ignore_index=ignore_index)
+        fig = plots.mask_comparison(denormalize(x), denormalize(mask_images(x, rnd, grid)),
+                                    denormalize(mask_images(x, sel.mask, grid)), labels=labels[image : image + 1],
+                                    class_colors=class_colors, class_names=class_names, scores=sel.scores,
+                                    grid=grid, ignore_index=ignore_index)
+        plants = (labels[image] != background) & (labels[image] != ignore_index)  # (H, W)
+        hidden = {name: (mask_to_pixels(m, grid)[0] & plants).sum() / plants.sum().clamp(min=1)
+                  for name, m in (("selective", sel.mask), ("random", rnd))}
+        fig.suptitle(f"object pixels hidden: selective {hidden['selective']:.0%}, random {hidden['random']:.0%}")
+        return fig
 
     return _explorer(sliders, draw)
 
