@@ -104,7 +104,7 @@ def test_00_data(series):
 def test_08_appendix_own_data(series):
     m = metrics(series[0], "08_appendix_own_data")
     assert m["own_folder"] == {"train": 9, "val": 1, "test": 2, "pool": 14}  # 12 labelled + 4 pool photos, 70/10/20
-    assert m["problems_found"] == 1  # the stray photo without a mask, named
+    assert m["problems_found"] == 1  # the mask without its photo, named (the photo without a mask only joins the pool)
     assert "own_folder.png" in m["figures"]
 
 
