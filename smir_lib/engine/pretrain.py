@@ -5,7 +5,9 @@ batch is augmented, normalised, and masked with fresh random patch masks drawn f
 seeded by ``(seed, epoch)``; the network reconstructs the whole normalised image
 (``L1 + 1 - MS-SSIM`` over every pixel).
 
-``pretrain_selective(cfg, run_dir)``: the paper's partitioned loop, with the authors' hand-off.
+``pretrain_selective(cfg, run_dir)``: the paper's partitioned loop, with the authors' hand-off;
+``cfg.mask_strategy`` chooses how a step's masks are picked (``selective``, the paper, by default;
+see ``smir_lib.selective`` and docs/strategies.md).
 
 1. The pool is cut into ``cfg.partitions`` interleaved partitions ``pool[i::P]``, 90/10 train/val.
 2. Step 0 trains from scratch on partition 0 with random masks, like the baseline, and validates
@@ -224,6 +226,10 @@ def pretrain_selective(cfg: Config, run_dir: str | Path) -> PretrainResult:
     run-level ``history.*``, ``pretrained.pt`` (the last step's best checkpoint), ``result.json``.
     Step k > 0 starts from, and is scored by, ``handoff_checkpoint(run_dir, k - 1, cfg)``.
     """
+    if cfg.mask_strategy == "objects_oracle":  # refused before anything is written
+        raise ValueError(f"mask_strategy objects_oracle needs pool labels; the selective steps read the pool of "
+                         f"{cfg.pool_name} without labels: choose another mask_strategy (smir_lib.study.mechanism "
+                         "measures the oracle on labelled images)")
     ctx, run_dir = _start(cfg, run_dir, "selective")
     pool = load_split(cfg, "pool", announce=True)
     parts = partition_indices(len(pool), cfg.partitions, cfg.val_fraction)

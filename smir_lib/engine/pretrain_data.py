@@ -6,9 +6,9 @@
   where selective masks live.
 * :func:`partition_indices` cuts the pool into interleaved partitions ``pool[i::P]`` and each
   partition into train / validation (the last ``val_fraction`` of it).
-* :func:`score_partition` runs the selective recipe (``smir_lib.selective``) over one partition,
-  in batches, sharded over ranks; each image's K random masks come from a generator seeded by
-  ``(seed, step, image index)``, so the result does not depend on batching or on the number of
+* :func:`score_partition` runs the selective recipe (``smir_lib.selective``; or another
+  ``cfg.mask_strategy``) over one partition, in batches, sharded over ranks; each image's K random
+  masks come from a generator seeded by ``(seed, step, image index)``, so the result does not depend on batching or on the number of
   processes. Masks are stored as patch grids, one bit per patch (:func:`save_masks`), never as
   masked image copies; an image's grid lives on the image resized to short side ``image_size``.
 * :class:`MaskedPoolSet` is the training set; :class:`FixedMaskValSet` (fixed random masks) and
@@ -35,7 +35,7 @@ from smir_lib.engine.distributed import DistContext, gather_objects
 from smir_lib.files import atomic_save, load_checkpoint
 from smir_lib.patches import mask_to_pixels, patch_grid, random_patch_mask
 from smir_lib.runtime import seeded_generator
-from smir_lib.selective import selective_mask
+from smir_lib.selective import ramp_share, strategy_mask, strategy_scores
 
 __all__ = ["load_split", "eval_items", "partition_indices", "score_partition", "save_masks", "load_masks",
            "MaskedPoolSet", "FixedMaskValSet", "SelectiveValSet"]
@@ -136,8 +136,10 @@ def score_partition(model: nn.Module, pool: Dataset, indices: Sequence[int], cfg
     """Selective masks and scores of pool images ``indices`` with ``model`` (the previous step's).
 
     Each image goes through :func:`smir_lib.selective.selective_mask`, the function notebooks 03
-    and 04 teach, with its ``K`` random masks drawn from its own generator seeded by
-    ``(seed, "score", step, image index)``: the masks do not depend on batching or on the number
+    and 04 teach (through ``strategy_scores`` / ``strategy_mask``, which choose the masks of
+    ``cfg.mask_strategy``), with its ``K`` random masks drawn from its own generator seeded by
+    ``(seed, "score", step, image index)`` and any other draw of the strategy from
+    ``(seed, "strategy", step, image index)``: the masks do not depend on batching or on the number
     of processes. This rank scores ``indices[rank::world]`` in batches of ``cfg.score_batch``
     images of equal size; results are gathered from every rank and returned in the order of
     ``indices``: ``{"indices" (N,), "masks" (N, GH, GW) bool, "scores" (N, GH, GW) float (NaN
@@ -163,10 +165,16 @@ def score_partition(model: nn.Module, pool: Dataset, indices: Sequence[int], cfg
                 random_patch_mask(cfg.k, grid, cfg.mask_ratio,
                                   generator=seeded_generator(cfg.seed, "score", step, i))
                 for i, _ in group])
-            found = selective_mask(model, x, grid, ratio=cfg.mask_ratio, random_masks=random_masks,
-                                   chunk_size=cfg.score_chunk, amp=cfg.amp)
-            results += [(i, m.cpu(), s.cpu(), shape) for (i, _), m, s in
-                        zip(group, found.mask, found.scores)]
+            share = ramp_share(step, cfg.partitions) if cfg.mask_strategy == "hard_ramp" else 1.0
+            scores = strategy_scores(cfg.mask_strategy, model, x, grid, random_masks, ratio=cfg.mask_ratio,
+                                     chunk_size=cfg.score_chunk, amp=cfg.amp)  # (B, gh, gw) or None
+            for b, (i, _) in enumerate(group):  # the mask of each image from its own generator
+                one = None if scores is None else scores[b:b + 1]
+                mask = strategy_mask(cfg.mask_strategy, random_masks[b:b + 1].to(x.device), one, grid,
+                                     cfg.mask_ratio, share=share,
+                                     generator=seeded_generator(cfg.seed, "strategy", step, i))[0]
+                score = torch.full(grid.shape, float("nan")) if one is None else one[0].cpu()
+                results.append((i, mask.cpu(), score, shape))
     gathered = {r[0]: r for part in gather_objects(results, ctx) for r in part}
     return _pack([gathered[i] for i in indices])
 
