@@ -109,3 +109,12 @@ def test_labels_order_and_figure_name_every_strategy():
     fig = study_plots.study_budget_curves(data, {})
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert [t for t in legend if t.endswith(" IR")] == ["random IR", "selective IR", "easiest IR"]
+
+
+def test_the_gpu_strategies_protocol_is_the_gpu_protocol_with_the_strategies_axis():
+    gpu, strategies = (yaml.safe_load((PROTOCOLS / f"{n}.yaml").read_text()) for n in ("gpu", "gpu_strategies"))
+    assert {k: v for k, v in strategies.items() if k not in ("strategies", "description")} == \
+        {k: v for k, v in gpu.items() if k != "description"}
+    gpu_units = {u.folder for u in work_units(load_protocol("gpu"))}
+    units = work_units(load_protocol("gpu_strategies"))
+    assert gpu_units < {u.folder for u in units} and len(units) == 2 * 6 + 2 * 2 * 7
