@@ -3,9 +3,9 @@ study (same folders, same configs, so one root reuses them), the stale-config ch
 that reuse, and the tables and figure with more strategies than random and selective."""
 
 import json
-from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from smir_lib.study import plots as study_plots
@@ -118,3 +118,22 @@ def test_the_gpu_strategies_protocol_is_the_gpu_protocol_with_the_strategies_axi
     gpu_units = {u.folder for u in work_units(load_protocol("gpu"))}
     units = work_units(load_protocol("gpu_strategies"))
     assert gpu_units < {u.folder for u in units} and len(units) == 2 * 6 + 2 * 2 * 7
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
+def test_a_toy_strategies_study_runs_and_reports(tmp_path):
+    from smir_lib.study.run import run_units
+    from smir_lib.study.tables import write_report
+
+    toy = load_protocol("toy", {"seeds": [0], "pretrain_budgets": [5], "strategies": ["random", "selective", "block"]})
+    out = run_units(toy, tmp_path / "study", poll_s=0.1, wait_s=1)
+    assert not out["failed"] and out["left"] == [] and len(out["ran"]) == 3 + 4
+    masks = torch.load(tmp_path / "study/pretrain/synthetic/seed_0/block_5/step_1/masks.pt")
+    assert json.loads((tmp_path / "study/pretrain/synthetic/seed_0/block_5/config.json").read_text())["mask_strategy"] == "block"
+    assert masks["scores"].isnan().all() and masks["masks"].flatten(1).sum(1).eq(32).all()  # 8x8 grid, no model
+    summary = write_report(toy, tmp_path / "study", tmp_path / "out" / "toy", "python test")
+    cell = summary["datasets"]["synthetic"]["labels"]["2"]
+    assert set(cell["inits"]) == {"scratch", "random_5", "selective_5", "block_5"}
+    assert {(d["a"], d["b"]) for d in cell["differences"]} >= {("block_5", "random_5"), ("block_5", "selective_5")}
+    assert "block IR 5 - random IR 5" in (tmp_path / "out" / "toy.md").read_text()
