@@ -35,9 +35,23 @@ def test_explorers_build_and_redraw(batch):
         widgets.dataset_browser(images, labels, NAMES, COLORS),
         widgets.reconstruction_explorer(Blur(), x, grid, win_size=3),
         widgets.mask_comparison_explorer(Blur(), x, labels, grid, k=2, class_names=NAMES, class_colors=COLORS),
+        widgets.strategy_explorer(Blur(), x, labels, grid, NAMES, k=2),
         widgets.prediction_browser(images, labels, {"scratch": labels, "random": labels.flip(1)}, NAMES, COLORS),
     ]
     for box in boxes:
         box.redraw()  # draws the figure for the sliders' current values; raises on any error
         sliders = [w for w in box.children[0].children]
         assert sliders and all(s.description for s in sliders)
+
+
+def test_strategy_explorer_draws_every_strategy(batch):
+    pytest.importorskip("ipywidgets")
+    from smir_lib.selective import STRATEGIES
+
+    images, labels, grid = batch
+    box = widgets.strategy_explorer(Blur(), normalize(images), labels, grid, NAMES, k=2)
+    menu = box.children[0].children[0]
+    assert list(menu.options) == list(STRATEGIES)
+    for strategy in STRATEGIES:
+        menu.value = strategy
+        box.redraw()  # raises on any error
