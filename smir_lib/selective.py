@@ -21,25 +21,27 @@ every score map of a chunk comes from one vectorised ``patch_loss_map`` call.
 Masking strategies (issue 28): ``selective`` above is the paper's and the default
 (``Config.mask_strategy``). The others are named options of the same selective steps, for the
 question *why* selection helps or not. Every one hides exactly ``floor(ratio * n_patches)``
-patches of the same grid; ``forward_passes`` is the cost of choosing one image's mask.
+patches of the same grid.
 
-=====================  ==============================================================  ==============
-strategy               which patches are hidden                                        forward passes
-=====================  ==============================================================  ==============
-``random``             the first of the image's K random masks (MAE-style; fixed for      0
-                       the step, unlike the random-masking baseline's fresh masks)
-``selective``          top half of the score averaged over K random masks (the paper)     K
-``selective_unmasked`` top half of the score of the *unmasked* image (one pass)           1
-``easiest``            bottom half of the ``selective`` score (control: is it              K
-                       difficulty that helps?)
-``block``              BEiT's blockwise masks (Bao et al., ICLR 2022): rectangles of      0
-                       >= 16 patches, aspect 0.3..3.3, until the count is reached
-``hard_ramp``          a share of top-scored patches rising 0 -> 1 over the steps, the    K
-                       rest random (easy to hard: HPM, Wang et al. CVPR 2023;
-                       AnatoMask, Li et al. ECCV 2024)
-``objects_oracle``     the patches with the most labelled foreground (needs pool          0
-                       labels; a control, never a default)
-=====================  ==============================================================  ==============
+======================  ===========================================================  ======
+strategy                which patches are hidden                                     passes
+======================  ===========================================================  ======
+``random``              the first of the image's K random masks (MAE-style; fixed    0
+                        for the step, unlike the random-masking baseline's masks)
+``selective``           top half of the score averaged over K random masks (paper)   K
+``selective_unmasked``  top half of the score of the *unmasked* image                1
+``easiest``             bottom half of the ``selective`` score (control: is it       K
+                        difficulty that helps?)
+``block``               BEiT's blockwise masks (Bao et al., ICLR 2022): rectangles   0
+                        of >= 16 patches, aspect 0.3..3.3, until the count is hit
+``hard_ramp``           a share of top-scored patches rising 0 -> 1 over the steps,  K
+                        the rest random (easy to hard: HPM, Wang et al. CVPR 2023;
+                        AnatoMask, Li et al. ECCV 2024)
+``objects_oracle``      the patches with the most labelled foreground (needs pool    0
+                        labels; a control, never a default)
+======================  ===========================================================  ======
+
+``passes``: model forward passes per image to choose the mask.
 
 :func:`strategy_scores` runs the model (when the strategy needs it) and :func:`strategy_mask`
 chooses from the scores; :func:`choose_masks` does both for a batch with one generator.
