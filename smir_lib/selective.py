@@ -37,8 +37,8 @@ strategy                which patches are hidden                                
 ``hard_ramp``           a share of top-scored patches rising 0 -> 1 over the steps,  K
                         the rest random (easy to hard: HPM, Wang et al. CVPR 2023;
                         AnatoMask, Li et al. ECCV 2024)
-``objects_oracle``      the patches with the most labelled foreground (needs pool    0
-                        labels; a control, never a default)
+``objects_oracle``      the patches with the most labelled foreground (needs labels  0
+                        of the pool's images; a control, never a default)
 ======================  ===========================================================  ======
 
 ``passes``: model forward passes per image to choose the mask.

@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from smir_lib.data.transforms import resize_nearest
 from smir_lib.engine.config import ConfigValueError, load_config
 from smir_lib.patches import PatchGrid, patch_grid
 from smir_lib.selective import (
@@ -153,10 +154,31 @@ def test_the_engine_scores_a_partition_with_each_strategy():
     assert not torch.equal(found["selective_unmasked"]["scores"], found["selective"]["scores"])  # one unmasked pass
 
 
-def test_the_engine_refuses_the_oracle_in_one_line(tmp_path):
+def test_the_engine_refuses_the_oracle_in_one_line_when_the_pool_has_no_labels(tmp_path):
     from smir_lib.engine.pretrain import pretrain_selective
 
     cfg = load_config("fast", {"mask_strategy": "objects_oracle", "pool_size": 12})
-    with pytest.raises(ValueError, match=r"objects_oracle needs pool labels; .* pool of synthetic without labels"):
+    with pytest.raises(ValueError, match=r"objects_oracle needs pool labels; the pool of synthetic has none"):
         pretrain_selective(cfg, tmp_path / "run")
     assert not (tmp_path / "run" / "config.json").exists()  # refused before the run is set up
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_the_engine_oracle_reads_the_labels_of_cwfid_pool_tiles(cwfid_root, monkeypatch):
+    from smir_lib.data import get_dataset
+    from smir_lib.engine.pretrain_data import load_split, pool_label_reader, score_partition, scoring_pool
+    from smir_lib.models import build_model
+
+    monkeypatch.setenv("SMIR_DATA_DIR", str(cwfid_root.parent))
+    cfg = load_config("fast", dict(dataset="cwfid", pool_size=2, pool_tile_size=512, pool_tile_stride=256,
+                                   mask_strategy="objects_oracle", image_size=128, n_patches=64, k=1, workers=0,
+                                   cache_images=False, progress=False))
+    read = pool_label_reader(cfg)
+    frame = get_dataset("cwfid", "train", str(cwfid_root.parent)).load_label(0)  # pool image 0 = train frame 0
+    assert torch.equal(read(1), frame[:512, 256:768])  # tile 1 of frame 0: rows 0-512, columns 256-768
+    pool = scoring_pool(load_split(cfg, "pool"), cfg)
+    out = score_partition(build_model(cfg), pool, [1, 7], cfg, step=1, pool_labels=read)
+    grid = patch_grid(128, 128, 64)
+    for index, mask in zip([1, 7], out["masks"]):
+        share = foreground_share(resize_nearest(read(index), (128, 128))[None], grid)[0]
+        assert mask.sum() == 32 and share[mask].min() >= share[~mask].max()  # the most foreground hidden

@@ -51,7 +51,6 @@ def test_units_cross_every_strategy_with_budgets_and_seeds():
 
 @pytest.mark.parametrize("strategies, message", [
     (["selective", "block"], "include random and selective"),
-    (["random", "selective", "objects_oracle"], "the engine refuses it"),
     (["random", "selective", "selective"], "distinct names"),
 ])
 def test_a_protocol_refuses_strategies_it_cannot_compare_or_run(strategies, message):
@@ -88,7 +87,7 @@ def test_the_packaged_protocols_share_the_budget_study_units():
         assert other["engine"] == cpu["engine"] and other["per_dataset"]["cwfid"] == cpu["per_dataset"]["cwfid"]
         assert other["label_budgets"] == shared
     units = work_units(load_protocol("cpu_strategies"))
-    assert sum(u.kind == "pretrain" for u in units) == 5 * 6 and sum(u.kind == "finetune" for u in units) == 5 * 2 * 7
+    assert sum(u.kind == "pretrain" for u in units) == 5 * 7 and sum(u.kind == "finetune" for u in units) == 5 * 2 * 8
     cpu_folders = {u.folder for u in work_units(load_protocol("cpu"))}
     reused = [u.folder for u in units if u.folder in cpu_folders]
     assert len(reused) == 5 * (2 + 2 * 3)  # random_9000, selective_9000; scratch and both at 4 and 35 labels
@@ -117,7 +116,7 @@ def test_the_gpu_strategies_protocol_is_the_gpu_protocol_with_the_strategies_axi
         {k: v for k, v in gpu.items() if k != "description"}
     gpu_units = {u.folder for u in work_units(load_protocol("gpu"))}
     units = work_units(load_protocol("gpu_strategies"))
-    assert gpu_units < {u.folder for u in units} and len(units) == 2 * 6 + 2 * 2 * 7
+    assert gpu_units < {u.folder for u in units} and len(units) == 2 * 7 + 2 * 2 * 8
 
 
 @pytest.mark.slow

@@ -69,9 +69,7 @@ class Protocol:
                      "label_budgets", "a list of dicts that each set train_size"),
                     (not self.strategies or len(set(self.strategies)) < len(self.strategies)
                      or not {"random", "selective"} <= set(self.strategies), "strategies",
-                     "distinct names that include random and selective (the pair every strategy is compared with)"),
-                    ("objects_oracle" in self.strategies, "strategies",
-                     "no objects_oracle: the engine refuses it (the selective steps read unlabelled pools)")]
+                     "distinct names that include random and selective (the pair every strategy is compared with)")]
         for bad, key, expected in problems:
             if bad:
                 raise ValueError(f"{key}={getattr(self, key)!r} is invalid: expected {expected}")
