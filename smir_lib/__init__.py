@@ -8,7 +8,8 @@ every other role has a folder named for it. The map:
 The method (what the notebooks teach, and what the engine trains with)
     - ``patches``: the authors' patch grid, random patch masks, hiding pixels.
     - ``losses``: the reconstruction loss (L1 + 1 - MS-SSIM) and the per-patch loss map.
-    - ``selective``: choosing the hardest patches with the current model (``selective_mask``).
+    - ``selective``: choosing the hardest patches with the current model (``selective_mask``),
+      and the other masking strategies compared with it (``STRATEGIES``, ``choose_masks``).
     - ``models``: the ResNet U-Net with torchvision's names, and moving weights into it.
     - ``metrics``: the Jaccard loss, the confusion matrix and mIoU.
 
@@ -30,7 +31,7 @@ The folders
       (sentences filled from a run's metrics),
       ``runner`` and ``report`` (the series with papermill, ``make demo``).
     - ``study/``: the budget study (``plan``, ``run``, ``stats``, ``tables``, ``plots``,
-      ``rerun``), the reproduction study (``reproduction``, ``reproduction_report``), and the
+      ``rerun``), the masking strategies' mechanism (``mechanism``), the reproduction study (``reproduction``, ``reproduction_report``), and the
       initialisations they compare (``inits``).
     - ``tools/``: the command line ``smir`` (``cli``), ``predict`` and ``export``.
 

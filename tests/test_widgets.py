@@ -36,6 +36,7 @@ def test_explorers_build_and_redraw(batch):
         widgets.dataset_browser(images, labels, NAMES, COLORS),
         widgets.reconstruction_explorer(Blur(), x, grid, win_size=3),
         widgets.mask_comparison_explorer(Blur(), x, labels, grid, k=2, class_names=NAMES, class_colors=COLORS),
+        widgets.strategy_explorer(Blur(), x, labels, grid, NAMES, k=2),
         widgets.prediction_browser(images, labels, {"scratch": labels, "random": labels.flip(1)}, NAMES, COLORS),
     ]
     for box in boxes:
@@ -62,3 +63,16 @@ def test_loss_map_browser_titles_the_overlap_with_the_reference_selection(batch,
     assert drawn[0].startswith("image 0: the top half at K = 2 shares 0% of its patches with the K = 2 selection")
     assert drawn[-1].startswith("image 1: the top half at K = 2 shares 100% of its patches")
     assert drawn[-1].endswith(f"(chance: {reference[1].float().mean():.0%})")
+
+
+def test_strategy_explorer_draws_every_strategy(batch):
+    pytest.importorskip("ipywidgets")
+    from smir_lib.selective import STRATEGIES
+
+    images, labels, grid = batch
+    box = widgets.strategy_explorer(Blur(), normalize(images), labels, grid, NAMES, k=2)
+    menu = box.children[0].children[0]
+    assert list(menu.options) == list(STRATEGIES)
+    for strategy in STRATEGIES:
+        menu.value = strategy
+        box.redraw()  # raises on any error

@@ -5,6 +5,8 @@
 # study in notebooks/results/study_gpu.{md,json,png}.
 #
 #   SMIR_DATA_DIR=/path/to/data bash notebooks/results/study_gpu.sh
+#   PROTOCOL=gpu_strategies bash notebooks/results/study_gpu.sh    (issue 28: the masking-strategies axis,
+#                                                                   same root: gpu's units are reused)
 #
 # NOT RUN YET: no GPU was lent to the session that wrote it, so the protocol's budget is an
 # estimate. `timeout` stops the units at RUN_S seconds whatever the speed; the report then lists
@@ -15,8 +17,9 @@ set -u
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
 ROOT=${ROOT:-runs/study_gpu}
+PROTOCOL=${PROTOCOL:-gpu}   # gpu, or gpu_strategies (smir_lib/configs/studies/)
 RUN_S=${RUN_S:-420}   # 7 minutes of units, about a minute left for start-up and the report
-timeout "$RUN_S" "$PY" -m smir_lib study run --protocol gpu --root "$ROOT" --threads 8 --wait 0
+timeout "$RUN_S" "$PY" -m smir_lib study run --protocol "$PROTOCOL" --root "$ROOT" --threads 8 --wait 0
 echo "units stopped or finished (exit $?); writing the report"
-"$PY" -m smir_lib study report --protocol gpu --root "$ROOT" --out notebooks/results/study_gpu \
+"$PY" -m smir_lib study report --protocol "$PROTOCOL" --root "$ROOT" --out "notebooks/results/study_$PROTOCOL" \
     --note "GPU run: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1), units cut at ${RUN_S} s"

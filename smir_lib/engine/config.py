@@ -37,6 +37,7 @@ from pathlib import Path
 
 from smir_lib.files import atomic_write_text, read_yaml
 from smir_lib.patches import n_hidden, patch_grid
+from smir_lib.selective import STRATEGIES
 
 __all__ = ["Config", "ConfigValueError", "PRESETS", "PRETRAIN_BATCH", "load_config", "packaged_configs", "parse_overrides", "save_config",
            "config_diff"]
@@ -77,6 +78,8 @@ class Config:
         n_patches: nominal patch count (512: a 21x21 grid on 256x256).
         mask_ratio: fraction of patches hidden. k: random masks averaged per selective score.
         partitions: partitions of the pool (= selective steps).
+        mask_strategy: how a selective step chooses its masks (``smir_lib.selective.STRATEGIES``;
+            ``selective``: the paper; the others are the controls of docs/strategies.md).
         msssim_win: MS-SSIM window; the short side must exceed ``(msssim_win - 1) * 16`` px.
         shared_augmentation: input and target share the colour jitter (False: the authors' quirk
             of jittering the selective input only).
@@ -137,6 +140,7 @@ class Config:
     mask_ratio: float = 0.5
     k: int = 5
     partitions: int = 10
+    mask_strategy: str = "selective"
     msssim_win: int = 11
     shared_augmentation: bool = True
     lr: float = 3e-3
@@ -178,6 +182,7 @@ class Config:
             (0.0 < self.val_fraction < 1.0, "val_fraction", "a fraction in (0, 1), e.g. 0.1"),
             (self.partitions >= 1, "partitions", "at least 1 (the paper uses 10)"),
             (self.k >= 1, "k", "at least 1 random mask per image (the paper uses 5)"),
+            (self.mask_strategy in STRATEGIES, "mask_strategy", f"one of {', '.join(STRATEGIES)} (the paper: selective)"),
             (self.msssim_win % 2 == 1, "msssim_win", "an odd window size, e.g. 11 or 7"),
             (self.handoff in ("last", "best"), "handoff", "'last' (the authors) or 'best'"),
             (self.val_masking in ("selective", "random"), "val_masking",

@@ -5,7 +5,9 @@ batch is augmented, normalised, and masked with fresh random patch masks drawn f
 seeded by ``(seed, epoch)``; the network reconstructs the whole normalised image
 (``L1 + 1 - MS-SSIM`` over every pixel).
 
-``pretrain_selective(cfg, run_dir)``: the paper's partitioned loop, with the authors' hand-off.
+``pretrain_selective(cfg, run_dir)``: the paper's partitioned loop, with the authors' hand-off;
+``cfg.mask_strategy`` chooses how a step's masks are picked (``selective``, the paper, by default;
+see ``smir_lib.selective`` and docs/strategies.md).
 
 1. The pool is cut into ``cfg.partitions`` interleaved partitions ``pool[i::P]``, 90/10 train/val.
 2. Step 0 trains from scratch on partition 0 with random masks, like the baseline, and validates
@@ -53,6 +55,7 @@ from smir_lib.engine.pretrain_data import (
     load_masks,
     load_split,
     partition_indices,
+    pool_label_reader,
     save_masks,
     score_partition,
     scoring_pool,
@@ -241,6 +244,10 @@ def pretrain_selective(cfg: Config, run_dir: str | Path) -> PretrainResult:
     run-level ``history.*``, ``pretrained.pt`` (the last step's best checkpoint), ``result.json``.
     Step k > 0 starts from, and is scored by, ``handoff_checkpoint(run_dir, k - 1, cfg)``.
     """
+    pool_labels = pool_label_reader(cfg) if cfg.mask_strategy == "objects_oracle" else None
+    if cfg.mask_strategy == "objects_oracle" and pool_labels is None:  # refused before anything is written
+        raise ValueError(f"mask_strategy objects_oracle needs pool labels; the pool of {cfg.pool_name} has none "
+                         "(its images are not labelled images of the dataset): choose another mask_strategy")
     ctx, run_dir = _start(cfg, run_dir, "selective")
     pool = load_split(cfg, "pool", announce=True)
     parts = partition_indices(len(pool), cfg.partitions, cfg.val_fraction)
@@ -259,7 +266,7 @@ def pretrain_selective(cfg: Config, run_dir: str | Path) -> PretrainResult:
             warm_start = previous.relative_to(run_dir).as_posix()
             if not (stage_dir / "state.pt").is_file():  # warm start (a resumed step loads its state)
                 load_pretrained(model, previous, reinit_head=False)
-            masks = _step_masks(previous, steps_pool, train_idx + val_idx, cfg, ctx, step, stage_dir)
+            masks = _step_masks(previous, steps_pool, train_idx + val_idx, cfg, ctx, step, stage_dir, pool_labels)
         summary = _run_stage(model, pool, train_idx, val_idx, cfg, ctx, run_dir, f"step_{step}",
                              cfg.pretrain_epochs, masks, warm_start, steps_pool)
         steps.append({"step": step, **summary})
@@ -275,13 +282,13 @@ def handoff_checkpoint(run_dir: str | Path, step: int, cfg: Config) -> Path:
     return Path(run_dir) / f"step_{step}" / ("state.pt" if cfg.handoff == "last" else "best.pt")
 
 
-def _step_masks(previous: Path, pool, indices, cfg, ctx, step, stage_dir) -> dict:
+def _step_masks(previous: Path, pool, indices, cfg, ctx, step, stage_dir, pool_labels=None) -> dict:
     """The step's stored masks, or score its images (train and val) with the hand-off model."""
     path = stage_dir / "masks.pt"
     if not path.is_file():
         scorer = prepare_model(build_model(cfg), ctx.device, cfg.channels_last)
         load_pretrained(scorer, previous, reinit_head=False)
-        masks = score_partition(scorer, pool, indices, cfg, step, ctx, progress=cfg.progress)
+        masks = score_partition(scorer, pool, indices, cfg, step, ctx, progress=cfg.progress, pool_labels=pool_labels)
         if ctx.is_main:
             save_masks(masks, path)
         barrier(ctx)

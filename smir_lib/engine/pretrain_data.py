@@ -6,9 +6,9 @@
   where selective masks live.
 * :func:`partition_indices` cuts the pool into interleaved partitions ``pool[i::P]`` and each
   partition into train / validation (the last ``val_fraction`` of it).
-* :func:`score_partition` runs the selective recipe (``smir_lib.selective``) over one partition,
-  in batches, sharded over ranks; each image's K random masks come from a generator seeded by
-  ``(seed, step, image index)``, so the result does not depend on batching or on the number of
+* :func:`score_partition` runs the selective recipe (``smir_lib.selective``; or another
+  ``cfg.mask_strategy``) over one partition, in batches, sharded over ranks; each image's K random
+  masks come from a generator seeded by ``(seed, step, image index)``, so the result does not depend on batching or on the number of
   processes. Masks are stored as patch grids, one bit per patch (:func:`save_masks`), never as
   masked image copies; an image's grid lives on the image resized to short side ``image_size``.
 * :class:`MaskedPoolSet` is the training set; :class:`FixedMaskValSet` (fixed random masks) and
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 
 from smir_lib.data import get_dataset
 from smir_lib.data.tiles import TiledPool
-from smir_lib.data.transforms import EvalTransform, TrainAugment, normalize, resize_short_side
+from smir_lib.data.transforms import EvalTransform, TrainAugment, normalize, resize_nearest, resize_short_side
 from smir_lib.data.views import (
     CachedItems,
     FirstItems,
@@ -42,9 +42,9 @@ from smir_lib.engine.distributed import DistContext, gather_objects
 from smir_lib.files import RunFileError, atomic_save, load_checkpoint
 from smir_lib.patches import mask_to_pixels, patch_grid, random_patch_mask
 from smir_lib.runtime import seeded_generator
-from smir_lib.selective import selective_mask
+from smir_lib.selective import foreground_share, ramp_share, strategy_mask, strategy_scores
 
-__all__ = ["load_split", "training_source", "eval_items", "partition_indices", "score_partition", "save_masks", "load_masks",
+__all__ = ["load_split", "training_source", "eval_items", "partition_indices", "score_partition", "pool_label_reader", "save_masks", "load_masks",
            "MaskedPoolSet", "FixedMaskValSet", "SelectiveValSet"]
 
 DATA_SEED = 0
@@ -151,13 +151,17 @@ def partition_indices(n_images: int, partitions: int, val_fraction: float = 0.1
 
 
 def score_partition(model: nn.Module, pool: Dataset, indices: Sequence[int], cfg: Config,
-                    step: int, ctx: DistContext = DistContext(), progress: bool = False) -> dict:
+                    step: int, ctx: DistContext = DistContext(), progress: bool = False,
+                    pool_labels: Callable[[int], torch.Tensor] | None = None) -> dict:
     """Selective masks and scores of pool images ``indices`` with ``model`` (the previous step's).
 
     Each image goes through :func:`smir_lib.selective.selective_mask`, the function notebooks 03
-    and 04 teach, with its ``K`` random masks drawn from its own generator seeded by
-    ``(seed, "score", step, image index)``: the masks do not depend on batching or on the number
-    of processes. This rank scores ``indices[rank::world]`` in batches of ``cfg.score_batch``
+    and 04 teach (through ``strategy_scores`` / ``strategy_mask``, which choose the masks of
+    ``cfg.mask_strategy``), with its ``K`` random masks drawn from its own generator seeded by
+    ``(seed, "score", step, image index)`` and any other draw of the strategy from
+    ``(seed, "strategy", step, image index)``: the masks do not depend on batching or on the number
+    of processes. ``objects_oracle`` reads each image's label from ``pool_labels`` (``index ->
+    (H, W)`` at the pool image's own size, :func:`pool_label_reader`). This rank scores ``indices[rank::world]`` in batches of ``cfg.score_batch``
     images of equal size; results are gathered from every rank and returned in the order of
     ``indices``: ``{"indices" (N,), "masks" (N, GH, GW) bool, "scores" (N, GH, GW) float (NaN
     padding), "grid_shapes" (N, 2), "image_sizes" (N, 2)}``; an image's own grid is the top-left
@@ -182,12 +186,47 @@ def score_partition(model: nn.Module, pool: Dataset, indices: Sequence[int], cfg
                 random_patch_mask(cfg.k, grid, cfg.mask_ratio,
                                   generator=seeded_generator(cfg.seed, "score", step, i))
                 for i, _ in group])
-            found = selective_mask(model, x, grid, ratio=cfg.mask_ratio, random_masks=random_masks,
-                                   chunk_size=cfg.score_chunk, amp=cfg.amp)
-            results += [(i, m.cpu(), s.cpu(), shape) for (i, _), m, s in
-                        zip(group, found.mask, found.scores)]
+            share = ramp_share(step, cfg.partitions) if cfg.mask_strategy == "hard_ramp" else 1.0
+            scores = strategy_scores(cfg.mask_strategy, model, x, grid, random_masks, ratio=cfg.mask_ratio,
+                                     chunk_size=cfg.score_chunk, amp=cfg.amp)  # (B, gh, gw) or None
+            for b, (i, _) in enumerate(group):  # the mask of each image from its own generator
+                one = None if scores is None else scores[b:b + 1]
+                foreground = None if pool_labels is None else \
+                    foreground_share(resize_nearest(pool_labels(i), shape)[None], grid).to(x.device)  # (1, gh, gw)
+                mask = strategy_mask(cfg.mask_strategy, random_masks[b:b + 1].to(x.device), one, grid,
+                                     cfg.mask_ratio, share=share, foreground=foreground,
+                                     generator=seeded_generator(cfg.seed, "strategy", step, i))[0]
+                score = torch.full(grid.shape, float("nan")) if one is None else one[0].cpu()
+                results.append((i, mask.cpu(), score, shape))
     gathered = {r[0]: r for part in gather_objects(results, ctx) for r in part}
     return _pack([gathered[i] for i in indices])
+
+
+def pool_label_reader(cfg: Config) -> Callable[[int], torch.Tensor] | None:
+    """``index -> label (H, W)`` of pool image ``index`` (a tile: its crop of the frame's label), or
+    None when the pool's images are not all labelled images of the dataset's splits.
+
+    Pools are unlabelled, but some are made of labelled frames (CWFID's pool is its train and
+    validation frames): ``objects_oracle`` finds each pool file among the labelled splits.
+    """
+    pool = load_split(cfg.replace(cache_images=False), "pool")
+    tiled = isinstance(pool, TiledPool)
+    files = [str(p) for p in getattr(pool.base if tiled else pool, "images", [])]
+    whole = cfg.replace(cache_images=False, train_size=None, val_size=None, test_size=None)
+    labelled = {}  # image file -> (labelled split, index)
+    for split in ("train", "val", "test"):
+        ds = load_split(whole, split)
+        labelled.update({str(p): (ds, i) for i, p in enumerate(getattr(ds, "images", []))})
+    if not files or any(f not in labelled for f in files):
+        return None
+
+    def read(index: int) -> torch.Tensor:
+        source, top, left, h, w = pool.boxes[index].tolist() if tiled else (index, 0, 0, None, None)
+        ds, i = labelled[files[source]]
+        label = ds.load_label(i)  # (H, W) of the whole frame
+        return label if not tiled else label[top:top + h, left:left + w]
+
+    return read
 
 
 def _pack(rows: list[tuple]) -> dict:

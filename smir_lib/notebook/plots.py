@@ -450,6 +450,23 @@ def _image_table(rows: Sequence[Sequence], col_titles: Sequence[str], row_titles
     return fig, axes
 
 
+def strategy_masks_figure(masked: Mapping[str, Sequence], notes: Mapping[str, str] | None = None, *,
+                          images: Sequence | None = None) -> Figure:
+    """Masking strategies side by side on the same images (issue 28): one column per strategy
+    (``masked[strategy][r]``: image ``r`` with that strategy's patches hidden, display-ready),
+    one row per image, the original first when ``images`` are given; ``notes[strategy]`` goes
+    under the column's name (e.g. the share of each class hidden and the forward passes)."""
+    names = list(masked)
+    cols = (["image"] if images is not None else []) + [f"{n}\n{notes[n]}" if notes and n in notes else n
+                                                         for n in names]
+    rows = [([images[r]] if images is not None else []) + [masked[n][r] for n in names]
+            for r in range(len(masked[names[0]]))]
+    fig, axes = _image_table(rows, cols, size=2.4)
+    for ax in axes[0]:
+        ax.title.set_fontsize(8)
+    return fig
+
+
 def stored_mask_reconstructions(masked: Sequence, reconstructed: Sequence, original: Sequence, *,
                                 row_titles: Sequence[str] | None = None, step: int | None = None) -> Figure:
     """Paper Fig. 4: images as a selective step trained on them, one row per image.

@@ -5,7 +5,8 @@ Each builder returns an ``ipywidgets.VBox``: sliders (each with a short descript
 figure from ``smir_lib.notebook.plots`` whenever a slider moves. Notebooks call them only
 ``if INTERACTIVE:``; the same content appears as static figures otherwise. One per notebook:
 ``dataset_browser`` (00), ``mask_explorer`` (01), ``reconstruction_explorer`` (02),
-``loss_map_browser`` (03), ``mask_comparison_explorer`` (04), ``stored_mask_browser`` (05),
+``loss_map_browser`` (03), ``mask_comparison_explorer`` and ``strategy_explorer`` (04),
+``stored_mask_browser`` (05),
 ``prediction_browser`` (06); the ``ui`` test tier moves a slider of each in JupyterLab.
 """
 
@@ -20,7 +21,8 @@ from smir_lib.notebook import plots
 from smir_lib.notebook.measure import mae_views
 from smir_lib.notebook.showcase import stored_mask_views
 from smir_lib.patches import mask_images, mask_to_pixels, n_hidden, patch_grid, random_patch_mask
-from smir_lib.selective import selective_mask
+from smir_lib.selective import STRATEGIES, choose_masks, selective_mask
+from smir_lib.study.mechanism import strategy_mechanism
 
 
 def _explorer(sliders: dict, draw: Callable[..., object]):
@@ -162,6 +164,32 @@ def mask_comparison_explorer(model, images: torch.Tensor, labels: torch.Tensor, 
                   for name, m in (("selective", sel.mask), ("random", rnd))}
         fig.suptitle(f"object pixels hidden: selective {hidden['selective']:.0%}, random {hidden['random']:.0%}")
         return fig
+
+    return _explorer(sliders, draw)
+
+
+def strategy_explorer(model, images: torch.Tensor, labels: torch.Tensor, grid, class_names, *, k: int = 5,
+                      ratio: float = 0.5, ignore_index: int = 255):
+    """One masking strategy at a time on one NORMALISED image (issue 28): a strategy menu, sliders
+    image and seed; the panel's title gives the share of each class hidden and the forward passes."""
+    import ipywidgets as w
+
+    sliders = {
+        "strategy": w.Dropdown(options=list(STRATEGIES), value="selective", description="strategy"),
+        "image": w.IntSlider(value=0, min=0, max=len(images) - 1, description="image"),
+        "seed": w.IntSlider(value=0, min=0, max=99, description="seed"),
+    }
+
+    def draw(strategy, image, seed):
+        x, lab = images[image : image + 1], labels[image : image + 1]  # (1, 3, H, W), (1, H, W)
+        found = choose_masks(strategy, model, x, grid, k=k, ratio=ratio, share=0.5, labels=lab,
+                             generator=torch.Generator().manual_seed(seed))
+        m = strategy_mechanism(model, x, lab, grid, class_names, k=k, ratio=ratio, seed=seed,
+                               ignore_index=ignore_index, strategies=[strategy])["strategies"][strategy]
+        note = ", ".join(f"{c} {100 * v:.0f} %" for c, v in m["hidden_share"].items())
+        return plots.strategy_masks_figure({strategy: denormalize(mask_images(x, found.mask, grid))},
+                                           {strategy: f"hidden: {note}\n{m['forward_passes']} passes"},
+                                           images=denormalize(x))
 
     return _explorer(sliders, draw)
 

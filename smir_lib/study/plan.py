@@ -4,22 +4,26 @@ A protocol (``smir_lib/configs/studies/<name>.yaml``, read by :func:`load_protoc
 seeds x label budgets x pretraining budgets. :func:`work_units` turns it into a deterministic list
 of units, one engine run each:
 
-* ``pretrain`` units: per seed, pool and pretraining budget, one random-IR and one selective-IR
-  run. A budget is in image-steps (images x epochs over all stages); :func:`epochs_for_budget`
+* ``pretrain`` units: per seed, pool and pretraining budget, one run per masking strategy
+  (``strategies``; default random IR and selective IR, the paper's pair): ``random`` is the
+  random-masking baseline, every other strategy the partitioned selective loop with that
+  ``mask_strategy`` (``smir_lib.selective.STRATEGIES``; ``selective`` = the paper). A unit's folder
+  and config do not depend on which other strategies a protocol lists, so protocols that share a
+  study root share their identical units (the stale-config check guards that they are). A budget is in image-steps (images x epochs over all stages); :func:`epochs_for_budget`
   turns it into epochs from the run's own pool or partition sizes, so both methods see the same
   number of images. A pool's selective run at the largest budget also serves as the "cross"
   initialisation of the other dataset (one run, two uses).
 * ``finetune`` units: per seed, dataset and label budget, one run from each initialisation:
-  scratch, random and selective IR at every budget, and selective IR on the cross pool at the
+  scratch, every strategy at every budget, and selective IR on the cross pool at the
   largest budget. Every initialisation of a seed fine-tunes with that seed: the same head
   initialisation, data order and augmentation, so differences between them are paired.
 
 Units come pretraining first, then fine-tuning, seed by seed; :func:`shard` gives process ``i``
 of ``n`` its share (``units[i::n]``). Folders, relative to the study root::
 
-    pretrain/<pool>/seed_<s>/<method>_<budget>/              (the engine's pretraining folder)
+    pretrain/<pool>/seed_<s>/<strategy>_<budget>/            (the engine's pretraining folder)
     finetune/<dataset>/seed_<s>/train_<n>/<init>/            (init: scratch, random_<b>, selective_<b>,
-                                                              cross_<pool>_<b>)
+                                                              <strategy>_<b>, cross_<pool>_<b>)
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from pathlib import Path
 from smir_lib.data import ALL_NAMES
 from smir_lib.engine.config import PRESETS, Config, config_keys, load_config, read_mapping
 from smir_lib.engine.pretrain_data import load_split, partition_indices
+from smir_lib.selective import STRATEGIES
 
 __all__ = ["Protocol", "WorkUnit", "PROTOCOLS", "load_protocol", "protocol_names", "work_units", "shard",
            "parse_shard", "epochs_for_budget", "unit_config", "label_values", "stage_train_sizes"]
@@ -53,6 +58,7 @@ class Protocol:
     per_dataset: dict[str, dict] = field(default_factory=dict)
     cross: dict[str, str] = field(default_factory=dict)
     description: str = ""
+    strategies: list[str] = field(default_factory=lambda: ["random", "selective"])
 
     def __post_init__(self) -> None:
         problems = [(not self.seeds, "seeds", "at least one seed"),
@@ -60,7 +66,10 @@ class Protocol:
                     (not self.pretrain_budgets or min(self.pretrain_budgets) < 1, "pretrain_budgets",
                      "image-steps >= 1, e.g. [1000, 3000, 9000]"),
                     (not self.label_budgets or any("train_size" not in b for b in self.label_budgets),
-                     "label_budgets", "a list of dicts that each set train_size")]
+                     "label_budgets", "a list of dicts that each set train_size"),
+                    (not self.strategies or len(set(self.strategies)) < len(self.strategies)
+                     or not {"random", "selective"} <= set(self.strategies), "strategies",
+                     "distinct names that include random and selective (the pair every strategy is compared with)")]
         for bad, key, expected in problems:
             if bad:
                 raise ValueError(f"{key}={getattr(self, key)!r} is invalid: expected {expected}")
@@ -131,7 +140,7 @@ def _check_names_and_keys(data: dict) -> None:
     if missing:
         raise ValueError(f"missing key(s) {missing}: see smir_lib/configs/studies/cpu.yaml for every field")
     shapes = {"seeds": list, "datasets": list, "pretrain_budgets": list, "label_budgets": list,
-              "engine": Mapping, "per_dataset": Mapping, "cross": Mapping}
+              "engine": Mapping, "per_dataset": Mapping, "cross": Mapping, "strategies": list}
     for key, shape in shapes.items():
         if key in data and not isinstance(data[key], shape):
             raise ValueError(f"{key}={data[key]!r} is a {type(data[key]).__name__}; expected a "
@@ -141,6 +150,7 @@ def _check_names_and_keys(data: dict) -> None:
     names += [(d, f"{d!r} in per_dataset") for d in per_dataset]
     names += [(p, f"{p!r} in cross.{d}") for d, p in cross.items()]
     _check_known(names, list(ALL_NAMES), "dataset")
+    _check_known([(m, f"{m!r} in strategies") for m in data.get("strategies", [])], list(STRATEGIES), "strategy")
     _check_known([(d, f"{d!r} in cross (not in datasets)") for d in cross], list(datasets), "downstream dataset")
     if "preset" in data["engine"]:
         preset = data["engine"]["preset"]
@@ -172,14 +182,14 @@ class WorkUnit:
     kind: str  # "pretrain" or "finetune"
     seed: int
     dataset: str
-    method: str = ""  # random / selective: the pretraining (of the init, for a fine-tuning unit)
+    method: str = ""  # a strategy (random, selective, ...): the pretraining (of the init, for a fine-tuning unit)
     budget: int = 0  # image-steps of that pretraining
     pool: str = ""  # pool of that pretraining (= dataset for self, the cross pool for cross)
     train_size: int = 0
 
     @property
     def init(self) -> str:
-        """``scratch``, ``random_<b>``, ``selective_<b>`` or ``cross_<pool>_<b>``."""
+        """``scratch``, ``<strategy>_<b>`` (``random_<b>``, ``selective_<b>``, ...) or ``cross_<pool>_<b>``."""
         if self.kind == "pretrain" or not self.method:
             return "scratch" if self.kind == "finetune" else ""
         if self.pool != self.dataset:
@@ -206,14 +216,14 @@ def work_units(protocol: Protocol) -> list[WorkUnit]:
     for seed in protocol.seeds:
         for pool in protocol.pools():
             budgets = protocol.pretrain_budgets if pool in protocol.datasets else [protocol.largest_budget]
-            methods = ("random", "selective") if pool in protocol.datasets else ("selective",)
+            methods = protocol.strategies if pool in protocol.datasets else ("selective",)
             pretrain += [WorkUnit("pretrain", seed, pool, m, b) for b in budgets for m in methods]
         for dataset in protocol.datasets:
             for labels in protocol.label_budgets:
                 n = int(labels["train_size"])
                 finetune.append(WorkUnit("finetune", seed, dataset, train_size=n))
                 finetune += [WorkUnit("finetune", seed, dataset, m, b, dataset, n)
-                             for b in protocol.pretrain_budgets for m in ("random", "selective")]
+                             for b in protocol.pretrain_budgets for m in protocol.strategies]
                 if dataset in protocol.cross:
                     finetune.append(WorkUnit("finetune", seed, dataset, "selective", protocol.largest_budget,
                                              protocol.cross[dataset], n))
@@ -290,11 +300,14 @@ def stage_train_sizes(cfg: Config, method: str) -> list[int]:
 
 def unit_config(protocol: Protocol, unit: WorkUnit) -> Config:
     """The engine config of ``unit``: the protocol's engine keys, the dataset's keys, then the
-    unit's own: seed, epochs from its budget (pretraining) or its label budget (fine-tuning)."""
+    unit's own: seed, epochs from its budget (pretraining) or its label budget (fine-tuning), and a
+    selective-loop strategy's ``mask_strategy`` (``selective``, the default, changes nothing)."""
     if unit.kind == "pretrain":
         cfg = _engine_config(protocol, unit.dataset, {"seed": unit.seed})
         epochs = epochs_for_budget(unit.budget, stage_train_sizes(cfg, unit.method))
-        return cfg.replace(pretrain_epochs=epochs, random_epochs=epochs if unit.method == "random" else None)
+        strategy = {} if unit.method == "random" else {"mask_strategy": unit.method}
+        return cfg.replace(pretrain_epochs=epochs, random_epochs=epochs if unit.method == "random" else None,
+                           **strategy)
     return _engine_config(protocol, unit.dataset, {**label_values(protocol, unit.dataset, unit.train_size),
                                                    "seed": unit.seed})
 

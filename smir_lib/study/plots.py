@@ -13,7 +13,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullLocator
 
-from smir_lib.study.inits import INIT_COLORS, init_label
+from smir_lib.selective import STRATEGIES
+from smir_lib.study.inits import INIT_COLORS, init_label, init_method
 
 __all__ = ["study_budget_curves", "finetune_curves"]
 
@@ -21,7 +22,7 @@ __all__ = ["study_budget_curves", "finetune_curves"]
 def _study_inits(inits: Mapping[str, Mapping], method: str) -> list[tuple[int, Mapping]]:
     """``[(budget, row)]`` of one method's initialisations (``random_<b>`` / ``selective_<b>``), by budget."""
     return sorted((int(name.rsplit("_", 1)[1]), row) for name, row in inits.items()
-                  if name.startswith(f"{method}_"))
+                  if init_method(name) == method)
 
 
 def study_budget_curves(data: Mapping, pretraining: Mapping, *, title: str | None = None) -> Figure:
@@ -29,7 +30,7 @@ def study_budget_curves(data: Mapping, pretraining: Mapping, *, title: str | Non
 
     ``data`` is one dataset of ``study_tables.collect`` (``pool``, ``labels -> inits -> mean/low/high``,
     index 0 = mIoU); ``pretraining`` its ``pretraining`` block (images and iterations as they ran). Random
-    and selective IR are lines with 95 % bootstrap intervals, scratch a band, cross a square.
+    and selective IR (and any other masking strategy) are lines with 95 % bootstrap intervals, scratch a band, cross a square.
     """
     labels = sorted(data["labels"], key=int)
     fig = Figure(figsize=(max(5.5, 4.2 * len(labels)), 3.9), layout="constrained")
@@ -43,7 +44,7 @@ def study_budget_curves(data: Mapping, pretraining: Mapping, *, title: str | Non
         cell = data["labels"][label]
         inits = cell["inits"]
         plotted = []
-        for method in ("random", "selective"):
+        for method in STRATEGIES:  # random, selective, then any other strategy the study ran
             rows = _study_inits(inits, method)
             if not rows:
                 continue
@@ -51,7 +52,7 @@ def study_budget_curves(data: Mapping, pretraining: Mapping, *, title: str | Non
             plotted += xs
             ys = np.array([[r["mean"][0], r["low"][0], r["high"][0]] for _, r in rows])
             ax.errorbar(xs, ys[:, 0], yerr=[ys[:, 0] - ys[:, 1], ys[:, 2] - ys[:, 0]], marker="o", capsize=3,
-                        label=f"{method} IR", color=INIT_COLORS[method])
+                        label=f"{method} IR", color=INIT_COLORS.get(method))
         if "scratch" in inits:
             s = inits["scratch"]
             ax.axhline(s["mean"][0], color=INIT_COLORS["scratch"], label="scratch")
@@ -86,9 +87,9 @@ def finetune_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], *, titl
     axes = np.atleast_1d(fig.subplots(1, len(labels), sharey=True))
     for ax, label in zip(axes, labels):
         for name, values in sorted(curves[label].items()):
-            kind = "selective_cross" if name.startswith("cross") else name.split("_")[0]
-            faint = kind in ("random", "selective") and not name.endswith(max(
-                (n.rsplit("_", 1)[1] for n in curves[label] if n.startswith(kind)), key=int))
+            kind = init_method(name)
+            faint = kind not in ("scratch", "selective_cross") and not name.endswith(max(
+                (n.rsplit("_", 1)[1] for n in curves[label] if init_method(n) == kind), key=int))
             ax.plot(np.arange(1, len(values) + 1), values, label=init_label(name), color=INIT_COLORS.get(kind),
                     alpha=0.35 if faint else 1.0, linewidth=1)
         ax.set_xlabel("epoch")

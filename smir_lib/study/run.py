@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from smir_lib.engine.checkpoint import RunFolderBusy
-from smir_lib.engine.config import RUN_METADATA, config_diff
+from smir_lib.engine.config import RUN_METADATA, Config, config_diff
 from smir_lib.engine.finetune import finetune
 from smir_lib.engine.pretrain import pretrain_random, pretrain_selective
 from smir_lib.engine.pretrain_data import load_split
@@ -52,7 +52,8 @@ def unit_done(root: Path | str, unit: WorkUnit) -> bool:
 def stale_config(protocol: Protocol, root: Path | str, unit: WorkUnit) -> dict[str, tuple]:
     """Keys whose values in ``unit``'s saved ``config.json`` differ from what ``protocol`` asks
     now, as ``{key: (saved, now)}`` (``config.config_diff``: execution-only keys may differ);
-    ``{}`` when they agree or the folder has no config yet. A finished unit is never run again,
+    ``{}`` when they agree or the folder has no config yet; a key the saved config lacks (added
+    to ``Config`` since) counts as its default. A finished unit is never run again,
     so a protocol edited after its units ran (say, more fine-tuning epochs) would otherwise mix
     old results into the new study without a word."""
 
@@ -62,6 +63,9 @@ def stale_config(protocol: Protocol, root: Path | str, unit: WorkUnit) -> dict[s
     saved = read_json(path, expect=dict)
     for key in RUN_METADATA:  # the engine's metadata, not settings
         saved.pop(key, None)
+    # A key added to Config after the unit ran (say mask_strategy, issue 28) reads as its default:
+    # a new key's default keeps the behaviour the unit ran with (faithful defaults, options named).
+    saved = {**{k: v for k, v in Config().to_dict().items() if k not in saved}, **saved}
     return config_diff(saved, unit_config(protocol, unit).to_dict())
 
 

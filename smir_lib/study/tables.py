@@ -26,7 +26,8 @@ import torch
 from smir_lib.engine.provenance import git_commit
 from smir_lib.files import atomic_write, atomic_write_text
 from smir_lib.study import plots as study_plots
-from smir_lib.study.inits import init_label, pair_labels
+from smir_lib.selective import STRATEGIES
+from smir_lib.study.inits import init_label, init_method, pair_labels
 from smir_lib.study.plan import Protocol, load_protocol, unit_config, work_units
 from smir_lib.study.rerun import example_cell
 from smir_lib.study.run import UNIT_LOG, stale_config, stale_message, unit_done, unit_image_steps
@@ -106,11 +107,14 @@ def _interval(values: dict[int, list[float]]) -> dict:
 
 
 def _comparisons(protocol: Protocol, dataset: str) -> list[tuple[str, str, int]]:
-    """``(a, b, budget)`` pairs compared at every label budget: a minus b."""
+    """``(a, b, budget)`` pairs compared at every label budget: a minus b (every other strategy
+    against random and against selective IR)."""
     pairs = []
     for b in protocol.pretrain_budgets:
         pairs += [(f"selective_{b}", f"random_{b}", b), (f"selective_{b}", "scratch", b),
                   (f"random_{b}", "scratch", b)]
+        others = [m for m in protocol.strategies if m not in ("random", "selective")]
+        pairs += [(f"{m}_{b}", f"{base}_{b}", b) for m in others for base in ("random", "selective")]
     if dataset in protocol.cross:
         b = protocol.largest_budget
         pairs.append((f"selective_{b}", f"cross_{protocol.cross[dataset]}_{b}", b))
@@ -134,6 +138,7 @@ def collect(protocol: Protocol, root: Path | str) -> dict:
                          + stale_message(folder, diff))
     summary = {"protocol": protocol.name, "description": protocol.description, "seeds": protocol.seeds,
                "pretrain_budgets": protocol.pretrain_budgets, "cross": protocol.cross,
+               "strategies": protocol.strategies,
                "units": {"total": len(units), "done": len(done),
                          "missing": [u.folder for u in units if u not in set(done)]},
                "pretraining": {}, "datasets": {}}
@@ -247,9 +252,10 @@ def _dataset_lines(dataset: str, data: dict) -> list[str]:
 
 
 def _init_order(init: str) -> tuple:
-    kind = init.split("_")[0]
-    budget = int(init.split("_")[-1]) if kind != "scratch" else 0
-    return ({"scratch": 0, "random": 1, "selective": 2, "cross": 3}[kind], budget)
+    method = init_method(init)
+    budget = int(init.split("_")[-1]) if method != "scratch" else 0
+    order = ["scratch", *STRATEGIES, "selective_cross"]
+    return (order.index(method), budget)
 
 
 def rerun_command(summary: dict) -> str | None:
@@ -324,7 +330,7 @@ def difference_table(data: dict, metric: str) -> list[str]:
 
 def _selective_against_random(dataset: str, diffs: list[dict]) -> str:
     """The study's question in one sentence: selective minus random IR at equal image-steps, in mIoU."""
-    pairs = [d for d in diffs if d["a"].startswith("selective") and d["b"].startswith("random")]
+    pairs = [d for d in diffs if init_method(d["a"]) == "selective" and init_method(d["b"]) == "random"]
     below = sum(d["metrics"]["mIoU"]["mean"] < 0 for d in pairs)
     def times(side: int) -> str:  # how often a difference is named in favour of side (+1 a, -1 b)
         n = sum(_called(d, "mIoU") == side for d in pairs)
