@@ -92,7 +92,7 @@ def run_demo(runs: Path) -> Path:
     """Run the notebook series (`smir demo`, fast profile) into ``runs/<timestamp>`` and return it."""
     run = runs / time.strftime("%Y%m%d-%H%M%S")
     print(f"book: no current demo run in {runs}; running the demo into {run}", flush=True)
-    subprocess.run([sys.executable, "-m", "smir_lib.notebook.runner", "--profile", "fast", "--out", str(run),
+    subprocess.run([sys.executable, "-m", "smir_lib", "demo", "--profile", "fast", "--out", str(run),
                     "--quiet"], cwd=ROOT, check=True)
     return run
 

@@ -51,6 +51,7 @@ from pathlib import Path
 import torch
 
 from smir_lib.engine.config import parse_overrides
+from smir_lib.study import mechanism
 from smir_lib.study.plan import load_protocol, parse_shard
 from smir_lib.study.reproduction import run_study
 from smir_lib.study.reproduction_report import report
@@ -66,7 +67,8 @@ CROSS = {"cwfid": "synthetic", "synthetic": "cwfid"}
 
 def add_study_arguments(parser: argparse.ArgumentParser) -> None:
     """The sub-commands of ``smir study`` (plan, run, report, readme, rerun) and their options."""
-    sub = parser.add_subparsers(dest="study_command", required=True, metavar="{plan,run,report,readme,rerun}")
+    sub = parser.add_subparsers(dest="study_command", required=True,
+                                metavar="{plan,run,report,readme,rerun,mechanism}")
     helps = {"plan": "list a protocol's units (and, with --timings, its image-steps and time)",
              "run": "run or resume a protocol's units (any number of processes share them)",
              "report": "collect the finished units into <OUT>.md, .json and figures"}
@@ -105,10 +107,14 @@ def add_study_arguments(parser: argparse.ArgumentParser) -> None:
     rerun.add_argument("unit", help="a fine-tuning unit, e.g. finetune/cwfid/seed_0/train_4/selective_9000")
     rerun.add_argument("--root", default="runs/rerun", help="a fresh study folder for the rerun (default runs/rerun)")
     rerun.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    help_ = "measure every masking strategy's mechanism (classes hidden, gain, mask dependence)"
+    mechanism.add_arguments(sub.add_parser("mechanism", help=help_, description=help_))
 
 
 def study(args: argparse.Namespace) -> int:
     """``smir study <sub-command>``; ``args.command_line`` is recorded in a report."""
+    if args.study_command == "mechanism":
+        return mechanism.run(args)
     if args.study_command == "readme":
         print(write_readme_section(Path(args.json), Path(args.readme), [Path(p) for p in args.checks]))
         return 0

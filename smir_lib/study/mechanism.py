@@ -21,14 +21,13 @@ Every strategy draws from a generator seeded alike, so all share the same K rand
 cuts labelled frames into the pool's tiles so the images look like what the selective steps
 score; :func:`mechanism_markdown` writes the report from the result, every number read from it.
 
-    python -m smir_lib.study.mechanism --out notebooks/results/strategies_mechanism
+    smir study mechanism --out notebooks/results/strategies_mechanism
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -165,8 +164,8 @@ def _measure(cfg, checkpoint: Path, n_frames: int, n_images: int, k: int, seed: 
     return {"source": f"Model {checkpoint}; images: {source}", **result}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Measure every masking strategy's mechanism (issue 28).")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``smir study mechanism``."""
     parser.add_argument("--out", default="notebooks/results/strategies_mechanism", help="writes <OUT>.json and <OUT>.md")
     parser.add_argument("--synthetic", default="models/synthetic/pretrain_random",
                         help="a finished synthetic pretraining run folder (default: the shipped teaching model)")
@@ -175,23 +174,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=4, help="CWFID training frames whose tiles are measured")
     parser.add_argument("--images", type=int, default=32, help="synthetic test images measured")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``smir study mechanism``: measure every strategy and write ``<OUT>.json`` and ``<OUT>.md``."""
     torch.set_num_threads(1)
     found = git_commit()
     commit = "unknown" if found is None else found[0] + (" (with uncommitted changes to the code)" if found[1] else "")
-    results = {"command": "python -m smir_lib.study.mechanism " + " ".join(sys.argv[1:] if argv is None else argv),
-               "commit": commit, "datasets": {}}
+    results = {"command": args.command_line, "commit": commit, "datasets": {}}
     for name, folder in (("synthetic", args.synthetic), ("cwfid", args.cwfid)):
         if folder:
-            run = Path(folder)
-            cfg = load_config(run / "config.json").replace(cache_images=False)
-            results["datasets"][name] = _measure(cfg, run / "pretrained.pt", args.frames, args.images, args.k, args.seed)
+            run_dir = Path(folder)
+            cfg = load_config(run_dir / "config.json").replace(cache_images=False)
+            results["datasets"][name] = _measure(cfg, run_dir / "pretrained.pt", args.frames, args.images, args.k, args.seed)
     out = Path(args.out)
     atomic_write_text(json.dumps(results, indent=1) + "\n", out.with_suffix(".json"))
     atomic_write_text(mechanism_markdown(results) + "\n", out.with_suffix(".md"))
     print(f"wrote {out}.json and {out}.md")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

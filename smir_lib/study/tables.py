@@ -25,8 +25,8 @@ import torch
 
 from smir_lib.engine.provenance import git_commit
 from smir_lib.files import atomic_write, atomic_write_text
-from smir_lib.study import plots as study_plots
 from smir_lib.selective import STRATEGIES
+from smir_lib.study import plots as study_plots
 from smir_lib.study.inits import init_label, init_method, pair_labels
 from smir_lib.study.plan import Protocol, load_protocol, unit_config, work_units
 from smir_lib.study.rerun import example_cell
