@@ -108,14 +108,15 @@ def check_split(name: str, split: str, allowed: Sequence[str] = SPLITS) -> None:
 
 
 def open_image_array(path: str | os.PathLike, mode: str | None = "RGB",
-                     exif_transpose: bool = False, fix: str = DOWNLOAD_FIX) -> np.ndarray:
+                     exif_transpose: bool = False, fix: str = DOWNLOAD_FIX, near: int | None = None) -> np.ndarray:
     """Decode an image file into a numpy array.
 
     ``mode="RGB"`` converts grayscale (``L``, ``I;16``...), palette (``P``) and ``RGBA`` files to
     three channels (alpha is dropped); ``mode=None`` keeps the stored values (palette indices,
     16-bit label values). ``exif_transpose=True`` turns a camera photo upright as its EXIF
-    orientation tag says (what an image viewer shows). A file that cannot be decoded raises
-    :class:`ImageLoadError` with its path and ``fix``.
+    orientation tag says (what an image viewer shows). ``near``: the short side the caller will
+    resize to; a file more than twice as large is decoded smaller (:func:`decode_near`). A file
+    that cannot be decoded raises :class:`ImageLoadError` with its path and ``fix``.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -123,9 +124,9 @@ def open_image_array(path: str | os.PathLike, mode: str | None = "RGB",
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
     try:
-        with Image.open(path) as img:
+        with _opened(path) as img:
             _check_pixels(img, path)
-            img.load()  # decode now, so a truncated file fails here and not later
+            img = decode_near(img, near)  # decode now, so a truncated file fails here and not later
             if exif_transpose:
                 img = ImageOps.exif_transpose(img)
             if mode is not None and img.mode != mode:
@@ -155,9 +156,11 @@ def save_image_file(array: np.ndarray, path: str | os.PathLike, **options) -> Pa
     return atomic_write(path, lambda handle: Image.fromarray(array).save(handle, format=kind, **options))
 
 
-def load_image(path: str | os.PathLike, exif_transpose: bool = False, fix: str = DOWNLOAD_FIX) -> torch.Tensor:
-    """Read an image file as float ``(3, H, W)`` in ``[0, 1]`` (grayscale and RGBA converted)."""
-    arr = open_image_array(path, "RGB", exif_transpose, fix)  # (H, W, 3) uint8
+def load_image(path: str | os.PathLike, exif_transpose: bool = False, fix: str = DOWNLOAD_FIX,
+               near: int | None = None) -> torch.Tensor:
+    """Read an image file as float ``(3, H, W)`` in ``[0, 1]`` (grayscale and RGBA converted);
+    ``near``: decode a file more than twice that short side smaller (:func:`decode_near`)."""
+    arr = open_image_array(path, "RGB", exif_transpose, fix, near)  # (H, W, 3) uint8
     return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255.0)
 
 
@@ -175,7 +178,7 @@ def image_shape(path: str | os.PathLike, exif_transpose: bool = False, fix: str 
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
+        with _opened(path) as img:
             width, height = img.size
             if exif_transpose and img.getexif().get(0x0112, 1) in EXIF_SWAPS_SIDES:
                 width, height = height, width
@@ -196,6 +199,41 @@ MAX_PIXELS = 100_000_000
 bytes and 1.2 GB as floats, and a pretraining run measured 6.5 GB for such a pool image; a
 larger one (or a file claiming to be, a decompression bomb) is refused naming the file. Pillow's
 own limit (``Image.MAX_IMAGE_PIXELS``, 89 M) is left as it is."""
+
+
+def decode_near(img, short_side: int | None):
+    """Decode the opened Pillow image ``img``, by an integer factor smaller when its short side is
+    more than twice ``short_side`` (None: at full size), and return it.
+
+    The result keeps a short side of at least ``2 * short_side``, so the antialiased resize that
+    follows still has the detail it averages. A JPEG is decoded at 1/2, 1/4 or 1/8 scale directly
+    (``draft``: the full image never exists in memory); any other file is decoded whole as 8-bit
+    bytes (3 bytes a pixel, not the 12 of floats) and box-averaged (``reduce``). A 10000 x 10000
+    pool image read for a 64-px pretraining then costs 0.3 GB where decoding it as floats and
+    resizing took 6.2 GB (tests/test_large_photos.py measures it).
+    """
+    factor = 1 if short_side is None else min(img.size) // (2 * short_side)
+    if factor >= 2 and img.format == "JPEG":
+        img.draft(None, (img.size[0] // factor, img.size[1] // factor))  # the smallest scale at least this
+    img.load()
+    factor = 1 if short_side is None else min(img.size) // (2 * short_side)
+    if factor >= 2:
+        with contextlib.suppress(ValueError):  # a mode reduce() lacks (16-bit): keep the full size
+            img = img.reduce(factor)
+    return img
+
+
+@contextlib.contextmanager
+def _opened(path: Path):
+    """``Image.open(path)`` without Pillow's bomb warning: :func:`_check_pixels` applies the kit's
+    own limit (:data:`MAX_PIXELS`), so a 95 M pixel photo is read without a warning about it."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        img = Image.open(path)
+    with img:
+        yield img
 
 
 def _too_many_pixels(path: Path, detail: str) -> str:
@@ -312,6 +350,8 @@ class SegmentationFiles(Dataset):
             are always read as stored.
         size_fix: what a size-mismatch error tells the user to do.
         read_fix: what an unreadable image tells the user to do (own folders: not a download).
+        decode_small: let :meth:`read_near` decode a large photo smaller (own folders; the
+            built-in datasets keep the paper's full-resolution pipeline, bit for bit).
 
     Item ``i`` is ``(image float (3, H, W) in [0, 1], label long (H, W))``, or the image alone for
     a pool. ``ignore_index`` is 255 in every dataset.
@@ -321,7 +361,8 @@ class SegmentationFiles(Dataset):
                  decode_label: Callable[[Path], np.ndarray] | None, class_names: Sequence[str],
                  class_colors: Sequence[tuple[int, int, int]], transform: Callable | None = None,
                  ids: Sequence[str] | None = None, root: Path | None = None, exif_transpose: bool = False,
-                 size_fix: str = "re-download the dataset or remove the pair", read_fix: str = DOWNLOAD_FIX) -> None:
+                 size_fix: str = "re-download the dataset or remove the pair", read_fix: str = DOWNLOAD_FIX,
+                 decode_small: bool = False) -> None:
         if labels is not None and len(labels) != len(images):
             raise ValueError(f"{name}/{split}: {len(images)} images but {len(labels)} labels")
         self.name, self.split, self.root = name, split, root
@@ -334,6 +375,7 @@ class SegmentationFiles(Dataset):
         self.transform = transform
         self.ids = list(ids) if ids is not None else [p.stem for p in self.images]
         self.exif_transpose, self.size_fix, self.read_fix = exif_transpose, size_fix, read_fix
+        self.decode_small = decode_small
 
     @property
     def labelled(self) -> bool:
@@ -370,16 +412,33 @@ class SegmentationFiles(Dataset):
         assert self.labels is not None and self.decode_label is not None
         return torch.from_numpy(np.ascontiguousarray(self.decode_label(self.labels[index]))).long()
 
+    def read_near(self, index: int, short_side: int):
+        """Item ``index`` for a reader that resizes it to ``short_side`` next: with ``decode_small``
+        (and no transform) a photo more than twice that size is decoded smaller
+        (:func:`decode_near`) and its label resized to match (nearest); else ``self[index]``."""
+        if not self.decode_small or self.transform is not None:
+            return self[index]
+        return self._item(index, short_side)
+
     def __getitem__(self, index: int):
+        return self._item(index)
+
+    def _item(self, index: int, near: int | None = None):
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {self.name}/{self.split} with {len(self)} items")
-        image = load_image(self.images[index], self.exif_transpose, self.read_fix)  # (3, H, W)
+        image = load_image(self.images[index], self.exif_transpose, self.read_fix, near)  # (3, H, W)
         if self.labels is None:
             if self.transform is None:
                 return image
             out = self.transform(image)
             return out[0] if isinstance(out, tuple) and len(out) == 1 else out
         label = self.load_label(index)  # (H, W)
+        if near is not None and tuple(image.shape[-2:]) != tuple(label.shape):  # the photo was decoded smaller
+            if self.image_shape(index) != tuple(label.shape):
+                raise LabelError(size_mismatch(self.image_shape(index), tuple(label.shape), self.images[index],
+                                               self.labels[index], self.size_fix))
+            label = torch.nn.functional.interpolate(label[None, None].float(), size=tuple(image.shape[-2:]),
+                                                    mode="nearest")[0, 0].long()
         check_same_size(image, label, self.images[index], self.labels[index], self.size_fix)
         if self.transform:  # e.g. TrainAugment / EvalTransform: (image, label) -> (image, label)
             return tuple(self.transform(image, label))

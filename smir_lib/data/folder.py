@@ -482,8 +482,9 @@ def build(split: str, root: str | os.PathLike | None = None, *, include_eval_in_
     assert classes is not None  # no problems means classes.yaml was read
     if split == "pool":
         return SegmentationFiles("folder", split, layout.pool, None, None, classes.names, classes.colors,
-                                 transform=transform, root=layout.root, exif_transpose=True, read_fix=READ_FIX)
+                                 transform=transform, root=layout.root, exif_transpose=True, read_fix=READ_FIX,
+                                 decode_small=True)
     pairs = layout.splits[split]
     return SegmentationFiles("folder", split, [i for i, _ in pairs], [m for _, m in pairs], classes.decode,
                              classes.names, classes.colors, transform=transform, root=layout.root,
-                             exif_transpose=True, size_fix=SIZE_FIX, read_fix=READ_FIX)
+                             exif_transpose=True, size_fix=SIZE_FIX, read_fix=READ_FIX, decode_small=True)

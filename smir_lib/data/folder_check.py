@@ -76,15 +76,16 @@ def _header_shape(path: Path, exif_transpose: bool, problems: list[str]) -> tupl
 
 
 PIXEL_BUDGET = 40_000_000
-"""Pixels above which an image is worth a warning: a 10000 x 10000 pool image measured 6.5 GB of
-memory in pretraining and 10.2 GB in ``predict``."""
+"""Pixels above which an image is worth a warning: fine-tuning, ``evaluate`` and ``predict`` read
+labelled and predicted photos at full size (a 10000 x 10000 photo measured 10.2 GB in ``predict``);
+pretraining reads pool photos decoded smaller (``SegmentationFiles.read_near``: 0.6 GB, not 6.2)."""
 
 
 def _over_budget(image: Path, hw: tuple[int, int]) -> str:
     h, w = hw
     return (f"{image} is {w}x{h} = {w * h / 1e6:.0f} M pixels (budget {PIXEL_BUDGET / 1e6:.0f} M): decoding it "
-            f"costs about {w * h * 12 / 1e9:.1f} GB as floats, more in training; downsize it, or cut the pool "
-            f"into tiles (pool_tile_size=512)")
+            f"costs about {w * h * 12 / 1e9:.1f} GB as floats, more in training and predict (a pool photo is "
+            f"decoded smaller for pretraining); downsize it, or cut it into tiles")
 
 
 def check_folder(root: str | os.PathLike, progress: bool = True) -> FolderReport:

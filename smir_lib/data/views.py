@@ -35,12 +35,12 @@ import sys
 from collections import OrderedDict
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
-from smir_lib.data.transforms import resize_short_side, unit_float
+from smir_lib.data.transforms import resize_short_side, short_side_shape, unit_float
 
 __all__ = ["DatasetView", "FirstItems", "CachedItems", "ResizedImages", "ShrunkItems", "item_image", "item_key",
-           "read_item", "fresh_image", "crop_source_side", "shrunk_for_training", "MEMO_BYTES", "SHRUNK_BYTES",
+           "read_item", "read_near", "fresh_image", "compact_image", "crop_source_side", "shrunk_for_training", "MEMO_BYTES", "SHRUNK_BYTES",
            "clear_memo"]
 
 MEMO_BYTES = 2 * 2**30
@@ -73,6 +73,18 @@ def read_item(ds: Dataset, index: int):
     (views included, which would forward ``stored`` to the dataset they wrap): ``ds[index]``.
     """
     return ds.stored(index) if isinstance(ds, CachedItems) else ds[index]
+
+
+def read_near(ds: Dataset, index: int, short_side: int):
+    """Item ``index`` of ``ds`` for a reader that resizes it to ``short_side`` next: a dataset of
+    files that may decode a large photo smaller does so (``SegmentationFiles.read_near``), through
+    :class:`FirstItems` and ``Subset``; any other dataset (a cache, a transform) gives ``ds[index]``."""
+    if isinstance(ds, FirstItems):
+        return read_near(ds.base, index, short_side)
+    if isinstance(ds, Subset):
+        return read_near(ds.dataset, int(ds.indices[index]), short_side)
+    method = None if isinstance(ds, DatasetView) else getattr(ds, "read_near", None)  # a view would forward it
+    return method(index, short_side) if callable(method) else ds[index]
 
 
 def item_key(ds: Dataset, index: int) -> tuple | None:
@@ -127,7 +139,7 @@ class FirstItems(DatasetView):
         return self.base[index]
 
 
-def _compact(t: torch.Tensor) -> torch.Tensor:
+def compact_image(t: torch.Tensor) -> torch.Tensor:
     """``t`` as ``uint8`` when that is lossless (images decoded from 8-bit files), else ``t``."""
     if t.is_floating_point():
         as_bytes = (t * 255.0).round_().clamp_(0, 255).to(torch.uint8)
@@ -191,8 +203,8 @@ class CachedItems(DatasetView):
     @staticmethod
     def _store(item):
         if isinstance(item, (tuple, list)):
-            return tuple(_compact(t) if i == 0 else t for i, t in enumerate(item))
-        return _compact(item)
+            return tuple(compact_image(t) if i == 0 else t for i, t in enumerate(item))
+        return compact_image(item)
 
     def stored(self, index: int):
         """Item ``index`` as kept: shared with the cache (never modify it), images maybe ``uint8``."""
@@ -217,7 +229,7 @@ class ResizedImages(DatasetView):
         self.size = size
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        return resize_short_side(item_image(self.base[index]), self.size)
+        return resize_short_side(item_image(read_near(self.base, index, self.size)), self.size)
 
     def item_key(self, index: int) -> tuple | None:
         key = item_key(self.base, index)
@@ -248,7 +260,7 @@ class ShrunkItems(DatasetView):
         self.side = side
 
     def __getitem__(self, index: int):
-        item = self.base[index]
+        item = read_near(self.base, index, self.side)
         image, *label = item if isinstance(item, (tuple, list)) else (item,)
         if min(image.shape[-2:]) <= self.side:
             return item
@@ -260,6 +272,11 @@ class ShrunkItems(DatasetView):
     def item_key(self, index: int) -> tuple | None:
         key = item_key(self.base, index)
         return None if key is None else ("shrunk", self.side, key)
+
+    def image_shape(self, index: int) -> tuple[int, int]:
+        """``(height, width)`` of item ``index`` as this view gives it (from the file's header)."""
+        h, w = self.base.image_shape(index)
+        return (h, w) if min(h, w) <= self.side else short_side_shape(h, w, self.side)
 
 
 def shrunk_for_training(ds: Dataset, size: int, progress: bool = False) -> Dataset:
