@@ -136,3 +136,17 @@ def test_a_toy_strategies_study_runs_and_reports(tmp_path):
     assert set(cell["inits"]) == {"scratch", "random_5", "selective_5", "block_5"}
     assert {(d["a"], d["b"]) for d in cell["differences"]} >= {("block_5", "random_5"), ("block_5", "selective_5")}
     assert "block IR 5 - random IR 5" in (tmp_path / "out" / "toy.md").read_text()
+    shares = {"soil": 0.5, "crop": 0.9, "weed": 0.7}
+    mechanism = {"datasets": {"synthetic": {
+        "class_names": ["soil", "crop", "weed"], "class_pixel_share": {"soil": 0.8, "crop": 0.15, "weed": 0.05},
+        "strategies": {s: {"hidden_share": shares, "gain_db": 4.0, "forward_passes": 1} for s in toy.strategies}}}}
+    (tmp_path / "mechanism.json").write_text(json.dumps(mechanism))
+    again = write_report(toy, tmp_path / "study", tmp_path / "out" / "again", "python test",
+                         mechanism=tmp_path / "mechanism.json", beside=[tmp_path / "out" / "toy.json"])
+    text = (tmp_path / "out" / "again.md").read_text()
+    assert "## Masking strategies: mechanism and downstream effect (synthetic)" in text and "| block | 1 | 85 % |" in text
+    assert ("of the 4 initialisations both ran (label budget / initialisation), 4 give the same test mIoU for "
+            "every seed.") in text
+    assert {p.name for p in (tmp_path / "out").glob("again_*.png")} == {
+        f"again_synthetic_{kind}.png" for kind in ("budget", "curves", "strategies", "budget_beside")}
+    assert again["mechanism"] == mechanism

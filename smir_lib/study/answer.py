@@ -5,7 +5,7 @@
 pretraining budget, the paired differences the paper's claims are about: selective minus random
 IR at equal image-steps (the question), pretrained minus scratch, in mIoU and in the rarest
 class's IoU. A difference is *named* only when its 95 % interval excludes 0 over at least
-``MIN_SEEDS`` seeds, the rule of the study's own report (``smir_lib.study.tables``).
+``MIN_SEEDS`` seeds, the rule of the study's own report (``smir_lib.study.stats.named``).
 :func:`answer_figure` draws the question's differences with their intervals, one panel per dataset.
 """
 
@@ -16,17 +16,9 @@ from collections.abc import Iterator, Mapping
 import numpy as np
 from matplotlib.figure import Figure
 
-from smir_lib.study.tables import MIN_SEEDS
+from smir_lib.study.stats import MIN_SEEDS, named
 
 __all__ = ["answer_values", "answer_figure", "named"]
-
-
-def named(diff: Mapping, metric: str = "mIoU") -> int:
-    """+1 when ``a`` is ahead of ``b`` in ``metric`` (interval above 0, enough seeds), -1 when ``b`` is, else 0."""
-    m = diff["metrics"][metric]
-    if diff["n_seeds"] < MIN_SEEDS:
-        return 0
-    return 1 if m["low"] > 0 else -1 if m["high"] < 0 else 0
 
 
 def _differences(summary: Mapping) -> Iterator[tuple[str, Mapping, Mapping]]:

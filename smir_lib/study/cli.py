@@ -94,6 +94,10 @@ def add_study_arguments(parser: argparse.ArgumentParser) -> None:
     rep.add_argument("--timings", nargs="+", default=None, help="study roots whose units.jsonl estimate a protocol's time")
     rep.add_argument("--estimate-for", default="cpu", help="the protocol --timings estimates (default cpu)")
     rep.add_argument("--force", action="store_true", help="replace a report of more finished units than --root has")
+    rep.add_argument("--mechanism", default=None,
+                     help="a mechanism report's JSON (smir study mechanism): each strategy's effect beside it")
+    rep.add_argument("--beside", nargs="+", default=(),
+                     help="earlier reports' JSON whose other pretraining budgets join the budget figure")
     help_ = "rewrite the study block of notebooks/results/README.md from a report's JSON"
     readme = sub.add_parser("readme", help=help_, description=help_)
     readme.add_argument("json", help="a report's JSON (e.g. notebooks/results/study_reduced.json)")
@@ -138,7 +142,8 @@ def study(args: argparse.Namespace) -> int:
         return 1 if out["failed"] else 0
     tic = time.perf_counter()
     summary = write_report(protocol, root, Path(args.out), args.command_line, note=args.note,
-                           timings=timings, estimate_for=args.estimate_for, force=args.force)
+                           timings=timings, estimate_for=args.estimate_for, force=args.force,
+                           mechanism=args.mechanism and Path(args.mechanism), beside=[Path(p) for p in args.beside])
     print(f"{summary['units']['done']} of {summary['units']['total']} units finished; report in "
           f"{args.out}.md ({time.perf_counter() - tic:.0f} s)")
     return 0

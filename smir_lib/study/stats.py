@@ -14,12 +14,17 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-__all__ = ["bootstrap_interval", "paired_difference", "BOOTSTRAP_SEED", "N_RESAMPLES"]
+__all__ = ["bootstrap_interval", "paired_difference", "named", "BOOTSTRAP_SEED", "N_RESAMPLES", "MIN_SEEDS"]
 
 BOOTSTRAP_SEED = 15
 """Seed of the resampling generator: a report computes the same interval every time."""
 
 N_RESAMPLES = 10_000
+
+MIN_SEEDS = 5
+"""Fewest seeds whose interval is called a difference (the protocol's five): a percentile bootstrap
+interval never reaches beyond the smallest and largest of the ``n`` observed differences, so with
+2 or 3 seeds it is far narrower than a 95 % interval should be, whatever the true spread."""
 
 
 def bootstrap_interval(values: torch.Tensor, level: float = 0.95, n_resamples: int = N_RESAMPLES,
@@ -57,3 +62,12 @@ def paired_difference(a: Mapping[int, Sequence[float]], b: Mapping[int, Sequence
     return {"n_seeds": len(seeds), "seeds": seeds,
             "metrics": {name: {"mean": m, "low": lo, "high": hi}
                         for name, m, lo, hi in zip(names, mean.tolist(), low.tolist(), high.tolist())}}
+
+
+def named(diff: Mapping, metric: str = "mIoU") -> int:
+    """+1 when ``a`` of a paired difference is ahead of ``b`` in ``metric`` (its interval above 0
+    over at least :data:`MIN_SEEDS` seeds), -1 when ``b`` is, 0 when no difference can be named."""
+    m = diff["metrics"][metric]
+    if diff["n_seeds"] < MIN_SEEDS:
+        return 0
+    return 1 if m["low"] > 0 else -1 if m["high"] < 0 else 0

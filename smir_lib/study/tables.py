@@ -31,7 +31,8 @@ from smir_lib.study.inits import init_label, init_method, pair_labels
 from smir_lib.study.plan import Protocol, load_protocol, unit_config, work_units
 from smir_lib.study.rerun import example_cell
 from smir_lib.study.run import UNIT_LOG, stale_config, stale_message, unit_done, unit_image_steps
-from smir_lib.study.stats import bootstrap_interval, paired_difference
+from smir_lib.study.strategies import beside_budgets, strategies_figure, strategies_markdown
+from smir_lib.study.stats import MIN_SEEDS, bootstrap_interval, named, paired_difference
 
 __all__ = ["pretraining_spent", "finetuning_spent", "collect", "report_markdown", "readme_section",
            "write_report", "write_readme_section", "check_comparison", "check_heading", "rerun_command", "headline", "difference_table", "time_estimate", "plan_lines", "README_BEGIN", "README_END",
@@ -45,10 +46,6 @@ RESULTS_README = Path(__file__).resolve().parents[2] / "notebooks" / "results" /
 block's links are relative to ``notebooks/results/``. The kit's own README.md links to it and is
 never written by the library."""
 
-MIN_SEEDS = 5
-"""Fewest seeds whose interval is called a difference (the protocol's five): a percentile bootstrap
-interval never reaches beyond the smallest and largest of the ``n`` observed differences, so with
-2 or 3 seeds it is far narrower than a 95 % interval should be, whatever the true spread."""
 
 PLATEAU_TAIL = 0.2
 """A fine-tuning whose best validation epoch falls in its last 20 % of epochs may not have plateaued."""
@@ -251,6 +248,22 @@ def _dataset_lines(dataset: str, data: dict) -> list[str]:
     return out
 
 
+def _beside_lines(summary: dict, dataset: str) -> list[str]:
+    """The budget figure with earlier reports' budgets, and whether the runs both made agree."""
+    if "budget_beside" not in summary["figures"][dataset]:
+        return []
+    out = []
+    for entry in summary["beside"]:
+        same = {k.split("/", 1)[1]: v for k, v in entry["reproduced"].items() if k.startswith(f"{dataset}/")}
+        exact = sum(v == 0 for v in same.values())
+        out.append(f"With the other budgets of [{Path(entry['report']).stem}]({Path(entry['report']).name}): "
+                   f"of the {len(same)} initialisations both ran (label budget / initialisation), {exact} give the "
+                   f"same test mIoU for every seed"
+                   + (f"; the largest difference of one seed is {max(same.values()):.4f}." if exact < len(same) else "."))
+    return [*out, "", f"![{dataset}: test mIoU against pretraining images, with the earlier budgets]"
+                      f"({summary['figures'][dataset]['budget_beside']})", ""]
+
+
 def _init_order(init: str) -> tuple:
     method = init_method(init)
     budget = int(init.split("_")[-1]) if method != "scratch" else 0
@@ -287,9 +300,14 @@ def report_markdown(summary: dict) -> str:
              "## Pretraining budgets, read from the runs", "", *_spent_lines(summary), ""]
     body = []
     for dataset, data in summary["datasets"].items():
+        figs = summary["figures"][dataset]
+        if "strategies" in figs:
+            body += [*strategies_markdown(summary, summary["mechanism"], dataset),
+                     f"![{dataset}: each strategy against random IR, by the plant pixels it hides]({figs['strategies']})", ""]
         body += _dataset_lines(dataset, data)
-        body += [f"![{dataset}: test mIoU against pretraining images]({summary['figures'][dataset]['budget']})", "",
-                 f"![{dataset}: validation mIoU per fine-tuning epoch]({summary['figures'][dataset]['curves']})", ""]
+        body += [f"![{dataset}: test mIoU against pretraining images]({figs['budget']})", "",
+                 f"![{dataset}: validation mIoU per fine-tuning epoch]({figs['curves']})", ""]
+        body += _beside_lines(summary, dataset)
     est = summary.get("estimate")
     tail = []
     if rerun_command(summary):
@@ -302,15 +320,6 @@ def report_markdown(summary: dict) -> str:
     return "\n".join(head + ["## Results", ""] + body + tail)
 
 
-def _called(diff: dict, metric: str) -> int:
-    """+1 when ``a`` is higher in ``metric`` (the interval above 0 over at least ``MIN_SEEDS``
-    seeds), -1 when ``b`` is, 0 when no difference can be named."""
-    m = diff["metrics"][metric]
-    if diff["n_seeds"] < MIN_SEEDS:
-        return 0
-    return 1 if m["low"] > 0 else -1 if m["high"] < 0 else 0
-
-
 def difference_table(data: dict, metric: str) -> list[str]:
     """One dataset's paired differences in ``metric``: a row per comparison, a column per label
     budget; named differences (the interval excludes 0, enough seeds) in bold."""
@@ -320,7 +329,7 @@ def difference_table(data: dict, metric: str) -> list[str]:
         for d in data["labels"][label]["differences"]:
             m = d["metrics"][metric]
             text = _fmt(m["mean"], m["low"], m["high"], True)
-            rows.setdefault((d["a"], d["b"]), {})[label] = f"**{text}**" if _called(d, metric) else text
+            rows.setdefault((d["a"], d["b"]), {})[label] = f"**{text}**" if named(d, metric) else text
     lines = ["| a - b | " + " | ".join(f"{data['labels'][l]['finetune']['n_train']} labels" for l in labels) + " |",
              "|---|" + "---:|" * len(labels)]
     for (a, b), cells in rows.items():
@@ -333,7 +342,7 @@ def _selective_against_random(dataset: str, diffs: list[dict]) -> str:
     pairs = [d for d in diffs if init_method(d["a"]) == "selective" and init_method(d["b"]) == "random"]
     below = sum(d["metrics"]["mIoU"]["mean"] < 0 for d in pairs)
     def times(side: int) -> str:  # how often a difference is named in favour of side (+1 a, -1 b)
-        n = sum(_called(d, "mIoU") == side for d in pairs)
+        n = sum(named(d, "mIoU") == side for d in pairs)
         return "once" if n == 1 else f"{n} times"
 
     return (f"- {dataset}, the question itself: selective minus random IR at equal image-steps is below 0 in "
@@ -358,7 +367,7 @@ def headline(summary: dict) -> list[str]:
                  for d in cell["differences"]]
         lines.append(_selective_against_random(dataset, [d for _, d in diffs]))
         for metric in ("mIoU", data["rarest_class"]):
-            called = [(n, d) for n, d in diffs if _called(d, metric)]
+            called = [(n, d) for n, d in diffs if named(d, metric)]
             lines += [f"- {dataset}, {n} labels: {difference_sentence(d, metric)}." for n, d in called]
             few = sum(d["n_seeds"] < MIN_SEEDS for _, d in diffs)
             holds = sum(d["n_seeds"] >= MIN_SEEDS and d["metrics"][metric]["low"] <= 0 <= d["metrics"][metric]["high"]
@@ -503,10 +512,15 @@ def gpu_status() -> str:
 
 
 def write_report(protocol: Protocol, root: Path | str, out: Path, command: str, note: str | None = None,
-                 timings: list[Path] | None = None, estimate_for: str = "cpu", force: bool = False) -> dict:
+                 timings: list[Path] | None = None, estimate_for: str = "cpu", force: bool = False,
+                 mechanism: Path | None = None, beside: Sequence[Path] = ()) -> dict:
     """Collect ``root``, write ``out.json``, ``out.md`` and per dataset ``out_<dataset>_budget.png``
     and ``out_<dataset>_curves.png``; returns the summary. ``timings``: study roots whose
-    ``units.jsonl`` estimate the ``estimate_for`` protocol's time. Refuses (ValueError) a root
+    ``units.jsonl`` estimate the ``estimate_for`` protocol's time. ``mechanism``: a mechanism
+    report's JSON (``smir study mechanism``), kept in the summary and set beside each strategy's
+    downstream effect (``out_<dataset>_strategies.png``); ``beside``: earlier reports whose other
+    pretraining budgets join this one's in ``out_<dataset>_budget_beside.png``, each initialisation
+    both ran compared seed by seed (:func:`smir_lib.study.strategies.beside_budgets`). Refuses (ValueError) a root
     where nothing has finished, and, unless ``force``, to replace a report of more finished units
     (a fresh clone has no runs: its report must not overwrite the committed one)."""
 
@@ -533,6 +547,18 @@ def write_report(protocol: Protocol, root: Path | str, out: Path, command: str, 
                                               title=f"{dataset}: validation mIoU per fine-tuning epoch (mean over seeds)"),
                   out.parent / figs["curves"])
         summary["figures"][dataset] = figs
+    if mechanism is not None:
+        summary["mechanism"] = _read(Path(mechanism))
+        for dataset in summary["datasets"]:
+            summary["figures"][dataset]["strategies"] = name = f"{out.name}_{dataset}_strategies.png"
+            _save_png(strategies_figure(summary, summary["mechanism"], dataset), out.parent / name)
+    for path in beside:
+        datasets, pretraining, reproduced = beside_budgets(summary, _read(Path(path)))
+        summary.setdefault("beside", []).append({"report": str(path), "reproduced": reproduced})
+        for dataset, data in datasets.items():
+            summary["figures"][dataset]["budget_beside"] = name = f"{out.name}_{dataset}_budget_beside.png"
+            title = f"{dataset}: downstream test mIoU against pretraining budget ({protocol.name} beside {Path(path).stem})"
+            _save_png(study_plots.study_budget_curves(data, pretraining, title=title), out.parent / name)
     if timings is not None:
         summary["estimate"] = time_estimate([Path(t) / UNIT_LOG for t in timings], load_protocol(estimate_for))
     atomic_write_text(json.dumps(summary, indent=2), out.with_suffix(".json"))
