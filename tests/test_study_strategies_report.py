@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from matplotlib.figure import Figure
 
@@ -74,6 +76,30 @@ def test_values_count_what_is_named_and_rank_plants_against_gain():
     # selective hides more plants (0.75) and does worse (-0.05); block fewer (0.55) and better (+0.05)
     assert label["spearman_plants_vs_gain"] == pytest.approx(-1.0)
     assert v["plants_random"] == pytest.approx(0.5) and v["plants_objects_oracle"] is None
+    assert v["few"] is v["many"] is label  # one label budget: the fewest and the most labels are the same
+    assert v["verdict_plants"] == "hiding more of the plants goes with a worse result"
+    assert v["verdict_random"] == "some strategies are ahead of random masking (1 named differences)"
+
+
+def test_the_results_page_block_says_notebook_07s_sentences(tmp_path):
+    from smir_lib.study.strategies import STRATEGIES_BEGIN, STRATEGIES_END
+    from smir_lib.study.tables import write_readme_section
+
+    report = {**summary(), "mechanism": mechanism(), "units": {"done": 9, "total": 12}}
+    report["datasets"]["cwfid"] = report["datasets"].pop("fields")  # the notebook's dataset
+    report["mechanism"]["datasets"]["cwfid"] = report["mechanism"]["datasets"].pop("fields")
+    report["strategies"].append("objects_oracle")  # the sentences quote what the oracle hides
+    report["mechanism"]["datasets"]["cwfid"]["strategies"]["objects_oracle"] = {
+        "hidden_share": {"soil": 0.4, "crop": 1.0, "weed": 1.0}, "gain_db": 5.0, "forward_passes": 0}
+    (tmp_path / "study_strategies.json").write_text(json.dumps(report))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{STRATEGIES_BEGIN}\nOLD\n{STRATEGIES_END}\nafter\n")
+    block = write_readme_section(tmp_path / "study_strategies.json", readme)
+    said = block.replace("\n", " ")
+    assert "random masks hide 50% of the plant pixels, the paper's selective masks 75%, and the oracle" in said
+    assert "labelled plants 100%. Downstream, some strategies are ahead of random masking" in said
+    assert "Report (9 of 12 units finished): [study_strategies.md](study_strategies.md)" in block
+    assert readme.read_text() == f"# x\n\n{block}\nafter\n"
 
 
 def test_markdown_and_figure():

@@ -31,7 +31,14 @@ from smir_lib.study.inits import init_label, init_method, pair_labels
 from smir_lib.study.plan import Protocol, load_protocol, unit_config, work_units
 from smir_lib.study.rerun import example_cell
 from smir_lib.study.run import UNIT_LOG, stale_config, stale_message, unit_done, unit_image_steps
-from smir_lib.study.strategies import beside_budgets, strategies_figure, strategies_markdown
+from smir_lib.study.strategies import (
+    STRATEGIES_BEGIN,
+    STRATEGIES_END,
+    beside_budgets,
+    strategies_block,
+    strategies_figure,
+    strategies_markdown,
+)
 from smir_lib.study.stats import MIN_SEEDS, bootstrap_interval, named, paired_difference
 
 __all__ = ["pretraining_spent", "finetuning_spent", "collect", "report_markdown", "readme_section",
@@ -573,13 +580,17 @@ def _save_png(fig, path: Path) -> None:
 def write_readme_section(json_path: Path, readme: Path = RESULTS_README, check_paths: Sequence[Path] = ()) -> str:
     """Replace the block between ``README_BEGIN`` and ``README_END`` in ``readme`` (by default
     :data:`RESULTS_README`, ``notebooks/results/README.md``) with :func:`readme_section` of the
-    report at ``json_path`` and the checks at ``check_paths``; returns the new block. Its links
-    are relative to ``notebooks/results/``: a ``readme`` elsewhere gets links that do not resolve."""
-    text = readme.read_text()
-    if README_BEGIN not in text or README_END not in text:
-        raise ValueError(f"{readme} has no study block: add the lines {README_BEGIN!r} and {README_END!r} "
+    report at ``json_path`` and the checks at ``check_paths``; returns the new block. A strategies
+    report (one with its mechanism) fills the strategies block instead
+    (:func:`smir_lib.study.strategies.strategies_block`). Its links are relative to
+    ``notebooks/results/``: a ``readme`` elsewhere gets links that do not resolve."""
+    text, summary = readme.read_text(), _read(json_path)
+    begin, end_mark = (STRATEGIES_BEGIN, STRATEGIES_END) if "mechanism" in summary else (README_BEGIN, README_END)
+    if begin not in text or end_mark not in text:
+        raise ValueError(f"{readme} has no block for this report: add the lines {begin!r} and {end_mark!r} "
                          "where the section goes")
-    block = readme_section(_read(json_path), [_read(Path(p)) for p in check_paths])
-    start, end = text.index(README_BEGIN), text.index(README_END) + len(README_END)
+    block = (strategies_block(summary, json_path.name) if "mechanism" in summary
+             else readme_section(summary, [_read(Path(p)) for p in check_paths]))
+    start, end = text.index(begin), text.index(end_mark) + len(end_mark)
     atomic_write_text(text[:start] + block + text[end:], readme)
     return block
