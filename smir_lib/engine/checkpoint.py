@@ -115,6 +115,17 @@ def _open_lock_file(path: Path) -> int:
     return fd
 
 
+def refuse_linked_folders(run_dir: Path) -> None:
+    """Refuse a run folder holding a link where a stage folder goes (``finetune -> ~/thesis``): the
+    run would write its checkpoints into the link's target and delete ``.*.tmp`` files there. A link
+    at a file's name is harmless (``os.replace`` replaces the link), so only folders are refused."""
+    linked = sorted(p.name for p in run_dir.iterdir() if p.is_symlink() and (p.is_dir() or not p.exists()))
+    if linked:
+        raise ValueError(f"run folder {run_dir}: {linked[0]} is a symbolic link, not a folder of this run: "
+                         f"refusing to write through it; delete the link {run_dir / linked[0]} (its target "
+                         f"is kept) and run again")
+
+
 def _remove_stale_temporaries(run_dir: Path) -> None:
     """Delete the temporary files of writes a killed process left (``.NAME.<random>.tmp``, see
     ``smir_lib.files``); only called while holding the run folder's lock."""
@@ -162,6 +173,7 @@ def run_lock(run_dir: str | Path) -> Iterator[Path]:
         handle.truncate()
         handle.write(f"process {os.getpid()} (started {time.strftime('%Y-%m-%d %H:%M:%S')})")
         handle.flush()
+        refuse_linked_folders(run_dir)
         _remove_stale_temporaries(run_dir)
         _HELD.add(key)
         try:

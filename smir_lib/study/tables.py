@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from smir_lib.engine.provenance import git_commit
-from smir_lib.files import atomic_write, atomic_write_text
+from smir_lib.files import atomic_write, atomic_write_text, read_json
 from smir_lib.selective import STRATEGIES
 from smir_lib.study import plots as study_plots
 from smir_lib.study.inits import init_label, init_method, pair_labels
@@ -516,7 +516,7 @@ def write_report(protocol: Protocol, root: Path | str, out: Path, command: str, 
     if done == 0:
         raise ValueError(f"no unit of protocol {protocol.name!r} has finished under {root}: run "
                          f"`smir study run --protocol {protocol.name} --root {root}` first, or pass the --root of a finished study")
-    before = _read(out.with_suffix(".json"))["units"]["done"] if out.with_suffix(".json").is_file() else 0
+    before = _previous_report_units(out)
     if before > done and not force:
         raise ValueError(f"{out.with_suffix('.json')} reports {before} finished units, {root} has {done}: "
                          "pass --force to replace it anyway, or another --out")
@@ -538,6 +538,24 @@ def write_report(protocol: Protocol, root: Path | str, out: Path, command: str, 
     atomic_write_text(json.dumps(summary, indent=2), out.with_suffix(".json"))
     atomic_write_text(report_markdown(summary), out.with_suffix(".md"))
     return summary
+
+
+def _previous_report_units(out: Path) -> int:
+    """Finished units of the report already at ``out`` (0 when there is none). A file there that
+    `smir study report` did not write (``out.json`` without its fields, ``out.md`` alone) is refused."""
+    path, markdown = out.with_suffix(".json"), out.with_suffix(".md")
+    refuse = "refusing to overwrite it; pass another --out, or move the file away"
+    if not path.is_file():
+        if markdown.exists():
+            raise ValueError(f"{markdown} exists without the {path.name} a study report writes beside it: {refuse}")
+        return 0
+    try:
+        data = read_json(path, expect=dict)
+    except ValueError:  # not JSON, cut short, not an object: not a report either
+        data = {}
+    if not (isinstance(data.get("units"), dict) and isinstance(data["units"].get("done"), int) and "out_name" in data):
+        raise ValueError(f"{path} exists and is not a report written by `smir study report`: {refuse}")
+    return data["units"]["done"]
 
 
 def _save_png(fig, path: Path) -> None:
