@@ -42,6 +42,9 @@ WRONG_CONTENT = [
      ["result.json", "step_1/done.json", "step_1/state.pt", "step_1/best.pt"]),
     ("step_0/state.pt", {}, ["result.json", "step_1"]),
     ("step_1/best.pt", {}, ["pretrained.pt"]),
+    # round 3: paths that are not text were a TypeError traceback
+    ("step_1/done.json", {"checkpoint": 5}, []),
+    ("result.json", {"method": "selective", "best_checkpoint": "pretrained.pt", "steps": [{"stage": 3}]}, []),
 ]
 
 
@@ -214,3 +217,120 @@ def test_a_damaged_teaching_manifest_is_one_line_and_unlisted_files_are_never_lo
     zoo.require_listed(folder, checked, ["finetune_scratch/results.json"])
     with pytest.raises(zoo.ManifestError, match=r"finetune_scratch/best.pt is not listed in .*refusing to load it"):
         zoo.require_listed(folder, checked, ["finetune_scratch/best.pt"])
+
+
+# --------------------------------------------------------------------------------------------
+# Round 3: exported folders, stored configurations, credentials and logs; a deleted init
+# --------------------------------------------------------------------------------------------
+
+def _break_model_json_list(folder: Path) -> Path:
+    (folder / "model.json").write_text("[]")
+    return folder / "model.json"
+
+
+def _cut_model_json(folder: Path) -> Path:
+    (folder / "model.json").write_text((folder / "model.json").read_text()[:20])
+    return folder / "model.json"
+
+
+def _cut_safetensors(folder: Path) -> Path:
+    path = folder / "unet.safetensors"
+    path.write_bytes(path.read_bytes()[:1000])
+    return path
+
+
+def _metadata_not_json(folder: Path) -> Path:
+    from safetensors.torch import load_file, save_file
+
+    from smir_lib.tools.export import safetensors_metadata
+
+    path = folder / "unet.safetensors"
+    save_file(load_file(str(path)), str(path), {**safetensors_metadata(path), "deploy": "[1]", "config": "{"})
+    return path
+
+
+def _weights_of_another_preset(folder: Path) -> Path:
+    from safetensors.torch import load_file, save_file
+
+    from smir_lib.tools.export import safetensors_metadata
+
+    path = folder / "unet.safetensors"
+    save_file(load_file(str(path)), str(path), {**safetensors_metadata(path), "model": "resnet18"})
+    return path
+
+
+@pytest.mark.parametrize("damage", [_break_model_json_list, _cut_model_json, _cut_safetensors, _metadata_not_json,
+                                    _weights_of_another_preset])
+def test_a_damaged_export_is_one_line_naming_the_file(tmp_path, capsys, damage):
+    """``model.json = []``, a cut ``unet.safetensors`` and metadata that is not the kit's record were
+    AttributeError / SafetensorError tracebacks, or a JSON error naming no file."""
+    from test_export_predict import _photos, fake_checkpoint
+
+    from smir_lib.data.registry import class_entries
+    from smir_lib.tools.export import export_run
+
+    export = tmp_path / "export"
+    export_run(fake_checkpoint(tmp_path, "tiny", len(class_entries("synthetic"))), export, onnx=False)
+    damaged = damage(export)
+    args = ["predict", "--checkpoint", str(export), "--images", str(_photos(tmp_path / "photos")),
+            "--out", str(tmp_path / "out"), "--quiet"]
+    assert main(args) == 2
+    line = error_line(capsys)
+    assert line.startswith(f"error: {damaged}") and "smir export --checkpoint RUN" in line, line
+
+
+def test_a_checkpoint_with_an_invalid_stored_config_or_foreign_weights_is_named(tmp_path, capsys):
+    """The stored configuration's error, and weights that do not fit, did not name the checkpoint
+    (and advised ``reinit_head=True``, a Python argument no command takes)."""
+    from test_export_predict import _photos, fake_checkpoint
+
+    from smir_lib.data.registry import class_entries
+
+    checkpoint = fake_checkpoint(tmp_path, "tiny", len(class_entries("synthetic")))
+    state = torch.load(checkpoint, weights_only=True)
+    state["config"]["image_size"] = -5
+    torch.save(state, checkpoint)
+    assert main(["predict", "--checkpoint", str(checkpoint), "--images", str(_photos(tmp_path / "photos")),
+                 "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    assert f"{checkpoint} stores an invalid configuration (config image_size=-5" in error_line(capsys)
+    cfg = load_config("fast", TINY)
+    torch.save({"model": {"x": torch.zeros(1)}, "config": cfg.to_dict(), "stage": "finetune"}, checkpoint)
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--quiet", *TINY]) == 2
+    line = error_line(capsys)
+    assert f"weights in {checkpoint} do not fit" in line and "reinit_head" not in line
+
+
+@pytest.mark.parametrize("text", ["[]", '{"username": "me", "ke'])
+def test_a_damaged_kaggle_token_is_one_line_naming_it(tmp_path, monkeypatch, text):
+    from smir_lib.data.download import kaggle_credentials
+
+    (tmp_path / "kaggle.json").write_text(text)
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path))
+    monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
+    with pytest.raises(ValueError, match=rf"^{tmp_path / 'kaggle.json'} .*download a fresh token"):
+        kaggle_credentials()
+
+
+@pytest.mark.parametrize("line", ['{"kind": "fine', '{"image_steps": 10, "seconds": 1}', "[1]"])
+def test_a_damaged_unit_log_is_one_line_naming_the_file_and_line(tmp_path, line):
+    """A study killed mid-line left ``units.jsonl`` with a cut last line: a JSON error naming no
+    file; a record without ``kind`` was a KeyError traceback."""
+    from smir_lib.study.tables import load_protocol, time_estimate
+
+    log = tmp_path / "units.jsonl"
+    log.write_text('{"kind": "pretrain", "image_steps": 10, "seconds": 1.0}\n' + line + "\n")
+    with pytest.raises(ValueError, match=rf"^unit log {log}, line 2: not a unit record"):
+        time_estimate(log, load_protocol("toy"))
+
+
+def test_a_finished_finetuning_run_reads_back_after_its_init_was_deleted(finished_run, tmp_path, capsys):
+    """The stored init path is relative to the run folder; it was compared as if relative to the
+    working directory, so a finished run whose init was gone was refused as another configuration."""
+    shutil.copytree(finished_run, tmp_path / "pre")
+    init = str(tmp_path / "pre" / "pretrained.pt")
+    assert main(finetune_args(tmp_path / "ft", init)) == 0
+    shutil.rmtree(tmp_path / "pre")
+    capsys.readouterr()
+    assert main(finetune_args(tmp_path / "ft", init)) == 0
+    assert main(finetune_args(tmp_path / "ft", "scratch")) == 2  # another init is still another run
+    assert "another configuration" in error_line(capsys)

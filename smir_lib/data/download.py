@@ -62,7 +62,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from smir_lib.data import get_dataset
-from smir_lib.files import atomic_write_text
+from smir_lib.files import atomic_write_text, read_json
 
 CHUNK = 1 << 20
 USER_AGENT = "smir-notebooks-data-download/0.1 (+python-urllib)"
@@ -607,7 +607,8 @@ def kaggle_credentials() -> tuple[str, str]:
     config_dir = Path(os.environ.get("KAGGLE_CONFIG_DIR", Path.home() / ".kaggle"))
     token = config_dir / "kaggle.json"
     if token.is_file():
-        data = json.loads(token.read_text())
+        data = read_json(token, "download a fresh token from https://www.kaggle.com/settings (API > Create New Token)",
+                         expect=dict)
         if data.get("username") and data.get("key"):
             return data["username"], data["key"]
         raise MissingToolError(f"{token} lacks 'username' or 'key'; download a fresh token from "

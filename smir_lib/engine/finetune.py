@@ -193,7 +193,7 @@ def _finished_finetuning(cfg: Config, run_dir: str | Path, init: str | Path = "s
     if not isinstance(stored.get("test"), dict):
         raise RunFileError(f"{path} has no test results: not a file this kit wrote; delete {path} and run "
                            f"the same command on {run_dir} again to rewrite it")
-    return {**from_run_relative(stored, run_dir), "test": from_run_relative(stored["test"], run_dir)}
+    return {**from_run_relative(stored, run_dir, source=path), "test": from_run_relative(stored["test"], run_dir, source=path)}
 
 
 @locked_run(_finished_finetuning)
@@ -275,7 +275,7 @@ def evaluate(cfg: Config, checkpoint: str | Path, split: str = "test",
     model = build_model(cfg, n_outputs)
     state = load_checkpoint(checkpoint)
     check_pretraining_checkpoint(state, checkpoint)  # a reconstruction head is no segmenter
-    load_pretrained(model, state, reinit_head=False)  # strict: names every mismatched key
+    load_pretrained(model, state, reinit_head=False, origin=checkpoint)  # strict: names every mismatched key
     model = prepare_model(model, ctx.device, cfg.channels_last)
     sliding = cfg.eval_mode == "sliding"
     batch = 1 if split == "test" or sliding else cfg.finetune_batch

@@ -70,7 +70,30 @@ def late_rise(curves: dict[str, list[float]]) -> float:
 
 
 def _read(path: Path) -> dict:
-    return json.loads(Path(path).read_text())
+    """A JSON object the study wrote; a damaged one is one :class:`~smir_lib.files.RunFileError` naming it."""
+    return read_json(path, expect=dict)
+
+
+UNIT_FIELDS = ("kind", "image_steps", "seconds")
+"""What every line of a study's ``units.jsonl`` records (``cpu_seconds`` too on a CPU)."""
+
+
+def read_unit_log(path: Path) -> list[dict]:
+    """The records of a ``units.jsonl``; a line cut short (a killed study) or without
+    :data:`UNIT_FIELDS` is one ValueError naming the file and line."""
+    records = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict) or any(key not in record for key in UNIT_FIELDS):
+            raise ValueError(f"unit log {path}, line {number}: not a unit record with {', '.join(UNIT_FIELDS)} "
+                             f"(a line cut short by a killed study?): delete that line and run the command again")
+        records.append(record)
+    return records
 
 
 def pretraining_spent(folder: Path) -> dict:
@@ -442,7 +465,7 @@ def time_estimate(log_paths: Path | list[Path], protocol: Protocol, processes: i
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise ValueError(f"no unit log {', '.join(missing)}: pass --timings the root of a study that `run` has written to")
-    records = [json.loads(line) for path in paths for line in path.read_text().splitlines() if line.strip()]
+    records = [record for path in paths for record in read_unit_log(path)]
     fits, clocks = {}, {}
     for kind in ("pretrain", "finetune"):
         timed = [r for r in records if r["kind"] == kind and "cpu_seconds" in r]  # CPU: free-core time
