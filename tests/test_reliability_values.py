@@ -182,3 +182,12 @@ def test_workers_are_capped_at_the_usable_cores():
 
     cores = len(os.sched_getaffinity(0))
     assert loader_workers(10**12) == cores and loader_workers(0) == 0 and loader_workers(1) == 1
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("key,value", [("model", "resnet35"), ("dataset", "cwfidd"), ("pool_dataset", "cwfd")])
+def test_named_choices_are_checked_at_config_time(key, value):
+    """A typo in the network or dataset name was accepted by ``load_config`` and failed only after
+    the data had been loaded (or, for the pool, when the pretraining started)."""
+    with pytest.raises(ValueError, match=rf"^config {key}='{value}' is invalid: expected (None .*)?one of "):
+        load_config("fast", [f"{key}={value}"])
