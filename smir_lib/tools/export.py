@@ -340,5 +340,8 @@ def load_export(folder: str | Path, overrides=None) -> tuple[nn.Module, Config, 
         stored = load_config("paper", overrides=stored)
     except ValueError as err:
         raise RunFileError(f"{path}: the configuration in its metadata is invalid ({err}); {_export_fix(path)}") from None
-    info = _metadata_json(path, meta, "deploy", needs=("task", "classes"))
+    info = _metadata_json(path, meta, "deploy", needs=("task",))
+    if info["task"] == "segmentation" and not isinstance(info.get("classes"), list):  # predict names them
+        raise RunFileError(f"{path}: its metadata 'deploy' lists no classes for a segmentation network; "
+                           f"{_export_fix(path)}")
     return load_safetensors(path), load_config(stored, overrides), info
