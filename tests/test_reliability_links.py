@@ -280,3 +280,30 @@ def test_predict_and_export_into_a_read_only_folder_are_one_line(tmp_path, read_
     assert main([job, "--checkpoint", str(checkpoint), "--out", str(out), *args]) == 2
     assert f"cannot write {out}: Read-only file system" in error_line(capsys)
     assert [p.name for p in out.iterdir()] == []
+
+
+@pytest.mark.parametrize("linked", ["executed", "executed/01_x.ipynb"])
+def test_demo_never_writes_an_executed_notebook_through_a_link(tmp_path, monkeypatch, linked):
+    """papermill writes ``RUN/executed/NN.ipynb`` in place: a planted link there was written through."""
+    import sys
+    import types
+
+    from smir_lib.notebook.runner import run_notebook
+
+    def execute_notebook(source, out, **options):  # what papermill does with the output path
+        Path(out).write_text("{}")
+
+    monkeypatch.setitem(sys.modules, "papermill", types.SimpleNamespace(execute_notebook=execute_notebook))
+    target = victim(tmp_path)
+    run = tmp_path / "run"
+    (run / "executed").mkdir(parents=True)
+    if linked == "executed":
+        (run / "executed").rmdir()
+        (run / "executed").symlink_to(target.parent)
+        (target.parent / "01_x.ipynb").write_text(VICTIM_TEXT)
+        target = target.parent / "01_x.ipynb"
+    else:
+        (run / linked).symlink_to(target)
+    with pytest.raises(ValueError, match=r"is a symbolic link: refusing to write the executed notebook"):
+        run_notebook(tmp_path / "01_x.ipynb", run, {})
+    assert target.read_text() == VICTIM_TEXT
