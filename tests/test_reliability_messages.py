@@ -45,6 +45,7 @@ WRONG_CONTENT = [
     # round 3: paths that are not text were a TypeError traceback
     ("step_1/done.json", {"checkpoint": 5}, []),
     ("result.json", {"method": "selective", "best_checkpoint": "pretrained.pt", "steps": [{"stage": 3}]}, []),
+    ("result.json", {"method": "selective", "best_checkpoint": "pretrained.pt", "steps": []}, []),
 ]
 
 
@@ -334,3 +335,48 @@ def test_a_finished_finetuning_run_reads_back_after_its_init_was_deleted(finishe
     assert main(finetune_args(tmp_path / "ft", init)) == 0
     assert main(finetune_args(tmp_path / "ft", "scratch")) == 2  # another init is still another run
     assert "another configuration" in error_line(capsys)
+
+
+def _weights_of_resnet18(state: dict) -> None:
+    from smir_lib.models import build_model
+
+    state["model"] = build_model(load_config("fast", {"model": "resnet18"}), 3).state_dict()
+
+
+STATE_CHANGES = {"weights of another network": _weights_of_resnet18, "epoch text": lambda s: s.update(epoch="x"),
+                 "epoch negative": lambda s: s.update(epoch=-7), "optimizer empty": lambda s: s.update(optimizer={}),
+                 "history text": lambda s: s.update(history="x"), "best text": lambda s: s.update(best="x"),
+                 "scheduler list": lambda s: s.update(scheduler=[1])}
+
+
+@pytest.mark.parametrize("change", STATE_CHANGES.values(), ids=STATE_CHANGES.keys())
+def test_a_state_pt_with_the_right_keys_and_wrong_values_is_one_line_naming_it(finished_run, tmp_path, capsys, change):
+    """A ``state.pt`` with every key but foreign values was a RuntimeError / KeyError / TypeError
+    traceback, or (a negative epoch, a history that is text) a run that resumed silently."""
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    for gone in ("result.json", "pretrained.pt", "step_1/done.json"):
+        (run / gone).unlink()
+    path = run / "step_1" / "state.pt"
+    state = torch.load(path, weights_only=True)
+    change(state)
+    torch.save(state, path)
+    assert pretrain(run) == 2
+    line = error_line(capsys)
+    assert f"{path} does not hold this stage's training state" in line and f"delete the folder {path.parent}" in line
+
+
+def test_a_results_json_without_what_its_readers_print_is_one_line_naming_it(finished_run, tmp_path, capsys):
+    """A finished fine-tuning run's ``results.json`` with an empty ``test`` section, no
+    ``best_val_miou`` or per-class IoUs that are text was a KeyError traceback or printed garbage."""
+    shutil.copytree(finished_run, tmp_path / "pre")
+    args = finetune_args(tmp_path / "ft", str(tmp_path / "pre" / "pretrained.pt"))
+    assert main(args) == 0
+    path = tmp_path / "ft" / "results.json"
+    good = json.loads(path.read_text())
+    for damaged in ({**good, "test": {}}, {k: v for k, v in good.items() if k != "best_val_miou"},
+                    {**good, "test": {**good["test"], "per_class_iou": "x"}}):
+        path.write_text(json.dumps(damaged))
+        capsys.readouterr()
+        assert main(args) == 2
+        assert f"{path} has no complete test results" in error_line(capsys)

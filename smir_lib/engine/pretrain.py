@@ -309,8 +309,9 @@ def load_pretrain_result(run_dir: str | Path) -> PretrainResult:
                                 "pretrained.pt missing): run pretrain_random / pretrain_selective "
                                 "there first")
     summary = from_run_relative(read_json(path, expect=dict), run_dir, source=path)
-    if not (isinstance(summary.get("method"), str) and isinstance(summary.get("steps"), list)
-            and all(isinstance(s, dict) and "stage" in s for s in summary["steps"])):
+    if not (isinstance(summary.get("method"), str) and isinstance(summary.get("steps"), list) and summary["steps"]
+            and all(isinstance(s, dict) and "stage" in s and type(s.get("best_val_loss")) in (int, float, type(None))
+                    for s in summary["steps"])):
         raise RunFileError(f"{path} lacks the run's method or steps: not a file this kit wrote; delete {path} "
                            f"and run the same command on {run_dir} again to rewrite it")
     history = read_json(run_dir / "history.json", expect=list)
