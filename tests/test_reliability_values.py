@@ -191,3 +191,19 @@ def test_named_choices_are_checked_at_config_time(key, value):
     the data had been loaded (or, for the pool, when the pretraining started)."""
     with pytest.raises(ValueError, match=rf"^config {key}='{value}' is invalid: expected (None .*)?one of "):
         load_config("fast", [f"{key}={value}"])
+
+
+@pytest.mark.unit
+def test_a_class_file_with_more_classes_than_label_indices_is_refused(tmp_path):
+    """A 256th class got index 255, the index of ignored pixels: never trained, never scored, and
+    dropped from an export's classes; a 100,000-class file also took minutes to check (a quadratic
+    duplicate test). Both end at read time now, naming the count and the limit."""
+    from smir_lib.data.folder import FolderError, read_classes
+
+    lines = ["classes:"] + [f"  - {{name: c{i}, value: {i}}}" for i in range(256)]
+    (tmp_path / "classes.yaml").write_text("\n".join(lines) + "\n")
+    with pytest.raises(FolderError, match=r"classes.yaml lists 256 classes: at most 255 \(class indices 0 to 254; "
+                                          r"255 marks ignored pixels\)"):
+        read_classes(tmp_path)
+    (tmp_path / "classes.yaml").write_text("\n".join(lines[:256]) + "\n")  # 255 classes: the most there can be
+    assert len(read_classes(tmp_path).names) == 255
