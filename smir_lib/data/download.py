@@ -334,11 +334,26 @@ def _inside(target: Path, relative: str) -> bool:
     return joined == str(target) or joined.startswith(str(target) + os.sep)
 
 
+MAX_NAME_BYTES, MAX_PATH_BYTES = 255, 4096
+"""The longest file name and path (in bytes) a member may have: Linux's NAME_MAX and PATH_MAX."""
+
+
+def check_member_name(name: str, target: Path) -> None:
+    """Refuse a member whose name no file system stores (a component over 255 bytes, a path over 4096)
+    before anything is extracted, instead of an OSError part-way through."""
+    parts = name.replace("\\", "/").split("/")
+    if len(os.fsencode(os.path.join(str(target), name))) > MAX_PATH_BYTES or \
+            any(len(os.fsencode(part)) > MAX_NAME_BYTES for part in parts):
+        raise UnsafeArchiveError(f"archive member {name[:80]!r}... has a name longer than a file system allows "
+                                 f"({MAX_NAME_BYTES} bytes a name, {MAX_PATH_BYTES} a path below {target}): refused")
+
+
 def check_tar_members(tar: tarfile.TarFile, target: Path) -> list[tarfile.TarInfo]:
     """Every member of ``tar``, after checking none escapes ``target``; raises :class:`UnsafeArchiveError`."""
     target = Path(os.path.abspath(target))
     members = tar.getmembers()
     for m in members:
+        check_member_name(m.name, target)
         if not _inside(target, m.name):
             raise UnsafeArchiveError(f"archive member {m.name!r} would be written outside {target}: refused")
         if m.issym() or m.islnk():
@@ -354,6 +369,7 @@ def check_zip_members(zf: zipfile.ZipFile, target: Path) -> None:
     """Raise :class:`UnsafeArchiveError` when a zip member escapes ``target`` or is a symbolic link."""
     target = Path(os.path.abspath(target))
     for info in zf.infolist():
+        check_member_name(info.filename, target)
         if not _inside(target, info.filename) or ".." in PurePosixPath(info.filename.replace("\\", "/")).parts:
             raise UnsafeArchiveError(f"archive member {info.filename!r} would be written outside {target}: refused")
         if stat.S_ISLNK(info.external_attr >> 16):
