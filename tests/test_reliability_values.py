@@ -207,3 +207,17 @@ def test_a_class_file_with_more_classes_than_label_indices_is_refused(tmp_path):
         read_classes(tmp_path)
     (tmp_path / "classes.yaml").write_text("\n".join(lines[:256]) + "\n")  # 255 classes: the most there can be
     assert len(read_classes(tmp_path).names) == 255
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("job", [["study", "run", "--protocol", "toy"], ["study", "rerun", "j", "u"], ["reproduce"]])
+def test_threads_are_at_least_one_and_capped_at_the_usable_cores(job, capsys):
+    """``--threads 0`` was torch's RuntimeError traceback; ``--threads 1000000000`` was accepted."""
+    from smir_lib.runtime import usable_cores
+    from smir_lib.tools.cli import build_parser
+
+    assert build_parser().parse_args([*job, "--threads", "1000000000"]).threads == usable_cores()
+    for bad in ("0", "-1", "two"):
+        with pytest.raises(SystemExit) as stop:
+            build_parser().parse_args([*job, "--threads", bad])
+        assert stop.value.code == 2 and "--threads" in capsys.readouterr().err
