@@ -33,7 +33,7 @@ import torch
 import yaml
 
 __all__ = ["RunFileError", "FileWriteError", "read_torch_file", "atomic_save", "atomic_write_text",
-           "atomic_write_bytes", "atomic_write", "atomic_copy", "write_error", "load_checkpoint", "read_json", "read_yaml",
+           "atomic_write_bytes", "atomic_write", "atomic_copy", "write_error", "fix_for", "load_checkpoint", "read_json", "read_yaml",
            "TEMPORARY_SUFFIX"]
 
 TEMPORARY_SUFFIX = ".tmp"
@@ -49,7 +49,7 @@ class FileWriteError(RunFileError):
     naming the file and what to do; no temporary file is left behind."""
 
 
-def _fix_for(path: Path) -> str:
+def fix_for(path: Path) -> str:
     """What a user does about an unreadable ``path``, from where it lives in a run folder."""
     if path.name in ("best.pt", "state.pt", "masks.pt", "done.json", "history.json"):
         return f"delete the folder {path.parent} to redo that step (the rest of the run is kept)"
@@ -69,7 +69,7 @@ def read_torch_file(path: str | Path, fix: str | None = None) -> object:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
-    fix = fix or _fix_for(path)
+    fix = fix or fix_for(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -159,11 +159,11 @@ def load_checkpoint(path: str | Path, fix: str | None = None, keys: tuple[str, .
     path = Path(path)
     data = read_torch_file(path, fix)
     if not isinstance(data, dict):
-        raise RunFileError(f"{path} holds a {type(data).__name__}, not a checkpoint dict; {fix or _fix_for(path)}")
+        raise RunFileError(f"{path} holds a {type(data).__name__}, not a checkpoint dict; {fix or fix_for(path)}")
     missing = [key for key in keys if key not in data]
     if missing:
         raise RunFileError(f"{path} lacks {', '.join(missing)}: not a file this kit wrote there; "
-                           f"{fix or _fix_for(path)}")
+                           f"{fix or fix_for(path)}")
     return data
 
 
@@ -175,10 +175,10 @@ def read_json(path: str | Path, fix: str | None = None, expect: type | None = No
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise RunFileError(f"{path} is truncated or corrupt (line {getattr(err, 'lineno', '?')}: "
-                           f"{getattr(err, 'msg', err)}); {fix or _fix_for(path)}") from None
+                           f"{getattr(err, 'msg', err)}); {fix or fix_for(path)}") from None
     if expect is not None and not isinstance(data, expect):
         raise RunFileError(f"{path} holds a JSON {type(data).__name__}, expected a "
-                           f"{'mapping' if expect is dict else expect.__name__}; {fix or _fix_for(path)}")
+                           f"{'mapping' if expect is dict else expect.__name__}; {fix or fix_for(path)}")
     return data
 
 

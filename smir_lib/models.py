@@ -280,7 +280,7 @@ def load_imagenet_encoder(model: ResNetUNet, path) -> None:
 
 
 def load_pretrained(model: ResNetUNet, source, *, reinit_head: bool = True,
-                    reset_head: bool = False) -> None:
+                    reset_head: bool = False, origin: str | os.PathLike | None = None) -> None:
     """Load a whole pretrained network (encoder, decoder and head) into ``model``.
 
     ``source`` is a checkpoint file, a state dict, or a checkpoint dict with a ``"model"`` state
@@ -288,6 +288,7 @@ def load_pretrained(model: ResNetUNet, source, *, reinit_head: bool = True,
     differs (e.g. 3 colours pretrained, 21 classes downstream) the head is re-initialised if
     ``reinit_head`` and an error otherwise. The authors keep a head whose shape happens to match
     (3-class datasets get the colour head); ``reset_head=True`` re-initialises it anyway.
+    ``origin`` names the file a state dict was read from, for the error message.
     """
     state = _read_state_dict(source)
     expected = model.state_dict()
@@ -296,9 +297,10 @@ def load_pretrained(model: ResNetUNet, source, *, reinit_head: bool = True,
     skip_head = reset_head or (head_differs and reinit_head)
     problem = _mismatch(expected, state, ignore=("head.",) if skip_head else ())
     if problem:
-        hint = ("pass reinit_head=True to re-initialise the head" if head_differs and not
-                reinit_head else "load a checkpoint of the same preset")
-        where = f" in {source}" if isinstance(source, (str, os.PathLike)) else ""
+        hint = ("pass reinit_head=True to re-initialise the head" if head_differs and not reinit_head
+                and origin is None else "load a checkpoint of the same preset and class count")
+        origin = source if origin is None and isinstance(source, (str, os.PathLike)) else origin
+        where = f" in {origin}" if origin is not None else ""
         raise ValueError(f"pretrained weights{where} do not fit this {type(model).__name__} "
                          f"({problem}): {hint}")
     if skip_head:

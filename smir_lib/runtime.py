@@ -17,6 +17,7 @@ importing the engine.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import functools
 import hashlib
@@ -27,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["derive_seed", "seeded_generator", "forked_rng", "setup_determinism", "AMP_MODES", "cpu_has_fast_bf16",
+__all__ = ["usable_cores", "thread_count", "derive_seed", "seeded_generator", "forked_rng", "setup_determinism", "AMP_MODES", "cpu_has_fast_bf16",
            "amp_dtype", "autocast", "resolve_device", "prepare_model", "to_device", "loader_workers"]
 
 
@@ -49,8 +50,24 @@ def loader_workers(requested: int) -> int:
     """DataLoader worker processes for ``workers=requested``: at most the CPU cores this process
     may use (``workers=1e12`` would fork until the process limit). ``workers`` changes how a run
     loads its data, never its numbers, so the cap changes nothing it computes."""
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return min(requested, usable)
+    return min(requested, usable_cores())
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the system has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def thread_count(text: str) -> int:
+    """The ``--threads`` option's type: a whole number of at least 1 (torch refuses 0 with a
+    RuntimeError), capped at :func:`usable_cores` (``--threads 1000000000`` was accepted)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of threads, e.g. 1") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} threads: expected at least 1")
+    return min(value, usable_cores())
 
 
 @contextlib.contextmanager

@@ -91,3 +91,25 @@ def test_a_planted_part_link_is_never_written_through(server, tmp_path, dangling
     with pytest.raises(DownloadError, match=r"f.bin.part is a symbolic link: refusing to write"):
         quiet_downloader(retries=0).fetch(RemoteFile(f"{base}/f.bin", "f.bin", sha256=sha256(body)), tmp_path / "f.bin")
     assert (victim.read_text() if victim.exists() else None) == (None if dangling else "precious\n")
+
+
+@pytest.mark.parametrize("name", ["b" * 300 + "/f.png", "/".join(["a" * 50] * 100) + "/f.png"])
+@pytest.mark.parametrize("kind", ["tar", "zip"])
+def test_a_member_name_no_file_system_stores_is_refused_before_writing(tmp_path, name, kind):
+    """A 300-byte file name or a 5,000-byte path was an OSError (File name too long) part-way
+    through the extraction; it is refused with the other unsafe members, before anything is written."""
+    import io
+    import tarfile
+
+    archive = tmp_path / f"long.{kind}"
+    if kind == "zip":
+        with zipfile.ZipFile(archive, "w") as zf:
+            zf.writestr(name, b"x")
+    else:
+        with tarfile.open(archive, "w") as tar:
+            info = tarfile.TarInfo(name)
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(UnsafeArchiveError, match=r"has a name longer than a file system allows"):
+        extract_archive(archive, tmp_path / "target", progress=False)
+    assert not (tmp_path / "target").exists() or list((tmp_path / "target").iterdir()) == []

@@ -208,3 +208,102 @@ def test_a_run_folder_held_by_this_process_is_refused_and_stays_locked(tmp_path)
         assert other.stdout.strip() == "busy"
     with run_lock(run):
         pass
+
+
+# --------------------------------------------------------------------------------------------
+# Round 3: linked stage folders, and writers that replace folders or reports
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("stage,job", [("finetune", "finetune"), ("step_0", "pretrain"), ("random", "pretrain")])
+def test_a_stage_folder_planted_as_a_link_is_refused_and_nothing_is_written_through_it(tmp_path, capsys, stage, job):
+    """``RUN/finetune -> ~/thesis`` made the run write its checkpoints there, and the lock holder's
+    clean-up delete the ``.*.tmp`` files of the linked folder."""
+    run, target = tmp_path / "run", tmp_path / "outside"
+    run.mkdir()
+    target.mkdir()
+    (target / ".notes.tmp").write_text(VICTIM_TEXT)
+    (run / stage).symlink_to(target)
+    method = ["--method", "random" if stage == "random" else "selective"] if job == "pretrain" else []
+    assert main([job, *method, "--out", str(run), "--quiet", *TINY]) == 2
+    assert f"{stage} is a symbolic link, not a folder of this run" in error_line(capsys)
+    assert [p.name for p in target.iterdir()] == [".notes.tmp"]
+
+
+def test_models_never_deletes_a_folder_it_did_not_write(tmp_path):
+    """``smir models --out DIR`` replaced ``DIR/<dataset>/<run>`` with ``shutil.rmtree`` whatever it
+    held (a user's folder of that name), and a link there was a traceback."""
+    from smir_lib.notebook.zoo import _remove_previous_export
+
+    own = tmp_path / "models" / "pretrain_random"
+    (own / "step_0").mkdir(parents=True)
+    (own / "result.json").write_text("{}")
+    (own / "step_0" / "masks.pt").write_bytes(b"")
+    _remove_previous_export(own)  # an earlier build's folder: replaced
+    assert not own.exists()
+    user = tmp_path / "models" / "finetune_scratch"
+    user.mkdir()
+    (user / "thesis.tex").write_text(VICTIM_TEXT)
+    linked = tmp_path / "models" / "finetune_random"
+    linked.symlink_to(victim(tmp_path).parent)
+    for folder, named in ((user, user / "thesis.tex"), (linked, linked)):
+        with pytest.raises(ValueError, match=rf"{named} was not written by `smir models`: refusing to delete"):
+            _remove_previous_export(folder)
+    assert (user / "thesis.tex").read_text() == VICTIM_TEXT and victim(tmp_path).is_file()
+
+
+@pytest.mark.parametrize("existing", ["report.json", "report.md"])
+def test_study_report_never_overwrites_a_file_it_did_not_write(tmp_path, monkeypatch, existing):
+    """``smir study report --out DIR/report`` over a user's ``report.json`` was a KeyError traceback;
+    over a lone ``report.md`` it overwrote the user's file."""
+    from smir_lib.study import tables
+
+    monkeypatch.setattr(tables, "collect", lambda protocol, root: {"units": {"done": 1}, "datasets": {}})
+    (tmp_path / existing).write_text(VICTIM_TEXT)
+    with pytest.raises(ValueError, match=rf"{tmp_path / existing} exists .*refusing to overwrite it"):
+        tables.write_report(tables.load_protocol("toy"), tmp_path, tmp_path / "report", "smir study report")
+    assert (tmp_path / existing).read_text() == VICTIM_TEXT
+
+
+@pytest.mark.parametrize("job", ["predict", "export"])
+def test_predict_and_export_into_a_read_only_folder_are_one_line(tmp_path, read_only, capsys, job):
+    """``OutputFolder`` wrote its temporary files outside ``atomic_write``: a read-only or full
+    ``--out`` was an OSError traceback."""
+    from test_export_predict import _photos, fake_checkpoint
+
+    from smir_lib.data.registry import class_entries
+
+    checkpoint = fake_checkpoint(tmp_path, "tiny", len(class_entries("synthetic")))
+    out = tmp_path / "out"
+    out.mkdir()
+    read_only(out)
+    args = ["--images", str(_photos(tmp_path / "photos")), "--quiet"] if job == "predict" else ["--onnx", "no"]
+    assert main([job, "--checkpoint", str(checkpoint), "--out", str(out), *args]) == 2
+    assert f"cannot write {out}: Read-only file system" in error_line(capsys)
+    assert [p.name for p in out.iterdir()] == []
+
+
+@pytest.mark.parametrize("linked", ["executed", "executed/01_x.ipynb"])
+def test_demo_never_writes_an_executed_notebook_through_a_link(tmp_path, monkeypatch, linked):
+    """papermill writes ``RUN/executed/NN.ipynb`` in place: a planted link there was written through."""
+    import sys
+    import types
+
+    from smir_lib.notebook.runner import run_notebook
+
+    def execute_notebook(source, out, **options):  # what papermill does with the output path
+        Path(out).write_text("{}")
+
+    monkeypatch.setitem(sys.modules, "papermill", types.SimpleNamespace(execute_notebook=execute_notebook))
+    target = victim(tmp_path)
+    run = tmp_path / "run"
+    (run / "executed").mkdir(parents=True)
+    if linked == "executed":
+        (run / "executed").rmdir()
+        (run / "executed").symlink_to(target.parent)
+        (target.parent / "01_x.ipynb").write_text(VICTIM_TEXT)
+        target = target.parent / "01_x.ipynb"
+    else:
+        (run / linked).symlink_to(target)
+    with pytest.raises(ValueError, match=r"is a symbolic link: refusing to write the executed notebook"):
+        run_notebook(tmp_path / "01_x.ipynb", run, {})
+    assert target.read_text() == VICTIM_TEXT

@@ -42,6 +42,10 @@ WRONG_CONTENT = [
      ["result.json", "step_1/done.json", "step_1/state.pt", "step_1/best.pt"]),
     ("step_0/state.pt", {}, ["result.json", "step_1"]),
     ("step_1/best.pt", {}, ["pretrained.pt"]),
+    # round 3: paths that are not text were a TypeError traceback
+    ("step_1/done.json", {"checkpoint": 5}, []),
+    ("result.json", {"method": "selective", "best_checkpoint": "pretrained.pt", "steps": [{"stage": 3}]}, []),
+    ("result.json", {"method": "selective", "best_checkpoint": "pretrained.pt", "steps": []}, []),
 ]
 
 
@@ -214,3 +218,165 @@ def test_a_damaged_teaching_manifest_is_one_line_and_unlisted_files_are_never_lo
     zoo.require_listed(folder, checked, ["finetune_scratch/results.json"])
     with pytest.raises(zoo.ManifestError, match=r"finetune_scratch/best.pt is not listed in .*refusing to load it"):
         zoo.require_listed(folder, checked, ["finetune_scratch/best.pt"])
+
+
+# --------------------------------------------------------------------------------------------
+# Round 3: exported folders, stored configurations, credentials and logs; a deleted init
+# --------------------------------------------------------------------------------------------
+
+def _break_model_json_list(folder: Path) -> Path:
+    (folder / "model.json").write_text("[]")
+    return folder / "model.json"
+
+
+def _cut_model_json(folder: Path) -> Path:
+    (folder / "model.json").write_text((folder / "model.json").read_text()[:20])
+    return folder / "model.json"
+
+
+def _cut_safetensors(folder: Path) -> Path:
+    path = folder / "unet.safetensors"
+    path.write_bytes(path.read_bytes()[:1000])
+    return path
+
+
+def _metadata_not_json(folder: Path) -> Path:
+    from safetensors.torch import load_file, save_file
+
+    from smir_lib.tools.export import safetensors_metadata
+
+    path = folder / "unet.safetensors"
+    save_file(load_file(str(path)), str(path), {**safetensors_metadata(path), "deploy": "[1]", "config": "{"})
+    return path
+
+
+def _weights_of_another_preset(folder: Path) -> Path:
+    from safetensors.torch import load_file, save_file
+
+    from smir_lib.tools.export import safetensors_metadata
+
+    path = folder / "unet.safetensors"
+    save_file(load_file(str(path)), str(path), {**safetensors_metadata(path), "model": "resnet18"})
+    return path
+
+
+@pytest.mark.parametrize("damage", [_break_model_json_list, _cut_model_json, _cut_safetensors, _metadata_not_json,
+                                    _weights_of_another_preset])
+def test_a_damaged_export_is_one_line_naming_the_file(tmp_path, capsys, damage):
+    """``model.json = []``, a cut ``unet.safetensors`` and metadata that is not the kit's record were
+    AttributeError / SafetensorError tracebacks, or a JSON error naming no file."""
+    from test_export_predict import _photos, fake_checkpoint
+
+    from smir_lib.data.registry import class_entries
+    from smir_lib.tools.export import export_run
+
+    export = tmp_path / "export"
+    export_run(fake_checkpoint(tmp_path, "tiny", len(class_entries("synthetic"))), export, onnx=False)
+    damaged = damage(export)
+    args = ["predict", "--checkpoint", str(export), "--images", str(_photos(tmp_path / "photos")),
+            "--out", str(tmp_path / "out"), "--quiet"]
+    assert main(args) == 2
+    line = error_line(capsys)
+    assert line.startswith(f"error: {damaged}") and "smir export --checkpoint RUN" in line, line
+
+
+def test_a_checkpoint_with_an_invalid_stored_config_or_foreign_weights_is_named(tmp_path, capsys):
+    """The stored configuration's error, and weights that do not fit, did not name the checkpoint
+    (and advised ``reinit_head=True``, a Python argument no command takes)."""
+    from test_export_predict import _photos, fake_checkpoint
+
+    from smir_lib.data.registry import class_entries
+
+    checkpoint = fake_checkpoint(tmp_path, "tiny", len(class_entries("synthetic")))
+    state = torch.load(checkpoint, weights_only=True)
+    state["config"]["image_size"] = -5
+    torch.save(state, checkpoint)
+    assert main(["predict", "--checkpoint", str(checkpoint), "--images", str(_photos(tmp_path / "photos")),
+                 "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    assert f"{checkpoint} stores an invalid configuration (config image_size=-5" in error_line(capsys)
+    cfg = load_config("fast", TINY)
+    torch.save({"model": {"x": torch.zeros(1)}, "config": cfg.to_dict(), "stage": "finetune"}, checkpoint)
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--quiet", *TINY]) == 2
+    line = error_line(capsys)
+    assert f"weights in {checkpoint} do not fit" in line and "reinit_head" not in line
+
+
+@pytest.mark.parametrize("text", ["[]", '{"username": "me", "ke'])
+def test_a_damaged_kaggle_token_is_one_line_naming_it(tmp_path, monkeypatch, text):
+    from smir_lib.data.download import kaggle_credentials
+
+    (tmp_path / "kaggle.json").write_text(text)
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path))
+    monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
+    with pytest.raises(ValueError, match=rf"^{tmp_path / 'kaggle.json'} .*download a fresh token"):
+        kaggle_credentials()
+
+
+@pytest.mark.parametrize("line", ['{"kind": "fine', '{"image_steps": 10, "seconds": 1}', "[1]"])
+def test_a_damaged_unit_log_is_one_line_naming_the_file_and_line(tmp_path, line):
+    """A study killed mid-line left ``units.jsonl`` with a cut last line: a JSON error naming no
+    file; a record without ``kind`` was a KeyError traceback."""
+    from smir_lib.study.tables import load_protocol, time_estimate
+
+    log = tmp_path / "units.jsonl"
+    log.write_text('{"kind": "pretrain", "image_steps": 10, "seconds": 1.0}\n' + line + "\n")
+    with pytest.raises(ValueError, match=rf"^unit log {log}, line 2: not a unit record"):
+        time_estimate(log, load_protocol("toy"))
+
+
+def test_a_finished_finetuning_run_reads_back_after_its_init_was_deleted(finished_run, tmp_path, capsys):
+    """The stored init path is relative to the run folder; it was compared as if relative to the
+    working directory, so a finished run whose init was gone was refused as another configuration."""
+    shutil.copytree(finished_run, tmp_path / "pre")
+    init = str(tmp_path / "pre" / "pretrained.pt")
+    assert main(finetune_args(tmp_path / "ft", init)) == 0
+    shutil.rmtree(tmp_path / "pre")
+    capsys.readouterr()
+    assert main(finetune_args(tmp_path / "ft", init)) == 0
+    assert main(finetune_args(tmp_path / "ft", "scratch")) == 2  # another init is still another run
+    assert "another configuration" in error_line(capsys)
+
+
+def _weights_of_resnet18(state: dict) -> None:
+    from smir_lib.models import build_model
+
+    state["model"] = build_model(load_config("fast", {"model": "resnet18"}), 3).state_dict()
+
+
+STATE_CHANGES = {"weights of another network": _weights_of_resnet18, "epoch text": lambda s: s.update(epoch="x"),
+                 "epoch negative": lambda s: s.update(epoch=-7), "optimizer empty": lambda s: s.update(optimizer={}),
+                 "history text": lambda s: s.update(history="x"), "best text": lambda s: s.update(best="x"),
+                 "scheduler list": lambda s: s.update(scheduler=[1])}
+
+
+@pytest.mark.parametrize("change", STATE_CHANGES.values(), ids=STATE_CHANGES.keys())
+def test_a_state_pt_with_the_right_keys_and_wrong_values_is_one_line_naming_it(finished_run, tmp_path, capsys, change):
+    """A ``state.pt`` with every key but foreign values was a RuntimeError / KeyError / TypeError
+    traceback, or (a negative epoch, a history that is text) a run that resumed silently."""
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    for gone in ("result.json", "pretrained.pt", "step_1/done.json"):
+        (run / gone).unlink()
+    path = run / "step_1" / "state.pt"
+    state = torch.load(path, weights_only=True)
+    change(state)
+    torch.save(state, path)
+    assert pretrain(run) == 2
+    line = error_line(capsys)
+    assert f"{path} does not hold this stage's training state" in line and f"delete the folder {path.parent}" in line
+
+
+def test_a_results_json_without_what_its_readers_print_is_one_line_naming_it(finished_run, tmp_path, capsys):
+    """A finished fine-tuning run's ``results.json`` with an empty ``test`` section, no
+    ``best_val_miou`` or per-class IoUs that are text was a KeyError traceback or printed garbage."""
+    shutil.copytree(finished_run, tmp_path / "pre")
+    args = finetune_args(tmp_path / "ft", str(tmp_path / "pre" / "pretrained.pt"))
+    assert main(args) == 0
+    path = tmp_path / "ft" / "results.json"
+    good = json.loads(path.read_text())
+    for damaged in ({**good, "test": {}}, {k: v for k, v in good.items() if k != "best_val_miou"},
+                    {**good, "test": {**good["test"], "per_class_iou": "x"}}):
+        path.write_text(json.dumps(damaged))
+        capsys.readouterr()
+        assert main(args) == 2
+        assert f"{path} has no complete test results" in error_line(capsys)

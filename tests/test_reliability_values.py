@@ -182,3 +182,42 @@ def test_workers_are_capped_at_the_usable_cores():
 
     cores = len(os.sched_getaffinity(0))
     assert loader_workers(10**12) == cores and loader_workers(0) == 0 and loader_workers(1) == 1
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("key,value", [("model", "resnet35"), ("dataset", "cwfidd"), ("pool_dataset", "cwfd")])
+def test_named_choices_are_checked_at_config_time(key, value):
+    """A typo in the network or dataset name was accepted by ``load_config`` and failed only after
+    the data had been loaded (or, for the pool, when the pretraining started)."""
+    with pytest.raises(ValueError, match=rf"^config {key}='{value}' is invalid: expected (None .*)?one of "):
+        load_config("fast", [f"{key}={value}"])
+
+
+@pytest.mark.unit
+def test_a_class_file_with_more_classes_than_label_indices_is_refused(tmp_path):
+    """A 256th class got index 255, the index of ignored pixels: never trained, never scored, and
+    dropped from an export's classes; a 100,000-class file also took minutes to check (a quadratic
+    duplicate test). Both end at read time now, naming the count and the limit."""
+    from smir_lib.data.folder import FolderError, read_classes
+
+    lines = ["classes:"] + [f"  - {{name: c{i}, value: {i}}}" for i in range(256)]
+    (tmp_path / "classes.yaml").write_text("\n".join(lines) + "\n")
+    with pytest.raises(FolderError, match=r"classes.yaml lists 256 classes: at most 255 \(class indices 0 to 254; "
+                                          r"255 marks ignored pixels\)"):
+        read_classes(tmp_path)
+    (tmp_path / "classes.yaml").write_text("\n".join(lines[:256]) + "\n")  # 255 classes: the most there can be
+    assert len(read_classes(tmp_path).names) == 255
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("job", [["study", "run", "--protocol", "toy"], ["study", "rerun", "j", "u"], ["reproduce"]])
+def test_threads_are_at_least_one_and_capped_at_the_usable_cores(job, capsys):
+    """``--threads 0`` was torch's RuntimeError traceback; ``--threads 1000000000`` was accepted."""
+    from smir_lib.runtime import usable_cores
+    from smir_lib.tools.cli import build_parser
+
+    assert build_parser().parse_args([*job, "--threads", "1000000000"]).threads == usable_cores()
+    for bad in ("0", "-1", "two"):
+        with pytest.raises(SystemExit) as stop:
+            build_parser().parse_args([*job, "--threads", bad])
+        assert stop.value.code == 2 and "--threads" in capsys.readouterr().err

@@ -62,7 +62,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from smir_lib.data import get_dataset
-from smir_lib.files import atomic_write_text
+from smir_lib.files import atomic_write_text, read_json
 
 CHUNK = 1 << 20
 USER_AGENT = "smir-notebooks-data-download/0.1 (+python-urllib)"
@@ -334,11 +334,26 @@ def _inside(target: Path, relative: str) -> bool:
     return joined == str(target) or joined.startswith(str(target) + os.sep)
 
 
+MAX_NAME_BYTES, MAX_PATH_BYTES = 255, 4096
+"""The longest file name and path (in bytes) a member may have: Linux's NAME_MAX and PATH_MAX."""
+
+
+def check_member_name(name: str, target: Path) -> None:
+    """Refuse a member whose name no file system stores (a component over 255 bytes, a path over 4096)
+    before anything is extracted, instead of an OSError part-way through."""
+    parts = name.replace("\\", "/").split("/")
+    if len(os.fsencode(os.path.join(str(target), name))) > MAX_PATH_BYTES or \
+            any(len(os.fsencode(part)) > MAX_NAME_BYTES for part in parts):
+        raise UnsafeArchiveError(f"archive member {name[:80]!r}... has a name longer than a file system allows "
+                                 f"({MAX_NAME_BYTES} bytes a name, {MAX_PATH_BYTES} a path below {target}): refused")
+
+
 def check_tar_members(tar: tarfile.TarFile, target: Path) -> list[tarfile.TarInfo]:
     """Every member of ``tar``, after checking none escapes ``target``; raises :class:`UnsafeArchiveError`."""
     target = Path(os.path.abspath(target))
     members = tar.getmembers()
     for m in members:
+        check_member_name(m.name, target)
         if not _inside(target, m.name):
             raise UnsafeArchiveError(f"archive member {m.name!r} would be written outside {target}: refused")
         if m.issym() or m.islnk():
@@ -354,6 +369,7 @@ def check_zip_members(zf: zipfile.ZipFile, target: Path) -> None:
     """Raise :class:`UnsafeArchiveError` when a zip member escapes ``target`` or is a symbolic link."""
     target = Path(os.path.abspath(target))
     for info in zf.infolist():
+        check_member_name(info.filename, target)
         if not _inside(target, info.filename) or ".." in PurePosixPath(info.filename.replace("\\", "/")).parts:
             raise UnsafeArchiveError(f"archive member {info.filename!r} would be written outside {target}: refused")
         if stat.S_ISLNK(info.external_attr >> 16):
@@ -607,7 +623,8 @@ def kaggle_credentials() -> tuple[str, str]:
     config_dir = Path(os.environ.get("KAGGLE_CONFIG_DIR", Path.home() / ".kaggle"))
     token = config_dir / "kaggle.json"
     if token.is_file():
-        data = json.loads(token.read_text())
+        data = read_json(token, "download a fresh token from https://www.kaggle.com/settings (API > Create New Token)",
+                         expect=dict)
         if data.get("username") and data.get("key"):
             return data["username"], data["key"]
         raise MissingToolError(f"{token} lacks 'username' or 'key'; download a fresh token from "

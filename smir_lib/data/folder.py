@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,10 +142,15 @@ def _check_class_names(path: Path, names: list) -> None:
     for name in names:
         if not isinstance(name, (str, int)) or isinstance(name, bool) or not str(name).strip():
             raise FolderError(f"{path}: class name {name!r} is not a name: give each class a non-empty name")
-    seen = [str(n) for n in names]
-    repeated = sorted({n for n in seen if seen.count(n) > 1})
+    repeated = sorted(n for n, count in Counter(str(n) for n in names).items() if count > 1)  # O(n), not O(n^2)
     if repeated:
         raise FolderError(f"{path}: class name(s) {repeated} appear more than once: give each class its own name")
+
+
+IGNORE_INDEX = 255
+"""The class index of ignored (void) pixels in every label map."""
+MAX_CLASSES = IGNORE_INDEX
+"""Most classes a ``classes.yaml`` may list: a 256th would get the index of ignored pixels."""
 
 
 def _mask_value(value, where: str) -> int:
@@ -173,6 +179,9 @@ def read_classes(folder: str | os.PathLike) -> ClassTable:
     entries = data.get("classes") if isinstance(data, dict) else None
     if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) and "name" in e for e in entries):
         raise FolderError(f"{path} must hold 'classes:', a list of entries with a name each, e.g.\n{example}")
+    if len(entries) > MAX_CLASSES:
+        raise FolderError(f"{path} lists {len(entries)} classes: at most {MAX_CLASSES} (class indices 0 to "
+                          f"{MAX_CLASSES - 1}; {IGNORE_INDEX} marks ignored pixels): merge classes")
     _check_class_names(path, [e["name"] for e in entries])
     kinds = {"value" if "value" in e else "color" if "mask_color" in e else None for e in entries}
     if kinds not in ({"value"}, {"color"}):

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from smir_lib.engine.config import config_diff
-from smir_lib.files import TEMPORARY_SUFFIX, atomic_write_text, load_checkpoint, read_json, write_error
+from smir_lib.files import TEMPORARY_SUFFIX, RunFileError, atomic_write_text, fix_for, load_checkpoint, read_json, write_error
 
 __all__ = ["RunFolderBusy", "read_done", "write_done", "check_run_config", "run_lock", "locked_run",
            "to_run_relative", "from_run_relative", "check_run_folder", "check_pretraining_checkpoint"]
@@ -55,10 +55,15 @@ def to_run_relative(summary: Mapping, run_dir: str | Path) -> dict:
     return out
 
 
-def from_run_relative(summary: Mapping, run_dir: str | Path) -> dict:
-    """``summary`` as read from ``run_dir``, its relative file paths made absolute again."""
+def from_run_relative(summary: Mapping, run_dir: str | Path, source: Path | None = None) -> dict:
+    """``summary`` as read from ``run_dir``, its relative file paths made absolute again. A path
+    that is not text (``"checkpoint": 5``) is a :class:`RunFileError` naming the file ``source``."""
     run_dir = Path(os.path.abspath(run_dir))
     out = dict(summary)
+    bad = [key for key in (*PATH_KEYS, "stage") if out.get(key) is not None and not isinstance(out[key], str)]
+    if bad:
+        raise RunFileError(f"{source or run_dir}: {bad[0]} is {out[bad[0]]!r}, not a name in the run folder: "
+                           f"not a file this kit wrote; {fix_for(source) if source else f'delete {run_dir}'}")
     for key in PATH_KEYS:
         if out.get(key) is not None:
             out[key] = str(run_dir / out[key])  # an absolute path (older folders) stays as it is
@@ -70,7 +75,7 @@ def read_done(stage_dir: str | Path) -> dict | None:
     path = Path(stage_dir) / "done.json"
     if not path.is_file():
         return None
-    return from_run_relative(read_json(path, expect=dict), Path(stage_dir).parent)
+    return from_run_relative(read_json(path, expect=dict), Path(stage_dir).parent, source=path)
 
 
 def write_done(stage_dir: str | Path, summary: Mapping) -> Path:
@@ -113,6 +118,17 @@ def _open_lock_file(path: Path) -> int:
         raise ValueError(refuse.format(what="a file linked elsewhere" if stat.S_ISREG(info.st_mode)
                                        else "not a plain file"))
     return fd
+
+
+def refuse_linked_folders(run_dir: Path) -> None:
+    """Refuse a run folder holding a link where a stage folder goes (``finetune -> ~/thesis``): the
+    run would write its checkpoints into the link's target and delete ``.*.tmp`` files there. A link
+    at a file's name is harmless (``os.replace`` replaces the link), so only folders are refused."""
+    linked = sorted(p.name for p in run_dir.iterdir() if p.is_symlink() and (p.is_dir() or not p.exists()))
+    if linked:
+        raise ValueError(f"run folder {run_dir}: {linked[0]} is a symbolic link, not a folder of this run: "
+                         f"refusing to write through it; delete the link {run_dir / linked[0]} (its target "
+                         f"is kept) and run again")
 
 
 def _remove_stale_temporaries(run_dir: Path) -> None:
@@ -162,6 +178,7 @@ def run_lock(run_dir: str | Path) -> Iterator[Path]:
         handle.truncate()
         handle.write(f"process {os.getpid()} (started {time.strftime('%Y-%m-%d %H:%M:%S')})")
         handle.flush()
+        refuse_linked_folders(run_dir)
         _remove_stale_temporaries(run_dir)
         _HELD.add(key)
         try:
@@ -220,21 +237,26 @@ def check_run_config(run_dir: str | Path, cfg_dict: Mapping, method: str, init_s
     saved_method = saved.pop("method", method)
     saved_sha = saved.pop("init_sha256", None)
     diff = config_diff(saved, cfg_dict)
-    same_method = saved_method == method or _same_init(saved_method, saved_sha, init_path, init_sha256)
+    same_method = saved_method == method or _same_init(run_dir, saved_method, saved_sha, method, init_sha256, init_path)
     if diff or not same_method:
         changes = {**diff, **({"method": (saved_method, method)} if not same_method else {})}
         raise ValueError(f"run folder {run_dir} holds a run with another configuration "
                          f"(saved vs now: {changes}); use a new --out folder, or delete {run_dir}")
 
 
-def _same_init(saved_method: str, saved_sha: str | None, init_path: str | None, init_sha: str | None) -> bool:
-    """Whether a fine-tuning run's stored init and ``init_path`` are one file (moved or respelled)."""
-    if init_path is None or not saved_method.startswith("finetune:"):
+def _same_init(run_dir: Path, saved_method: str, saved_sha: str | None, method: str, init_sha: str | None,
+               init_path: str | None) -> bool:
+    """Whether a fine-tuning run's stored init and the one given now are one file: the same content
+    (moved or respelled), or, where a hash is missing (an older folder, or the init deleted since the
+    run finished), the same path: stored relative to the run folder (older folders: as typed)."""
+    if not (saved_method.startswith("finetune:") and method.startswith("finetune:")) or "scratch" in (
+            saved_method.removeprefix("finetune:"), method.removeprefix("finetune:")):
         return False
-    if saved_sha is not None and saved_sha == init_sha:
-        return True
+    if saved_sha is not None and init_sha is not None:
+        return saved_sha == init_sha
     saved_path = saved_method.removeprefix("finetune:").removeprefix("imagenet:")
-    return os.path.realpath(saved_path) == os.path.realpath(init_path)  # older folders: the path as typed
+    given = init_path or method.removeprefix("finetune:").removeprefix("imagenet:")
+    return os.path.realpath(given) in {os.path.realpath(saved_path), os.path.realpath(run_dir / saved_path)}
 
 
 def _check_stored_config(run_dir: Path, cfg_dict: Mapping) -> None:

@@ -35,7 +35,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from smir_lib.data.registry import ALL_NAMES
 from smir_lib.files import atomic_write_text, read_yaml
+from smir_lib.models import PRESETS as MODEL_PRESETS
 from smir_lib.patches import n_hidden, patch_grid
 from smir_lib.selective import STRATEGIES
 
@@ -234,6 +236,13 @@ class Config:
              "pool_tile_stride", f"at most pool_tile_size ({self.pool_tile_size} px): a longer stride skips pixels"),
         ] + [(getattr(self, key) is None or 1 <= getattr(self, key) <= MAX_IMAGES, key, sizes)
              for key in ("pool_size", "train_size", "val_size", "test_size")]
+        # Round 3: the names too, so a typo (model=resnet35) fails here, not after the data loaded.
+        checks += [
+            (self.model in MODEL_PRESETS, "model", f"one of {', '.join(MODEL_PRESETS)} (the paper: resnet34)"),
+            (self.dataset in ALL_NAMES, "dataset", f"one of {', '.join(ALL_NAMES)}"),
+            (self.pool_dataset is None or self.pool_dataset in ALL_NAMES, "pool_dataset",
+             f"None (the dataset itself) or one of {', '.join(ALL_NAMES)}"),
+        ]
         for ok, key, expected in checks:
             if not ok:
                 raise ConfigValueError(key, f"config {key}={getattr(self, key)!r} is invalid: expected {expected}")

@@ -180,6 +180,19 @@ def init_record(init: str | Path, run_dir: str | Path) -> tuple[str, str | None,
     return f"finetune:{prefix}{stored}", sha256, path
 
 
+def _number(value) -> bool:
+    return type(value) in (int, float)
+
+
+def _complete_results(stored: dict) -> bool:
+    """Whether a fine-tuning run's ``results.json`` holds what its readers print: the best validation
+    mIoU and a test section with both mIoUs and one IoU per class name."""
+    test = stored.get("test")
+    return (_number(stored.get("best_val_miou")) and isinstance(test, dict) and _number(test.get("miou"))
+            and _number(test.get("authors_miou")) and isinstance(test.get("class_names"), list)
+            and isinstance(test.get("per_class_iou"), list) and len(test["per_class_iou"]) == len(test["class_names"]))
+
+
 def _finished_finetuning(cfg: Config, run_dir: str | Path, init: str | Path = "scratch") -> dict | None:
     """``read_finished`` of :func:`finetune`: a finished run's results, read back without locking
     or writing anything (a read-only or shared folder); None while unfinished."""
@@ -190,10 +203,10 @@ def _finished_finetuning(cfg: Config, run_dir: str | Path, init: str | Path = "s
     method, sha256, init_path = init_record(init, run_dir)
     check_run_config(run_dir, cfg.to_dict(), method, sha256, init_path)
     stored = read_json(path, expect=dict)
-    if not isinstance(stored.get("test"), dict):
-        raise RunFileError(f"{path} has no test results: not a file this kit wrote; delete {path} and run "
+    if not _complete_results(stored):
+        raise RunFileError(f"{path} has no complete test results: not a file this kit wrote; delete {path} and run "
                            f"the same command on {run_dir} again to rewrite it")
-    return {**from_run_relative(stored, run_dir), "test": from_run_relative(stored["test"], run_dir)}
+    return {**from_run_relative(stored, run_dir, source=path), "test": from_run_relative(stored["test"], run_dir, source=path)}
 
 
 @locked_run(_finished_finetuning)
@@ -275,7 +288,7 @@ def evaluate(cfg: Config, checkpoint: str | Path, split: str = "test",
     model = build_model(cfg, n_outputs)
     state = load_checkpoint(checkpoint)
     check_pretraining_checkpoint(state, checkpoint)  # a reconstruction head is no segmenter
-    load_pretrained(model, state, reinit_head=False)  # strict: names every mismatched key
+    load_pretrained(model, state, reinit_head=False, origin=checkpoint)  # strict: names every mismatched key
     model = prepare_model(model, ctx.device, cfg.channels_last)
     sliding = cfg.eval_mode == "sliding"
     batch = 1 if split == "test" or sliding else cfg.finetune_batch

@@ -34,7 +34,7 @@ from smir_lib.files import load_checkpoint
 from smir_lib.models import build_model, load_pretrained
 from smir_lib.runtime import autocast
 
-__all__ = ["sliding_window_logits", "segment_logits", "load_trained", "find_checkpoint", "MAX_WHOLE_PIXELS"]
+__all__ = ["sliding_window_logits", "segment_logits", "load_trained", "stored_config", "find_checkpoint", "MAX_WHOLE_PIXELS"]
 
 MAX_WHOLE_PIXELS = 1024 * 1024
 """Largest image (in pixels) that goes through the network in one piece; larger ones are slid over."""
@@ -96,6 +96,15 @@ def find_checkpoint(source: str | Path) -> Path:
                             "pretrained.pt (pretraining) or finetune/best.pt (fine-tuning)")
 
 
+def stored_config(values: Mapping, path: Path) -> Config:
+    """The configuration a checkpoint stores; an invalid one is one line naming the checkpoint."""
+    try:
+        return load_config("paper", overrides=dict(values))
+    except ValueError as err:
+        raise ValueError(f"{path} stores an invalid configuration ({err}): pass --config (the preset or "
+                         f"file it was trained with), or use a checkpoint this kit wrote") from None
+
+
 def load_trained(source: str | Path, config=None, overrides: Mapping | Sequence[str] | None = None,
                  segmentation: bool = False) -> tuple[nn.Module, Config, Path]:
     """The network of a checkpoint (or run folder), in eval mode on the CPU, with its ``Config``.
@@ -115,7 +124,7 @@ def load_trained(source: str | Path, config=None, overrides: Mapping | Sequence[
         if not isinstance(state.get("config"), Mapping):
             raise ValueError(f"{path} holds no saved configuration: pass --config (the preset or file it "
                              "was trained with)")
-        base = load_config("paper", overrides=dict(state["config"]))
+        base = stored_config(state["config"], path)
     else:
         base = load_config(config)
     cfg = load_config(base, overrides)
@@ -123,5 +132,5 @@ def load_trained(source: str | Path, config=None, overrides: Mapping | Sequence[
     if "head.conv.weight" not in weights:
         raise ValueError(f"{path} is not a U-Net checkpoint of this kit (no head.conv.weight)")
     model = build_model(cfg, int(weights["head.conv.weight"].shape[0]))
-    load_pretrained(model, weights, reinit_head=False)  # strict: a preset mismatch names the keys
+    load_pretrained(model, weights, reinit_head=False, origin=path)  # strict: a preset mismatch names the keys
     return model.eval(), cfg, path

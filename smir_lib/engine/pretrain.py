@@ -308,11 +308,12 @@ def load_pretrain_result(run_dir: str | Path) -> PretrainResult:
         raise FileNotFoundError(f"no finished pretraining run in {run_dir} (result.json or "
                                 "pretrained.pt missing): run pretrain_random / pretrain_selective "
                                 "there first")
-    summary = from_run_relative(read_json(path, expect=dict), run_dir)
-    if not (isinstance(summary.get("method"), str) and isinstance(summary.get("steps"), list)
-            and all(isinstance(s, dict) and "stage" in s for s in summary["steps"])):
+    summary = from_run_relative(read_json(path, expect=dict), run_dir, source=path)
+    if not (isinstance(summary.get("method"), str) and isinstance(summary.get("steps"), list) and summary["steps"]
+            and all(isinstance(s, dict) and "stage" in s and type(s.get("best_val_loss")) in (int, float, type(None))
+                    for s in summary["steps"])):
         raise RunFileError(f"{path} lacks the run's method or steps: not a file this kit wrote; delete {path} "
                            f"and run the same command on {run_dir} again to rewrite it")
     history = read_json(run_dir / "history.json", expect=list)
     return PretrainResult(summary["method"], run_dir, Path(summary["best_checkpoint"]), history,
-                          [from_run_relative(s, run_dir) for s in summary["steps"]])
+                          [from_run_relative(s, run_dir, source=path) for s in summary["steps"]])

@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from smir_lib.engine.config import Config
 from smir_lib.engine.distributed import DistContext, all_reduce_sum, barrier
 from smir_lib.engine.schedule import build_optimizer, build_scheduler
-from smir_lib.files import atomic_save, atomic_write_text, load_checkpoint
+from smir_lib.files import RunFileError, atomic_save, atomic_write_text, fix_for, load_checkpoint
 from smir_lib.runtime import amp_dtype, autocast, derive_seed, forked_rng, loader_workers, seeded_generator
 
 __all__ = ["StageResult", "TrainingDiverged", "train_stage", "write_history", "EpochSampler", "EpochItems", "STATE_EVERY_S",
@@ -132,6 +132,34 @@ def _skip_loader_draw() -> None:
     torch.empty((), dtype=torch.int64).random_()
 
 
+STATE_KEYS = ("model", "optimizer", "scheduler", "scaler", "epoch", "best", "history")
+"""What a stage's ``state.pt`` holds (see :func:`train_stage`)."""
+
+
+def resume_state(state_path: Path, epochs: int, model: nn.Module, optimizer, scheduler, scaler) -> tuple:
+    """Load a killed stage's ``state.pt`` into ``model``, ``optimizer``, ``scheduler`` and ``scaler``;
+    return ``(first epoch to run, best value, history)``. A file holding anything else (weights of
+    another network, an epoch past ``epochs`` or not a number, a history that is no list of rows)
+    is one :class:`~smir_lib.files.RunFileError` naming it, never a traceback or a silent resume."""
+    state = load_checkpoint(state_path, keys=STATE_KEYS)
+    epoch, best, history = state["epoch"], state["best"], state["history"]
+    fits = (type(epoch) is int and 0 <= epoch < epochs and (best is None or type(best) in (int, float))
+            and isinstance(history, list) and all(isinstance(row, dict) for row in history))
+    try:
+        if fits:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError):
+        fits = False  # torch's loaders raise any of these on foreign content
+    if not fits:
+        raise RunFileError(f"{state_path} does not hold this stage's training state (epoch {epoch!r} of "
+                           f"{epochs}, or weights and optimiser of another run): not a file this kit wrote "
+                           f"there; {fix_for(state_path)}")
+    return epoch + 1, best, history
+
+
 def train_stage(model: nn.Module, train_set: Dataset,
                 batch_loss: Callable[[nn.Module, object, torch.Generator], tuple[torch.Tensor, int]],
                 validate: Callable[[nn.Module], dict], *, cfg: Config, ctx: DistContext,
@@ -151,12 +179,7 @@ def train_stage(model: nn.Module, train_set: Dataset,
     start, best, history = 0, None, []
     state_path, best_path = stage_dir / "state.pt", stage_dir / "best.pt"
     if state_path.is_file():  # a killed run: continue after its last completed epoch
-        state = load_checkpoint(state_path, keys=("model", "optimizer", "scheduler", "scaler", "epoch", "best", "history"))
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        start, best, history = state["epoch"] + 1, state["best"], state["history"]
+        start, best, history = resume_state(state_path, epochs, model, optimizer, scheduler, scaler)
     net = nn.parallel.DistributedDataParallel(model) if ctx.enabled else model
     loader = _loader(train_set, batch_size, cfg, ctx, derive_seed(cfg.seed, stage, "order"))
     better = (lambda a, b: a < b) if mode == "min" else (lambda a, b: a > b)

@@ -47,6 +47,15 @@ def notebook_paths(notebook_dir: Path = NOTEBOOK_DIR, only: list[str] | None = N
     return paths
 
 
+def refuse_links(out: Path) -> None:
+    """papermill writes the executed copy in place, following links: refuse a link planted at
+    ``RUN/executed`` or at the notebook's name there (``01_x.ipynb -> ~/.bashrc``), in one line."""
+    for path in (out.parent, out):
+        if path.is_symlink():
+            raise ValueError(f"{path} is a symbolic link: refusing to write the executed notebook through it; "
+                             f"delete the link (its target is kept) and run again")
+
+
 def run_notebook(path: Path, run_dir: Path, parameters: dict, *, kernel_name: str = "python3",
                  progress: bool = True) -> Path:
     """Execute one notebook with papermill into ``run_dir/executed/`` and return that path.
@@ -58,6 +67,7 @@ def run_notebook(path: Path, run_dir: Path, parameters: dict, *, kernel_name: st
     import papermill as pm
 
     out = Path(run_dir) / "executed" / path.name
+    refuse_links(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     pm.execute_notebook(str(path), str(out), parameters=parameters, kernel_name=kernel_name,
                         cwd=str(path.parent), progress_bar=progress, log_output=False)

@@ -141,11 +141,28 @@ def _compact_checkpoint(source: Path, target: Path) -> None:
     atomic_save(state, target)
 
 
+EXPORTED_NAMES = frozenset({"result.json", "results.json", "history.json", "config.json", "pretrained.pt",
+                            "best.pt", "masks.pt"})
+"""The files :func:`_export_run` writes into a teaching set: the only ones a rebuild deletes."""
+
+
+def _remove_previous_export(dst: Path) -> None:
+    """Delete an earlier build's ``dst`` (``models/<dataset>/<run>``); refuse a link, a file, or a
+    folder holding a file the build does not write (``--out`` pointed at a folder of yours)."""
+    if not (dst.exists() or dst.is_symlink()):
+        return
+    foreign = [dst] if dst.is_symlink() or not dst.is_dir() else \
+        [p for p in sorted(dst.rglob("*")) if p.is_symlink() or (p.is_file() and p.name not in EXPORTED_NAMES)]
+    if foreign:
+        raise ValueError(f"{foreign[0]} was not written by `smir models`: refusing to delete {dst}; pass another "
+                         f"--out folder, or move it away")
+    shutil.rmtree(dst)
+
+
 def _export_run(work: Path, out: Path, name: str) -> list[Path]:
     """Copy what the notebooks read of run ``work/name`` into ``out/name``; paths made relative."""
     src, dst = work / name, out / name
-    if dst.exists():
-        shutil.rmtree(dst)
+    _remove_previous_export(dst)
     dst.mkdir(parents=True)
     written = []
     if name.startswith("pretrain_"):

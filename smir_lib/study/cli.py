@@ -51,6 +51,7 @@ from pathlib import Path
 import torch
 
 from smir_lib.engine.config import parse_overrides
+from smir_lib.runtime import thread_count
 from smir_lib.study import mechanism
 from smir_lib.study.plan import load_protocol, parse_shard
 from smir_lib.study.reproduction import run_study
@@ -77,7 +78,8 @@ def add_study_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--protocol", default="cpu", help="packaged protocol (toy, reduced, cpu, gpu) or a YAML file")
         p.add_argument("--seeds", nargs="+", type=int, default=None, help="override the protocol's seeds")
         p.add_argument("--root", default=None, help="study folder (default runs/study_<protocol>)")
-        p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+        p.add_argument("--threads", type=thread_count, default=1,
+                       help="torch intra-op threads (at most the usable cores)")
     plan = sub.choices["plan"]
     plan.add_argument("--timings", nargs="+", default=None,
                       help="study roots whose units.jsonl give measured seconds per unit")
@@ -110,7 +112,8 @@ def add_study_arguments(parser: argparse.ArgumentParser) -> None:
     rerun.add_argument("json", help="the committed report's JSON (e.g. notebooks/results/study_cpu.json)")
     rerun.add_argument("unit", help="a fine-tuning unit, e.g. finetune/cwfid/seed_0/train_4/selective_9000")
     rerun.add_argument("--root", default="runs/rerun", help="a fresh study folder for the rerun (default runs/rerun)")
-    rerun.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    rerun.add_argument("--threads", type=thread_count, default=1,
+                       help="torch intra-op threads (at most the usable cores)")
     help_ = "measure every masking strategy's mechanism (classes hidden, gain, mask dependence)"
     mechanism.add_arguments(sub.add_parser("mechanism", help=help_, description=help_))
 
@@ -157,7 +160,8 @@ def add_reproduce_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", default="runs/study_cpu")
     parser.add_argument("--share-images", type=int, default=35,
                         help="training images on which the masks' share of plants is measured")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--threads", type=thread_count, default=1,
+                        help="torch intra-op threads (at most the usable cores)")
     parser.add_argument("--report", default=None, help="write <REPORT>.md and <REPORT>.json")
     parser.add_argument("--note", default=None, help="a line for the report (e.g. how the runs were split)")
     parser.add_argument("overrides", nargs="*", metavar="key=value")

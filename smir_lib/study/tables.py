@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from smir_lib.engine.provenance import git_commit
-from smir_lib.files import atomic_write, atomic_write_text
+from smir_lib.files import atomic_write, atomic_write_text, read_json
 from smir_lib.selective import STRATEGIES
 from smir_lib.study import plots as study_plots
 from smir_lib.study.inits import init_label, init_method, pair_labels
@@ -74,7 +74,30 @@ def late_rise(curves: dict[str, list[float]]) -> float:
 
 
 def _read(path: Path) -> dict:
-    return json.loads(Path(path).read_text())
+    """A JSON object the study wrote; a damaged one is one :class:`~smir_lib.files.RunFileError` naming it."""
+    return read_json(path, expect=dict)
+
+
+UNIT_FIELDS = ("kind", "image_steps", "seconds")
+"""What every line of a study's ``units.jsonl`` records (``cpu_seconds`` too on a CPU)."""
+
+
+def read_unit_log(path: Path) -> list[dict]:
+    """The records of a ``units.jsonl``; a line cut short (a killed study) or without
+    :data:`UNIT_FIELDS` is one ValueError naming the file and line."""
+    records = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict) or any(key not in record for key in UNIT_FIELDS):
+            raise ValueError(f"unit log {path}, line {number}: not a unit record with {', '.join(UNIT_FIELDS)} "
+                             f"(a line cut short by a killed study?): delete that line and run the command again")
+        records.append(record)
+    return records
 
 
 def pretraining_spent(folder: Path) -> dict:
@@ -458,7 +481,7 @@ def time_estimate(log_paths: Path | list[Path], protocol: Protocol, processes: i
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise ValueError(f"no unit log {', '.join(missing)}: pass --timings the root of a study that `run` has written to")
-    records = [json.loads(line) for path in paths for line in path.read_text().splitlines() if line.strip()]
+    records = [record for path in paths for record in read_unit_log(path)]
     fits, clocks = {}, {}
     for kind in ("pretrain", "finetune"):
         timed = [r for r in records if r["kind"] == kind and "cpu_seconds" in r]  # CPU: free-core time
@@ -537,7 +560,7 @@ def write_report(protocol: Protocol, root: Path | str, out: Path, command: str, 
     if done == 0:
         raise ValueError(f"no unit of protocol {protocol.name!r} has finished under {root}: run "
                          f"`smir study run --protocol {protocol.name} --root {root}` first, or pass the --root of a finished study")
-    before = _read(out.with_suffix(".json"))["units"]["done"] if out.with_suffix(".json").is_file() else 0
+    before = _previous_report_units(out)
     if before > done and not force:
         raise ValueError(f"{out.with_suffix('.json')} reports {before} finished units, {root} has {done}: "
                          "pass --force to replace it anyway, or another --out")
@@ -571,6 +594,24 @@ def write_report(protocol: Protocol, root: Path | str, out: Path, command: str, 
     atomic_write_text(json.dumps(summary, indent=2), out.with_suffix(".json"))
     atomic_write_text(report_markdown(summary), out.with_suffix(".md"))
     return summary
+
+
+def _previous_report_units(out: Path) -> int:
+    """Finished units of the report already at ``out`` (0 when there is none). A file there that
+    `smir study report` did not write (``out.json`` without its fields, ``out.md`` alone) is refused."""
+    path, markdown = out.with_suffix(".json"), out.with_suffix(".md")
+    refuse = "refusing to overwrite it; pass another --out, or move the file away"
+    if not path.is_file():
+        if markdown.exists():
+            raise ValueError(f"{markdown} exists without the {path.name} a study report writes beside it: {refuse}")
+        return 0
+    try:
+        data = read_json(path, expect=dict)
+    except ValueError:  # not JSON, cut short, not an object: not a report either
+        data = {}
+    if not (isinstance(data.get("units"), dict) and isinstance(data["units"].get("done"), int) and "out_name" in data):
+        raise ValueError(f"{path} exists and is not a report written by `smir study report`: {refuse}")
+    return data["units"]["done"]
 
 
 def _save_png(fig, path: Path) -> None:

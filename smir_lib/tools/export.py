@@ -35,7 +35,7 @@ import json
 import logging
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -45,7 +45,7 @@ from smir_lib.data.registry import class_entries
 from smir_lib.data.transforms import NORM_MEAN, NORM_STD
 from smir_lib.engine.config import Config, load_config
 from smir_lib.engine.inference import load_trained
-from smir_lib.files import load_checkpoint
+from smir_lib.files import RunFileError, load_checkpoint, read_json
 from smir_lib.models import PAD_MULTIPLE, build_unet
 from smir_lib.tools.outputs import OutputFolder
 
@@ -80,12 +80,23 @@ def save_safetensors(model: nn.Module, path: str | Path, metadata: dict[str, str
     return Path(path)
 
 
+def _export_fix(path: str | Path) -> str:
+    """What a user does about an unreadable file of an exported folder."""
+    return f"export the run again with: smir export --checkpoint RUN --out {Path(path).parent}"
+
+
 def safetensors_metadata(path: str | Path) -> dict[str, str]:
-    """The string metadata of a safetensors file (empty when it has none)."""
+    """The string metadata of a safetensors file (empty when it has none); a file that is not one
+    (cut short, another format) is one :class:`~smir_lib.files.RunFileError` naming it."""
     from safetensors import safe_open
 
-    with safe_open(str(path), "pt") as f:
-        return dict(f.metadata() or {})
+    try:
+        with safe_open(str(path), "pt") as f:
+            return dict(f.metadata() or {})
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own SafetensorError and OSError
+        raise RunFileError(f"{path} is not a safetensors file or is cut short ({err}); {_export_fix(path)}") from None
 
 
 def load_safetensors(path: str | Path) -> nn.Module:
@@ -93,12 +104,28 @@ def load_safetensors(path: str | Path) -> nn.Module:
     from safetensors.torch import load_file
 
     meta = safetensors_metadata(path)
-    if "model" not in meta or "out_channels" not in meta:
+    if "model" not in meta or not meta.get("out_channels", "").isdigit():
         raise ValueError(f"{path} has no 'model' and 'out_channels' in its metadata: it was not written by "
-                         f"`smir export`; export the run again with: smir export --checkpoint RUN --out DIR")
-    model = build_unet(meta["model"], int(meta["out_channels"]))
-    model.load_state_dict(load_file(str(path)), strict=True)
+                         f"`smir export`; {_export_fix(path)}")
+    try:
+        model = build_unet(meta["model"], int(meta["out_channels"]))
+        model.load_state_dict(load_file(str(path)), strict=True)
+    except (ValueError, RuntimeError) as err:  # another preset, missing or reshaped weights
+        raise RunFileError(f"{path} does not hold the {meta['model']!r} network its metadata names "
+                           f"({str(err).splitlines()[0]}); {_export_fix(path)}") from None
     return model.eval()
+
+
+def _metadata_json(path: Path, meta: Mapping[str, str], key: str, needs: Sequence[str] = ()) -> dict:
+    """The JSON object stored under ``key`` in a safetensors file's metadata, with the keys ``needs``."""
+    try:
+        value = json.loads(meta[key])
+    except ValueError:
+        value = None
+    missing = [k for k in needs if k not in value] if isinstance(value, dict) else list(needs)
+    if not isinstance(value, dict) or missing:
+        raise RunFileError(f"{path}: its metadata '{key}' is not the record `smir export` writes; {_export_fix(path)}")
+    return value
 
 
 def portable_config(cfg: Config) -> dict:
@@ -306,7 +333,15 @@ def load_export(folder: str | Path, overrides=None) -> tuple[nn.Module, Config, 
         raise ValueError(f"{path} holds no deployment record (metadata 'deploy'): it was exported by an older "
                          f"kit; export the run again with: smir export --checkpoint RUN --out {folder}")
     manifest = Path(folder) / MANIFEST
-    if manifest.is_file() and json.loads(manifest.read_text()).get("complete") is False:
+    if manifest.is_file() and read_json(manifest, _export_fix(manifest), expect=dict).get("complete") is False:
         raise ValueError(f"{manifest} says the export into {folder} did not finish: run the export again")
-    cfg = load_config(load_config("paper", overrides=json.loads(meta["config"])), overrides)
-    return load_safetensors(path), cfg, json.loads(meta["deploy"])
+    stored = _metadata_json(path, meta, "config")
+    try:
+        stored = load_config("paper", overrides=stored)
+    except ValueError as err:
+        raise RunFileError(f"{path}: the configuration in its metadata is invalid ({err}); {_export_fix(path)}") from None
+    info = _metadata_json(path, meta, "deploy", needs=("task",))
+    if info["task"] == "segmentation" and not isinstance(info.get("classes"), list):  # predict names them
+        raise RunFileError(f"{path}: its metadata 'deploy' lists no classes for a segmentation network; "
+                           f"{_export_fix(path)}")
+    return load_safetensors(path), load_config(stored, overrides), info

@@ -30,6 +30,8 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from smir_lib.files import FileWriteError, write_error
+
 __all__ = ["OutputFolder", "refuse_inside"]
 
 
@@ -139,5 +141,9 @@ class OutputFolder:
     def __enter__(self) -> OutputFolder:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, kind, err, trace) -> None:
+        """Delete uncommitted temporary files; a failed write (full disk, read-only or foreign
+        folder) becomes one :class:`~smir_lib.files.FileWriteError` naming the output folder."""
         self.discard()
+        if isinstance(err, OSError) and not isinstance(err, (FileWriteError, FileNotFoundError)):
+            raise write_error(self.out, err) from None
