@@ -138,7 +138,7 @@ def test_a_toy_strategies_study_runs_and_reports(tmp_path):
     assert "block IR 5 - random IR 5" in (tmp_path / "out" / "toy.md").read_text()
     shares = {"soil": 0.5, "crop": 0.9, "weed": 0.7}
     mechanism = {"datasets": {"synthetic": {
-        "class_names": ["soil", "crop", "weed"], "class_pixel_share": {"soil": 0.8, "crop": 0.15, "weed": 0.05},
+        "k": 5, "class_names": ["soil", "crop", "weed"], "class_pixel_share": {"soil": 0.8, "crop": 0.15, "weed": 0.05},
         "strategies": {s: {"hidden_share": shares, "gain_db": 4.0, "forward_passes": 1} for s in toy.strategies}}}}
     (tmp_path / "mechanism.json").write_text(json.dumps(mechanism))
     again = write_report(toy, tmp_path / "study", tmp_path / "out" / "again", "python test",

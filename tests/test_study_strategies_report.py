@@ -44,7 +44,7 @@ def summary():
 def mechanism():
     def m(crop, weed, passes):
         return {"hidden_share": {"soil": 0.5, "crop": crop, "weed": weed}, "gain_db": 5.0, "forward_passes": passes}
-    return {"datasets": {"fields": {"class_names": ["soil", "crop", "weed"],
+    return {"datasets": {"fields": {"k": 3, "class_names": ["soil", "crop", "weed"],
                                     "class_pixel_share": {"soil": 0.8, "crop": 0.05, "weed": 0.15},
                                     "strategies": {"random": m(0.5, 0.5, 0), "selective": m(0.9, 0.7, 3),
                                                    "block": m(0.4, 0.6, 0)}}}}
@@ -76,9 +76,10 @@ def test_values_count_what_is_named_and_rank_plants_against_gain():
     # selective hides more plants (0.75) and does worse (-0.05); block fewer (0.55) and better (+0.05)
     assert label["spearman_plants_vs_gain"] == pytest.approx(-1.0)
     assert v["plants_random"] == pytest.approx(0.5) and v["plants_objects_oracle"] is None
+    assert (v["compared"], v["chance"]) == (3, pytest.approx(0.15))  # selective, block - random; block - selective
     assert v["few"] is v["many"] is label  # one label budget: the fewest and the most labels are the same
     assert v["verdict_plants"] == "hiding more of the plants goes with a worse result"
-    assert v["verdict_random"] == "some strategies are ahead of random masking (1 named differences)"
+    assert v["verdict_random"] == "some strategies are ahead of random masking by more than chance would name"
 
 
 def test_the_results_page_block_says_notebook_07s_sentences(tmp_path):
@@ -88,7 +89,12 @@ def test_the_results_page_block_says_notebook_07s_sentences(tmp_path):
     report = {**summary(), "mechanism": mechanism(), "units": {"done": 9, "total": 12}}
     report["datasets"]["cwfid"] = report["datasets"].pop("fields")  # the notebook's dataset
     report["mechanism"]["datasets"]["cwfid"] = report["mechanism"]["datasets"].pop("fields")
-    report["strategies"].append("objects_oracle")  # the sentences quote what the oracle hides
+    report["strategies"] += ["selective_unmasked", "objects_oracle"]  # the sentences quote both
+    cell = report["datasets"]["cwfid"]["labels"]["4"]
+    cell["inits"]["selective_unmasked_9000"] = init(0.46, 0.15)
+    cell["differences"].append(diff("selective_unmasked_9000", "selective_9000", 0.01, -0.02, 0.04))
+    report["mechanism"]["datasets"]["cwfid"]["strategies"]["selective_unmasked"] = mechanism()["datasets"][
+        "fields"]["strategies"]["selective"]
     report["mechanism"]["datasets"]["cwfid"]["strategies"]["objects_oracle"] = {
         "hidden_share": {"soil": 0.4, "crop": 1.0, "weed": 1.0}, "gain_db": 5.0, "forward_passes": 0}
     (tmp_path / "study_strategies.json").write_text(json.dumps(report))
@@ -97,13 +103,15 @@ def test_the_results_page_block_says_notebook_07s_sentences(tmp_path):
     block = write_readme_section(tmp_path / "study_strategies.json", readme)
     said = block.replace("\n", " ")
     assert "random masks hide 50% of the plant pixels, the paper's selective masks 75%, and the oracle" in said
-    assert "labelled plants 100%. Downstream, some strategies are ahead of random masking" in said
+    assert "labelled plants 100%. Downstream, some strategies are ahead of random masking by more than chance" in said
+    assert "averaging K masked passes changes mIoU by +0.010 [-0.020, +0.040] at 4 labels" in said
     assert "Report (9 of 12 units finished): [study_strategies.md](study_strategies.md)" in block
     assert readme.read_text() == f"# x\n\n{block}\nafter\n"
 
 
 def test_markdown_and_figure():
     text = "\n".join(strategies_markdown(summary(), mechanism(), "fields"))
+    assert "| strategy | passes (K = 3) | plants hidden |" in text
     assert "| block | 0 | 55 % | +5.00 | 0.550 | **+0.050 [+0.010, +0.090]** | +0.100 [-0.010, +0.200] |" in text
     assert isinstance(strategies_figure(summary(), mechanism(), "fields"), Figure)
 
@@ -120,3 +128,19 @@ def test_beside_budgets_adds_earlier_budgets_and_compares_shared_runs():
     assert inits["random_9000"]["per_seed"]["1"] == [0.6]  # the newer report's runs win
     assert reproduced == {"fields/4/scratch": 0.0, "fields/4/random_9000": pytest.approx(0.02)}
     assert set(pretraining["fields"]) == {"1000", "9000"} and pretraining["fields"]["9000"] == {"random": {}}
+
+
+def test_the_results_page_block_is_generated_from_the_committed_report():
+    """Every number the results page says of the strategies study is read from its committed JSON
+    (regenerate with ``smir study readme notebooks/results/study_strategies.json``)."""
+    from pathlib import Path
+
+    from smir_lib.study.strategies import STRATEGIES_BEGIN, STRATEGIES_END, strategies_block
+
+    results = Path(__file__).resolve().parent.parent / "notebooks" / "results"
+    text = (results / "README.md").read_text()
+    block = text[text.index(STRATEGIES_BEGIN):text.index(STRATEGIES_END) + len(STRATEGIES_END)]
+    report = json.loads((results / "study_strategies.json").read_text())
+    assert block == strategies_block(report, "study_strategies.json")
+    assert report["units"]["done"] == report["units"]["total"] == 115 and len(report["strategies"]) >= 6
+    assert report["seeds"] == [0, 1, 2, 3, 4] and report["pretrain_budgets"] == [9000]

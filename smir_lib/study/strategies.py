@@ -87,12 +87,14 @@ def strategies_values(summary: Mapping, mechanism: Mapping, dataset: str = "cwfi
     ``ahead_of_selective``, ``behind_selective``, ``rare_*`` alike) and which (``named``: one line
     each); per label budget the best strategy by mean mIoU and the rank correlation (Spearman, over
     the strategies other than random) between the share of plant pixels hidden and the difference
-    from random IR; the plant share random, selective and objects_oracle hide.
+    from random IR, and ``unmasked``: selective_unmasked - selective IR in mIoU (one scoring pass
+    against K); the plant share random, selective and objects_oracle hide; ``compared`` (mIoU
+    differences counted) and ``chance`` (how many of them a 95 % interval names with no effect).
     """
     rows = strategy_rows(summary, mechanism, dataset)
     rare = summary["datasets"][dataset]["rarest_class"]
     v = {"dataset": dataset, "n_strategies": len(rows), "seeds": len(summary["seeds"]), "rare": rare,
-         "budget": max(summary["pretrain_budgets"]), "named": [], "per_label": {}}
+         "budget": max(summary["pretrain_budgets"]), "named": [], "per_label": {}, "compared": 0}
     for key in ("ahead_of_random", "behind_random", "ahead_of_selective", "behind_selective"):
         v[key] = v[f"rare_{key}"] = 0
     for row in rows:
@@ -101,6 +103,7 @@ def strategies_values(summary: Mapping, mechanism: Mapping, dataset: str = "cwfi
                 d = entry[f"vs_{base}"]
                 if d is None or row["strategy"] == base:
                     continue
+                v["compared"] += 1
                 for metric, prefix in (("mIoU", ""), (rare, "rare_")):
                     call = d[metric]["named"]
                     if call:
@@ -116,15 +119,19 @@ def strategies_values(summary: Mapping, mechanism: Mapping, dataset: str = "cwfi
             "n_train": here[0]["labels"][label]["n_train"], "best": best["strategy"],
             "best_miou": best["labels"][label]["miou"],
             "spearman_plants_vs_gain": _spearman([r["plants_hidden"] for r in others],
-                                                 [r["labels"][label]["vs_random"]["mIoU"]["mean"] for r in others])}
+                                                 [r["labels"][label]["vs_random"]["mIoU"]["mean"] for r in others]),
+            "unmasked": next((r["labels"][label]["vs_selective"]["mIoU"] for r in here
+                              if r["strategy"] == "selective_unmasked" and r["labels"][label]["vs_selective"]), None)}
     share = {r["strategy"]: r["plants_hidden"] for r in rows}
     v.update({f"plants_{s}": share.get(s) for s in ("random", "selective", "objects_oracle")})
     labels = sorted(v["per_label"], key=int)
     v["few"], v["many"] = v["per_label"][labels[0]], v["per_label"][labels[-1]]
     rhos = [p["spearman_plants_vs_gain"] for p in v["per_label"].values()]
-    v["verdict_random"] = ("no strategy is ahead of random masking by more than the seeds' noise"
-                           if not v["ahead_of_random"] else
-                           f"some strategies are ahead of random masking ({v['ahead_of_random']} named differences)")
+    v["chance"] = 0.05 * v["compared"]
+    v["named_text"] = "; ".join(v["named"]) or "none"
+    v["verdict_random"] = ("no strategy is ahead of random masking more often than chance alone would name one"
+                           if v["ahead_of_random"] + v["ahead_of_selective"] <= v["chance"] else
+                           "some strategies are ahead of random masking by more than chance would name")
     v["verdict_plants"] = ("hiding more of the plants goes with a better result" if min(rhos) > 0.5 else
                            "hiding more of the plants goes with a worse result" if max(rhos) < -0.5 else
                            "how much of the plants a strategy hides does not order the results")
@@ -165,15 +172,16 @@ def strategies_markdown(summary: Mapping, mechanism: Mapping, dataset: str = "cw
     """The report's strategies section: per label budget a row per strategy with its mechanism
     (plants hidden, gain, passes) and its paired differences (bold: named)."""
     rows = strategy_rows(summary, mechanism, dataset)
-    rare = summary["datasets"][dataset]["rarest_class"]
+    rare, k = summary["datasets"][dataset]["rarest_class"], mechanism["datasets"][dataset]["k"]
     out = [f"## Masking strategies: mechanism and downstream effect ({dataset})", "",
            "Mechanism from the mechanism report (one random-IR model, the same pool tiles for every strategy; "
-           "plants hidden = the share of every class but the background that the strategy hides); downstream "
+           "plants hidden = the share of every class but the background that the strategy hides; passes = forward "
+           "passes per image to choose a mask at the mechanism's K, the runs' own K may differ); downstream "
            "from this report's units. Differences a - b, mean [95 % bootstrap CI] over seeds; bold: named.", ""]
     for label in sorted({lab for r in rows for lab in r["labels"]}, key=int):
         n = next(r["labels"][label]["n_train"] for r in rows if label in r["labels"])
         out += [f"### {n} labelled images", "",
-                f"| strategy | passes | plants hidden | gain (dB) | test mIoU | - random IR | - selective IR | "
+                f"| strategy | passes (K = {k}) | plants hidden | gain (dB) | test mIoU | - random IR | - selective IR | "
                 f"IoU {rare} - random IR | IoU {rare} - selective IR |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in (r for r in rows if label in r["labels"]):
             e = r["labels"][label]
