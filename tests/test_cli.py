@@ -129,6 +129,10 @@ def test_pretrain_finetune_evaluate_from_a_config_file(tmp_path, capsys):
     assert main(["evaluate", "--config", str(config), "--checkpoint", str(ft / "finetune" / "best.pt"),
                  "--out", str(metrics), "--quiet"]) == 0
     assert set(json.loads(metrics.read_text())) >= {"miou", "per_class_iou", "confusion", "lowest_classes"}
+    folder_metrics = tmp_path / "folder_metrics.json"  # the run folder names the same checkpoint (as for predict)
+    assert main(["evaluate", "--config", str(config), "--checkpoint", str(ft), "--out", str(folder_metrics),
+                 "--quiet"]) == 0
+    assert json.loads(folder_metrics.read_text())["miou"] == json.loads(metrics.read_text())["miou"]
 
 
 @pytest.mark.unit

@@ -75,3 +75,15 @@ def test_sliding_windows_equal_the_whole_image_for_a_pointwise_network():
 def test_bad_eval_mode_is_named():
     with pytest.raises(ValueError, match="eval_mode='tiles' is invalid: expected 'resize' or 'sliding'"):
         load_config("fast", {"eval_mode": "tiles"})
+
+
+def test_a_stride_that_lays_out_hours_of_windows_is_one_line_naming_eval_stride():
+    from smir_lib.engine.inference import check_window_count
+
+    check_window_count(966, 1296, 256, 128)  # the default: 7 x 10 windows
+    check_window_count(10_000, 10_000, 256, 128)  # 6,084 windows, the default stride: allowed
+    check_window_count(966, 1296, 256, 16)  # 46 x 66 windows: a fine stride, allowed
+    with pytest.raises(ValueError, match=r"eval_stride=1 px slides 740,151 windows of 256 px over a 1296x966"):
+        check_window_count(966, 1296, 256, 1)
+    with pytest.raises(ValueError, match="eval_stride=1 px"):
+        sliding_window_logits(nn.Conv2d(3, 2, 1), torch.rand(1, 3, 966, 1296), 256, 1)

@@ -43,7 +43,7 @@ from smir_lib.engine.checkpoint import (
 )
 from smir_lib.engine.config import Config, save_config
 from smir_lib.engine.distributed import DistContext, all_reduce_sum, barrier, init_distributed
-from smir_lib.engine.inference import segment_logits
+from smir_lib.engine.inference import find_checkpoint, segment_logits
 from smir_lib.engine.pretrain_data import eval_items, load_split, training_source
 from smir_lib.engine.train_loop import train_stage
 from smir_lib.files import RunFileError, atomic_write_text, load_checkpoint, read_json
@@ -273,7 +273,7 @@ def finetune(cfg: Config, run_dir: str | Path, init: str | Path = "scratch") -> 
 
 def evaluate(cfg: Config, checkpoint: str | Path, split: str = "test",
              ctx: DistContext | None = None) -> dict:
-    """Metrics of a fine-tuned ``checkpoint`` on ``split`` of ``cfg.dataset``.
+    """Metrics of a fine-tuned ``checkpoint`` (a file, or a fine-tuning run folder) on ``split`` of ``cfg.dataset``.
 
     ``test``: short side ``image_size``, whole image, batch 1; ``val``: centre crop;
     ``cfg.eval_mode="sliding"``: either split at full resolution by sliding windows. A checkpoint
@@ -282,6 +282,7 @@ def evaluate(cfg: Config, checkpoint: str | Path, split: str = "test",
     confusion) plus ``n_images`` and ``split``.
     """
     ctx = ctx or init_distributed(cfg.device)
+    checkpoint = find_checkpoint(checkpoint)  # a run folder names its finetune/best.pt, as for predict
     base = load_split(cfg, split, announce=True)
     class_names, ignore = _meta(base)
     n_outputs = output_classes(cfg, len(class_names))

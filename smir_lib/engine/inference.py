@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from smir_lib.data.tiles import tile_boxes
+from smir_lib.data.tiles import tile_boxes, tile_starts
 from smir_lib.data.transforms import normalize, resize_short_side
 from smir_lib.engine.checkpoint import check_pretraining_checkpoint
 from smir_lib.engine.config import Config, load_config
@@ -40,6 +40,24 @@ MAX_WHOLE_PIXELS = 1024 * 1024
 """Largest image (in pixels) that goes through the network in one piece; larger ones are slid over."""
 
 
+MAX_WINDOWS = 10_000
+"""Most sliding windows per image that ``eval_stride`` may ask for beyond four times what the
+default stride (half a window) lays out: ``eval_stride=1`` slid 740,151 windows over one CWFID
+frame (hours of evaluation for nothing a stride of 32 px would not show)."""
+
+
+def check_window_count(height: int, width: int, window: int, stride: int) -> None:
+    """Refuse, naming ``eval_stride``, a stride that lays out more than :data:`MAX_WINDOWS` windows
+    over a ``height x width`` image and more than four times the default stride's."""
+    count = len(tile_starts(height, window, stride)) * len(tile_starts(width, window, stride))
+    half = max(1, window // 2)
+    default = len(tile_starts(height, window, half)) * len(tile_starts(width, window, half))
+    if count > MAX_WINDOWS and count > 4 * default:
+        raise ValueError(f"config eval_stride={stride} px slides {count:,} windows of {window} px over a "
+                         f"{width}x{height} image ({default:,} at the default stride of {half} px): raise "
+                         f"eval_stride, or leave it unset")
+
+
 @torch.no_grad()
 def sliding_window_logits(model: nn.Module, images: torch.Tensor, window: int, stride: int,
                           batch: int = 8) -> torch.Tensor:
@@ -49,6 +67,7 @@ def sliding_window_logits(model: nn.Module, images: torch.Tensor, window: int, s
     through the network at once; overlapping logits are averaged.
     """
     b, _, h, w = images.shape
+    check_window_count(h, w, window, stride)
     boxes = tile_boxes(h, w, window, stride).tolist()  # [(top, left, wh, ww)]
     total, cover = None, torch.zeros(1, 1, h, w, device=images.device)
     for start in range(0, len(boxes), batch):

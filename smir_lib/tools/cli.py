@@ -129,7 +129,7 @@ def _add_finetune(p: argparse.ArgumentParser) -> None:
 
 
 def _add_evaluate(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", required=True, help="a fine-tuned .pt checkpoint, or a fine-tuning run folder")
     p.add_argument("--split", default="test", choices=("val", "test"))
     p.add_argument("--out", default=None,
                    help="write the metrics JSON here (a file; only an earlier evaluate output is overwritten)")
