@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["usable_cores", "thread_count", "derive_seed", "seeded_generator", "forked_rng", "setup_determinism", "AMP_MODES", "cpu_has_fast_bf16",
+__all__ = ["usable_cores", "thread_count", "whole_number", "derive_seed", "seeded_generator", "forked_rng", "setup_determinism", "AMP_MODES", "cpu_has_fast_bf16",
            "amp_dtype", "autocast", "resolve_device", "prepare_model", "to_device", "loader_workers"]
 
 
@@ -58,16 +58,22 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def thread_count(text: str) -> int:
-    """The ``--threads`` option's type: a whole number of at least 1 (torch refuses 0 with a
-    RuntimeError), capped at :func:`usable_cores` (``--threads 1000000000`` was accepted)."""
+def whole_number(text: str, minimum: int, fix: str) -> int:
+    """An ``argparse`` type: ``text`` as a whole number of at least ``minimum``, else one line naming
+    the value and ``fix``."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of threads, e.g. 1") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} threads: expected at least 1")
-    return min(value, usable_cores())
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number: {fix}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{value} is below {minimum}: {fix}")
+    return value
+
+
+def thread_count(text: str) -> int:
+    """The ``--threads`` option's type: a whole number of at least 1 (torch refuses 0 with a
+    RuntimeError), capped at :func:`usable_cores` (``--threads 1000000000`` was accepted)."""
+    return min(whole_number(text, 1, "pass 1 or more threads"), usable_cores())
 
 
 @contextlib.contextmanager

@@ -434,8 +434,9 @@ class SegmentationFiles(Dataset):
             return out[0] if isinstance(out, tuple) and len(out) == 1 else out
         label = self.load_label(index)  # (H, W)
         if near is not None and tuple(image.shape[-2:]) != tuple(label.shape):  # the photo was decoded smaller
-            if self.image_shape(index) != tuple(label.shape):
-                raise LabelError(size_mismatch(self.image_shape(index), tuple(label.shape), self.images[index],
+            stored = self.image_shape(index)  # the photo's size from its header
+            if stored != tuple(label.shape):
+                raise LabelError(size_mismatch(stored, tuple(label.shape), self.images[index],
                                                self.labels[index], self.size_fix))
             label = torch.nn.functional.interpolate(label[None, None].float(), size=tuple(image.shape[-2:]),
                                                     mode="nearest")[0, 0].long()

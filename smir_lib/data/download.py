@@ -63,6 +63,7 @@ from pathlib import Path, PurePosixPath
 
 from smir_lib.data import get_dataset
 from smir_lib.files import atomic_write_text, read_json
+from smir_lib.runtime import whole_number
 
 CHUNK = 1 << 20
 USER_AGENT = "smir-notebooks-data-download/0.1 (+python-urllib)"
@@ -759,13 +760,7 @@ def default_data_dir() -> Path:
 
 def _retries(text: str) -> int:
     """``--retries``: an integer, 0 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is below 0: pass 0 (no retry) or more")
-    return value
+    return whole_number(text, 0, "pass 0 (no retry) or more")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

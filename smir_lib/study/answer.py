@@ -46,7 +46,8 @@ def answer_values(summary: Mapping) -> dict:
     / ``rare_for_random``: the same in the rarest class's IoU; ``vs_scratch``, ``pretrained_ahead``,
     ``scratch_ahead``: pretrained - scratch differences and those named; ``n_diffs``, ``n_named``,
     ``chance``: all differences, those named in mIoU, and how many 95 % intervals would exclude 0
-    by chance alone; plus ``description``, ``datasets``, ``seeds``, ``units``.
+    by chance alone; ``gain`` and ``pays``: what the counts say, in words; plus ``description``,
+    ``datasets``, ``seeds``, ``units``.
     """
     diffs = list(_differences(summary))
     question = [(ds, d) for ds, _, d in diffs if _is_question(d)]
@@ -56,7 +57,7 @@ def answer_values(summary: Mapping) -> dict:
     means = [d["metrics"]["mIoU"]["mean"] for _, d in question]
     rare = [named(d, summary["datasets"][ds]["rarest_class"]) for ds, d in question]
     scratch = [named(d) for _, _, d in diffs if _is_vs_scratch(d)]
-    return {
+    v = {
         "description": summary.get("description", summary.get("protocol", "")),
         "datasets": " and ".join(summary["datasets"]), "seeds": len(summary.get("seeds", [])),
         "units": summary.get("units", {}).get("done", summary.get("units", {}).get("total")),
@@ -66,6 +67,11 @@ def answer_values(summary: Mapping) -> dict:
         "vs_scratch": len(scratch), "pretrained_ahead": scratch.count(1), "scratch_ahead": scratch.count(-1),
         "n_diffs": len(diffs), "n_named": sum(named(d) != 0 for _, _, d in diffs), "chance": 0.05 * len(diffs),
     }
+    v["gain"] = ("shows no measurable gain from selective masking" if v["for_selective"] <= v["for_random"]
+                 else "favours selective masking")
+    v["pays"] = ("shows no measurable gain either" if v["pretrained_ahead"] <= v["scratch_ahead"]
+                 else "pays more often than it costs")
+    return v
 
 
 def answer_figure(summary: Mapping, *, title: str | None = None) -> Figure:
