@@ -16,7 +16,7 @@ The budget study (issue 15), planned, run in shards, reported::
 continues where the units stopped; any number of processes may run at once (each takes its
 share first, then helps with the rest). ``report`` collects whatever has finished and lists what
 is missing. ``readme`` rewrites the study block (:func:`smir_lib.study.tables.write_readme_section`)
-from the report's JSON. ``rerun`` runs one cell of a committed report again in a fresh folder and
+from the report's JSON (a strategies report's block, or the long budget curve's, from theirs). ``rerun`` runs one cell of a committed report again in a fresh folder and
 prints it beside the committed numbers (``run --only PATTERN`` runs any subset of the units)::
 
     smir study rerun notebooks/results/study_cpu.json finetune/cwfid/seed_0/train_4/selective_9000
@@ -100,7 +100,8 @@ def add_study_arguments(parser: argparse.ArgumentParser) -> None:
                      help="a mechanism report's JSON (smir study mechanism): each strategy's effect beside it")
     rep.add_argument("--beside", nargs="+", default=(),
                      help="earlier reports' JSON whose other pretraining budgets join the budget figure")
-    help_ = "rewrite the study block of notebooks/results/README.md from a report's JSON"
+    help_ = ("rewrite a block of notebooks/results/README.md from a report's JSON (the study block; a strategies "
+             "report's, with --mechanism; the long budget curve's, with --beside)")
     readme = sub.add_parser("readme", help=help_, description=help_)
     readme.add_argument("json", help="a report's JSON (e.g. notebooks/results/study_reduced.json)")
     readme.add_argument("--readme", default=str(RESULTS_README),

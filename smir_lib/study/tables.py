@@ -28,6 +28,7 @@ from smir_lib.files import atomic_write, atomic_write_text, read_json
 from smir_lib.selective import STRATEGIES
 from smir_lib.study import plots as study_plots
 from smir_lib.study.inits import init_label, init_method, pair_labels
+from smir_lib.study.longer import LONGER_BEGIN, LONGER_END, longer_block
 from smir_lib.study.plan import Protocol, load_protocol, unit_config, work_units
 from smir_lib.study.rerun import example_cell
 from smir_lib.study.run import UNIT_LOG, stale_config, stale_message, unit_done, unit_image_steps
@@ -623,15 +624,19 @@ def write_readme_section(json_path: Path, readme: Path = RESULTS_README, check_p
     :data:`RESULTS_README`, ``notebooks/results/README.md``) with :func:`readme_section` of the
     report at ``json_path`` and the checks at ``check_paths``; returns the new block. A strategies
     report (one with its mechanism) fills the strategies block instead
-    (:func:`smir_lib.study.strategies.strategies_block`). Its links are relative to
+    (:func:`smir_lib.study.strategies.strategies_block`), and a report with earlier budgets beside it
+    (``--beside``) the long budget curve's block (:func:`smir_lib.study.longer.longer_block`). Its links are relative to
     ``notebooks/results/``: a ``readme`` elsewhere gets links that do not resolve."""
     text, summary = readme.read_text(), _read(json_path)
-    begin, end_mark = (STRATEGIES_BEGIN, STRATEGIES_END) if "mechanism" in summary else (README_BEGIN, README_END)
-    if begin not in text or end_mark not in text:
-        raise ValueError(f"{readme} has no block for this report: add the lines {begin!r} and {end_mark!r} "
+    marks = ((STRATEGIES_BEGIN, STRATEGIES_END) if "mechanism" in summary else
+             (LONGER_BEGIN, LONGER_END) if summary.get("beside") else (README_BEGIN, README_END))
+    if marks[0] not in text or marks[1] not in text:
+        raise ValueError(f"{readme} has no block for this report: add the lines {marks[0]!r} and {marks[1]!r} "
                          "where the section goes")
-    block = (strategies_block(summary, json_path.name) if "mechanism" in summary
-             else readme_section(summary, [_read(Path(p)) for p in check_paths]))
+    block = (strategies_block(summary, json_path.name) if "mechanism" in summary else
+             longer_block(summary, json_path.name) if summary.get("beside") else
+             readme_section(summary, [_read(Path(p)) for p in check_paths]))
+    begin, end_mark = marks
     start, end = text.index(begin), text.index(end_mark) + len(end_mark)
     atomic_write_text(text[:start] + block + text[end:], readme)
     return block
