@@ -125,14 +125,15 @@ def longer_values(summary: Mapping, dataset: str | None = None) -> dict:
     v["verdict_question"] = _calls([(w, e["sel_rand_long"]) for w, e in at.items()],
                                    "selective masking is ahead of random masking", "random masking is ahead of selective masking",
                                    "selective masking is not measurably ahead of random masking at either label budget")
-    v["verdict_longer"] = (f"eight times the pretraining moves no model measurably: none of the {v['longer_compared']} "
+    times = f"{v['ratio']:.0f} times the pretraining"
+    v["verdict_longer"] = (f"{times} moves no model measurably: none of the {v['longer_compared']} "
                            "long-minus-short differences is named" if v["longer_up"] + v["longer_down"] == 0 else
-                           f"the longer pretraining is named better in {v['longer_up']} and worse in {v['longer_down']} "
-                           f"of the {v['longer_compared']} long-minus-short differences")
-    v["verdict_scratch"] = ("no pretrained model is measurably ahead of scratch" if v["ahead_of_scratch"] == 0 else
-                            f"{v['ahead_of_scratch']} of {v['scratch_compared']} pretrained models are ahead of scratch")
+                           f"{times} makes {v['longer_up']} of the {v['longer_compared']} long-minus-short "
+                           f"differences named better and {v['longer_down']} named worse")
+    v["verdict_scratch"] = ("no pretrained model is measurably ahead of it" if v["ahead_of_scratch"] == 0 else
+                            f"{v['ahead_of_scratch']} of {v['scratch_compared']} pretrained models are ahead of it")
     if v["behind_scratch"]:
-        v["verdict_scratch"] += f", and scratch is ahead of {v['behind_scratch']}"
+        v["verdict_scratch"] += f", and it is ahead of {v['behind_scratch']}"
     v["seeds_note"] = ("" if v["seeds_long"] >= v["seeds"] else
                        f" (partial: {v['seeds_long']} of {v['seeds']} seeds at {long_:,}, too few to name a difference)")
     return v
