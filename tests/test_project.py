@@ -90,7 +90,9 @@ def test_notebook_is_committed_clean(path: Path):
     nb = json.loads(path.read_text())
     assert nb["metadata"].get("kernelspec", {}).get("name") == "python3"
     assert "papermill" not in nb["metadata"], "an executed copy was committed: strip it"
+    assert (nb["nbformat"], nb["nbformat_minor"]) == (4, 4), f"{path.name} is not nbformat 4.4 (the book stages 4.4)"
     for i, cell in enumerate(nb["cells"]):
+        assert "id" not in cell, f"cell {i} of {path.name} has an id, which nbformat 4.4 has not: drop it"
         assert "papermill" not in cell.get("metadata", {}), f"cell {i} carries papermill metadata"
         if cell["cell_type"] != "code":
             continue
