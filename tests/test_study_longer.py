@@ -54,6 +54,8 @@ def test_values_pair_each_model_with_itself_at_the_shorter_budget_and_with_scrat
     assert (v["compared"], v["n_named"]) == (7, 6) and v["chance"] == pytest.approx(0.35)
     assert v["verdict_question"] == "random masking is ahead of selective masking at 4 labels"
     assert v["seeds_note"] == ""
+    assert v["verdict_longer"] == "with 8 times the pretraining, 2 of the 2 fine-tuned models are measurably better and 0 measurably worse"
+    assert v["verdict_scratch"] == "3 of 3 pretrained models are ahead of it"
 
 
 def test_differences_are_the_study_statistics_on_the_per_seed_metrics():
@@ -69,6 +71,7 @@ def test_too_few_seeds_name_nothing_and_say_so():
     assert v["n_named"] == 0 and v["named_text"] == "none"
     assert "2 of 5 seeds at 72,000" in v["seeds_note"]
     assert v["verdict_question"].startswith("selective masking is not measurably ahead")
+    assert v["verdict_longer"] == "8 times the pretraining moves no model measurably: none of the 2 long-minus-short differences is named"
 
 
 def test_a_report_without_the_long_budget_fine_tuned_is_refused_with_the_fix():

@@ -128,8 +128,8 @@ def longer_values(summary: Mapping, dataset: str | None = None) -> dict:
     times = f"{v['ratio']:.0f} times the pretraining"
     v["verdict_longer"] = (f"{times} moves no model measurably: none of the {v['longer_compared']} "
                            "long-minus-short differences is named" if v["longer_up"] + v["longer_down"] == 0 else
-                           f"{times} makes {v['longer_up']} of the {v['longer_compared']} long-minus-short "
-                           f"differences named better and {v['longer_down']} named worse")
+                           f"with {times}, {v['longer_up']} of the {v['longer_compared']} fine-tuned models are "
+                           f"measurably better and {v['longer_down']} measurably worse")
     v["verdict_scratch"] = ("no pretrained model is measurably ahead of it" if v["ahead_of_scratch"] == 0 else
                             f"{v['ahead_of_scratch']} of {v['scratch_compared']} pretrained models are ahead of it")
     if v["behind_scratch"]:
