@@ -50,12 +50,13 @@ def test_values_pair_each_model_with_itself_at_the_shorter_budget_and_with_scrat
     assert (label["best"], label["best_miou"]) == ("random IR", pytest.approx(0.552))
     assert (v["longer_up"], v["longer_down"], v["longer_compared"]) == (2, 0, 2)
     assert (v["ahead_of_scratch"], v["behind_scratch"], v["scratch_compared"]) == (3, 0, 3)
-    # 2 longer + 3 vs scratch + selective - random + unmasked - selective
-    assert (v["compared"], v["n_named"]) == (7, 6) and v["chance"] == pytest.approx(0.35)
+    # 2 longer + 3 vs scratch + selective - random + unmasked - selective + the gap's growth
+    assert (v["compared"], v["n_named"]) == (8, 7) and v["chance"] == pytest.approx(0.4)
     assert v["verdict_question"] == "random masking is ahead of selective masking at 4 labels"
-    assert v["seeds_note"] == ""
-    assert v["verdict_longer"] == "with 8 times the pretraining, 2 of the 2 fine-tuned models are measurably better and 0 measurably worse"
-    assert v["verdict_scratch"] == "3 of 3 pretrained models are ahead of it"
+    assert v["verdict_longer"] == "With 8 times the pretraining, fine-tuned models measurably better: 2 of 2; measurably worse: 0"
+    assert v["verdict_scratch"] == "pretrained models measurably ahead of it: 3 of 3"
+    # selective's gap to random: 0 at 9k, -0.03 at 72k, for every seed
+    assert label["growth"]["mean"] == pytest.approx(-0.03) and label["growth"]["named"] == -1
 
 
 def test_differences_are_the_study_statistics_on_the_per_seed_metrics():
@@ -66,12 +67,12 @@ def test_differences_are_the_study_statistics_on_the_per_seed_metrics():
     torch.testing.assert_close({k: got[k] for k in ("mean", "low", "high")}, expected["metrics"]["mIoU"])
 
 
-def test_too_few_seeds_name_nothing_and_say_so():
+def test_too_few_seeds_name_nothing_and_say_it_is_not_judged_rather_than_no_difference():
     v = longer_values(summary(n_seeds=2), "fields")
-    assert v["n_named"] == 0 and v["named_text"] == "none"
-    assert "2 of 5 seeds at 72,000" in v["seeds_note"]
-    assert v["verdict_question"].startswith("selective masking is not measurably ahead")
-    assert v["verdict_longer"] == "8 times the pretraining moves no model measurably: none of the 2 long-minus-short differences is named"
+    assert v["n_named"] == 0 and v["named_text"] == "none" and v["seeds_long"] == 2
+    wait = "not judged yet (2 of 5 seeds; the study judges from 5)"
+    assert v["verdict_longer"] == f"What 8 times the pretraining does is {wait}"
+    assert v["verdict_question"] == f"the question is {wait}" and v["verdict_scratch"] == f"the comparison is {wait}"
 
 
 def test_a_report_without_the_long_budget_fine_tuned_is_refused_with_the_fix():
@@ -87,6 +88,7 @@ def test_a_report_without_the_long_budget_fine_tuned_is_refused_with_the_fix():
 def test_the_sentences_fill_from_a_toy_report():
     text = fill(read_templates(PROSE), "longer", longer_values(summary(), "fields"), source=PROSE)
     assert "random IR +0.050" in text and "8 times the" in text and "{" not in text
+    assert "random, selective and selective_unmasked IR to 72,000 image-steps" in text
 
 
 def committed() -> dict:

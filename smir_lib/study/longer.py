@@ -10,9 +10,12 @@ differences over seeds the findings quote:
 - ``sel_rand_short`` / ``sel_rand_long``: selective minus random IR at each budget (the paper's
   question, and whether its answer moves with the budget);
 - ``unmasked_sel``: one unmasked scoring pass minus K masked ones, at the long budget;
-- ``vs_scratch``: each strategy at the long budget minus scratch.
+- ``vs_scratch``: each strategy at the long budget minus scratch;
+- ``growth``: (selective - random IR at the long budget) - (the same at the shorter one), per seed:
+  does selective masking's gain over random masking grow with the budget?
 
-Each is ``{mean, low, high, named}`` in test mIoU, computed from the report's per-seed metrics by
+Each is ``{mean, low, high, named, n_seeds, text}`` in test mIoU (``text``: "+0.012 [-0.003,
++0.027]"), computed from the report's per-seed metrics by
 the study's own :func:`smir_lib.study.stats.paired_difference` (so it equals the report's own
 difference wherever the report has one) and named only under the study's rule
 (:func:`smir_lib.study.stats.named`). :func:`longer_block` fills notebook 07's ``longer``
@@ -26,7 +29,7 @@ from pathlib import Path
 
 from smir_lib.notebook.prose import fill, read_templates
 from smir_lib.selective import STRATEGIES
-from smir_lib.study.stats import named, paired_difference
+from smir_lib.study.stats import MIN_SEEDS, named, paired_difference
 
 __all__ = ["longer_values", "longer_block", "LONGER_BEGIN", "LONGER_END"]
 
@@ -41,12 +44,24 @@ def _diff(cell: Mapping, metrics: list[str], a: str, b: str) -> dict | None:
     inits = cell["inits"]
     if a not in inits or b not in inits:
         return None
-    d = paired_difference(inits[a]["per_seed"], inits[b]["per_seed"], metrics)
+    return _summarised(paired_difference(inits[a]["per_seed"], inits[b]["per_seed"], metrics))
+
+
+def _summarised(d: Mapping | None) -> dict | None:
     if d is None:
         return None
     m = d["metrics"]["mIoU"]
     return {**m, "named": named(d), "n_seeds": d["n_seeds"],
             "text": f"{m['mean']:+.3f} [{m['low']:+.3f}, {m['high']:+.3f}]"}
+
+
+def _growth(cell: Mapping, short: int, long_: int) -> dict | None:
+    """Per seed, (selective - random IR at ``long_``) - (selective - random IR at ``short``)."""
+    runs = {b: [cell["inits"].get(f"{s}_{b}", {}).get("per_seed", {}) for s in ("selective", "random")]
+            for b in (short, long_)}
+    gaps = {b: {seed: [x - y for x, y in zip(sel[seed], rand[seed])] for seed in sel if seed in rand}
+            for b, (sel, rand) in runs.items()}
+    return _summarised(paired_difference(gaps[long_], gaps[short], ["mIoU"]))
 
 
 def _calls(entries: list[tuple[str, dict | None]], ahead: str, behind: str, none: str) -> str:
@@ -62,10 +77,10 @@ def longer_values(summary: Mapping, dataset: str | None = None) -> dict:
     ``dataset``, by default its first).
 
     ``long`` and ``short``: the largest and second-largest pretraining budgets; ``per_label[label]``
-    (and ``few`` / ``many``, the fewest and most labels): ``n_train``, ``seeds_long`` (seeds
-    fine-tuned from every long-budget strategy), ``miou`` (mean test mIoU per initialisation),
-    ``best`` / ``best_miou`` (the best mean, scratch included), and the differences of the module
-    docstring (``longer`` and ``vs_scratch`` per strategy). Counts over both label budgets:
+    (and ``few`` / ``many``, the fewest and most labels): ``n_train``, ``seeds_long`` (the fewest
+    seeds any long-budget strategy was fine-tuned from), ``miou`` (mean test mIoU per
+    initialisation), ``best`` / ``best_miou`` (the best mean among scratch and the long-budget
+    models), and the differences of the module docstring (``longer`` and ``vs_scratch`` per strategy). Counts over both label budgets:
     ``longer_up`` / ``longer_down`` (strategies named better / worse after the longer pretraining),
     ``ahead_of_scratch`` / ``behind_scratch``, ``compared`` (every mIoU difference counted),
     ``n_named`` and ``chance`` (how many of them a 95 % interval names with no effect at all);
@@ -81,23 +96,24 @@ def longer_values(summary: Mapping, dataset: str | None = None) -> dict:
     strategies = [s for s in STRATEGIES if s in summary["strategies"]]
     metrics = data["metrics"]
     v = {"dataset": dataset, "short": short, "long": long_, "ratio": long_ / short, "seeds": len(summary["seeds"]),
-         "strategies_text": ", ".join(f"{s} IR" for s in strategies), "per_label": {}, "named": []}
+         "strategies_text": " and ".join([", ".join(strategies[:-1]), strategies[-1]] if len(strategies) > 1 else strategies) + " IR", "per_label": {}, "named": []}
     for label, cell in sorted(data["labels"].items(), key=lambda kv: int(kv[0])):
         at_long = [s for s in strategies if f"{s}_{long_}" in cell["inits"]]
         if not at_long:
             continue
         n = cell["finetune"]["n_train"]
         entry = {"n_train": n, "seeds_long": min(cell["inits"][f"{s}_{long_}"]["n_seeds"] for s in at_long),
-                 "miou": {k: r["mean"][0] for k, r in cell["inits"].items()},
+                 "miou": {k: r["mean"][metrics.index("mIoU")] for k, r in cell["inits"].items()},
                  "longer": {s: d for s in at_long if (d := _diff(cell, metrics, f"{s}_{long_}", f"{s}_{short}"))},
                  "vs_scratch": {s: d for s in at_long if (d := _diff(cell, metrics, f"{s}_{long_}", "scratch"))},
                  "sel_rand_short": _diff(cell, metrics, f"selective_{short}", f"random_{short}"),
                  "sel_rand_long": _diff(cell, metrics, f"selective_{long_}", f"random_{long_}"),
-                 "unmasked_sel": _diff(cell, metrics, f"selective_unmasked_{long_}", f"selective_{long_}")}
+                 "unmasked_sel": _diff(cell, metrics, f"selective_unmasked_{long_}", f"selective_{long_}"),
+                 "growth": _growth(cell, short, long_)}
         contenders = {k: m for k, m in entry["miou"].items() if k == "scratch" or k.endswith(f"_{long_}")}
         best = max(contenders, key=contenders.get)
         entry["best"], entry["best_miou"] = (best if best == "scratch" else f"{best.rsplit('_', 1)[0]} IR"), contenders[best]
-        for key in ("sel_rand_short", "sel_rand_long", "unmasked_sel"):
+        for key in ("sel_rand_short", "sel_rand_long", "unmasked_sel", "growth"):
             entry[f"{key}_text"] = entry[key]["text"] if entry[key] else "not run"
         entry["longer_text"] = ", ".join(f"{s} IR {d['text']}" for s, d in entry["longer"].items())
         v["per_label"][label] = entry
@@ -112,7 +128,8 @@ def longer_values(summary: Mapping, dataset: str | None = None) -> dict:
         counted += [(f"{s} IR {long_:,} - {short:,} at {n} labels", d, "longer") for s, d in entry["longer"].items()]
         counted += [(f"{s} IR {long_:,} - scratch at {n} labels", d, "scratch") for s, d in entry["vs_scratch"].items()]
         counted += [(f"selective - random IR at {long_:,} and {n} labels", entry["sel_rand_long"], "question"),
-                    (f"selective_unmasked - selective IR at {long_:,} and {n} labels", entry["unmasked_sel"], "unmasked")]
+                    (f"selective_unmasked - selective IR at {long_:,} and {n} labels", entry["unmasked_sel"], "unmasked"),
+                    (f"selective IR's gain over random IR, {long_:,} - {short:,}, at {n} labels", entry["growth"], "growth")]
     counted = [(where, d, kind) for where, d, kind in counted if d]
     v["named"] = [f"{where}: {d['text']}" for where, d, _ in counted if d["named"]]
     v["named_text"] = "; ".join(v["named"]) or "none"
@@ -121,21 +138,25 @@ def longer_values(summary: Mapping, dataset: str | None = None) -> dict:
         calls = [d["named"] for _, d, k in counted if k == kind]
         v[up], v[down], v[f"{kind}_compared"] = calls.count(1), calls.count(-1), len(calls)
     v["seeds_long"] = min(e["seeds_long"] for e in v["per_label"].values())
+    times = f"{v['ratio']:.0f} times the pretraining"
+    if v["seeds_long"] < MIN_SEEDS:  # the study's rule names nothing yet: say so rather than "no difference"
+        wait = f"not judged yet ({v['seeds_long']} of {v['seeds']} seeds; the study judges from {MIN_SEEDS})"
+        v["verdict_longer"] = f"What {times} does is {wait}"
+        v["verdict_question"], v["verdict_scratch"] = f"the question is {wait}", f"the comparison is {wait}"
+        return v
     at = {f"{e['n_train']} labels": e for e in v["per_label"].values()}
     v["verdict_question"] = _calls([(w, e["sel_rand_long"]) for w, e in at.items()],
-                                   "selective masking is ahead of random masking", "random masking is ahead of selective masking",
-                                   "selective masking is not measurably ahead of random masking at either label budget")
-    times = f"{v['ratio']:.0f} times the pretraining"
-    v["verdict_longer"] = (f"{times} moves no model measurably: none of the {v['longer_compared']} "
+                                   "selective masking is ahead of random masking",
+                                   "random masking is ahead of selective masking",
+                                   "selective masking is not measurably ahead of random masking at any label budget")
+    v["verdict_longer"] = (f"{times.capitalize()} moves no model measurably: none of the {v['longer_compared']} "
                            "long-minus-short differences is named" if v["longer_up"] + v["longer_down"] == 0 else
-                           f"with {times}, {v['longer_up']} of the {v['longer_compared']} fine-tuned models are "
-                           f"measurably better and {v['longer_down']} measurably worse")
+                           f"With {times}, fine-tuned models measurably better: {v['longer_up']} of "
+                           f"{v['longer_compared']}; measurably worse: {v['longer_down']}")
     v["verdict_scratch"] = ("no pretrained model is measurably ahead of it" if v["ahead_of_scratch"] == 0 else
-                            f"{v['ahead_of_scratch']} of {v['scratch_compared']} pretrained models are ahead of it")
+                            f"pretrained models measurably ahead of it: {v['ahead_of_scratch']} of {v['scratch_compared']}")
     if v["behind_scratch"]:
-        v["verdict_scratch"] += f", and it is ahead of {v['behind_scratch']}"
-    v["seeds_note"] = ("" if v["seeds_long"] >= v["seeds"] else
-                       f" (partial: {v['seeds_long']} of {v['seeds']} seeds at {long_:,}, too few to name a difference)")
+        v["verdict_scratch"] += f"; behind it: {v['behind_scratch']}"
     return v
 
 
