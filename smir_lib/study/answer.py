@@ -12,13 +12,30 @@ class's IoU. A difference is *named* only when its 95 % interval excludes 0 over
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from smir_lib.notebook.prose import fill, read_templates
 from smir_lib.study.stats import MIN_SEEDS, named
 
-__all__ = ["answer_values", "answer_figure", "named"]
+__all__ = ["answer_values", "answer_figure", "named", "prose_block", "PROSE"]
+
+PROSE = Path(__file__).resolve().parents[2] / "notebooks" / "prose" / "07_reproduction_study.md"
+"""Notebook 07's sentences: the results page says each committed study's answer in the same words."""
+
+
+def prose_block(marks: tuple[str, str], section: str, values: Mapping, summary: Mapping, json_name: str,
+                contents: str) -> str:
+    """A results-page block between ``marks``: notebook 07's ``section`` filled from ``values``, then
+    one line saying whether the report at ``json_name`` is complete and what it holds (``contents``)."""
+    done, total = summary["units"]["done"], summary["units"]["total"]
+    status = "complete" if done == total else f"{done} of {total} units finished"
+    name = Path(json_name).stem
+    return "\n".join([marks[0], fill(read_templates(PROSE), section, values, source=PROSE), "",
+                      f"Report ({status}): [{name}.md]({name}.md), numbers from [{name}.json]({name}.json); {contents}",
+                      marks[1]])
 
 
 def _differences(summary: Mapping) -> Iterator[tuple[str, Mapping, Mapping]]:

@@ -628,15 +628,17 @@ def write_readme_section(json_path: Path, readme: Path = RESULTS_README, check_p
     (``--beside``) the long budget curve's block (:func:`smir_lib.study.longer.longer_block`). Its links are relative to
     ``notebooks/results/``: a ``readme`` elsewhere gets links that do not resolve."""
     text, summary = readme.read_text(), _read(json_path)
-    marks = ((STRATEGIES_BEGIN, STRATEGIES_END) if "mechanism" in summary else
-             (LONGER_BEGIN, LONGER_END) if summary.get("beside") else (README_BEGIN, README_END))
-    if marks[0] not in text or marks[1] not in text:
-        raise ValueError(f"{readme} has no block for this report: add the lines {marks[0]!r} and {marks[1]!r} "
+    if "mechanism" in summary:
+        (begin, end_mark), make = (STRATEGIES_BEGIN, STRATEGIES_END), lambda: strategies_block(summary, json_path.name)
+    elif summary.get("beside"):
+        (begin, end_mark), make = (LONGER_BEGIN, LONGER_END), lambda: longer_block(summary, json_path.name)
+    else:
+        (begin, end_mark), make = (README_BEGIN, README_END), lambda: readme_section(
+            summary, [_read(Path(p)) for p in check_paths])
+    if begin not in text or end_mark not in text:
+        raise ValueError(f"{readme} has no block for this report: add the lines {begin!r} and {end_mark!r} "
                          "where the section goes")
-    block = (strategies_block(summary, json_path.name) if "mechanism" in summary else
-             longer_block(summary, json_path.name) if summary.get("beside") else
-             readme_section(summary, [_read(Path(p)) for p in check_paths]))
-    begin, end_mark = marks
+    block = make()
     start, end = text.index(begin), text.index(end_mark) + len(end_mark)
     atomic_write_text(text[:start] + block + text[end:], readme)
     return block
